@@ -1,0 +1,119 @@
+"""The Python API: the same audit the CLI runs, for notebooks and training scripts.
+
+import audit
+result = audit.check(tracking_uri="sqlite:///mlflow.db", experiment="churn-model")
+result.exit_code, result.summary(), result.runs[0].findings
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+from audit.errors import SelectionError
+from audit.evaluate import evaluate
+from audit.policy import Policy, load_policy
+from audit.result import AuditResult, FailOn
+from audit.sources import (
+    MAX_PAGE_SIZE,
+    CollectedRun,
+    CollectionNeeds,
+    ModelSpec,
+    Selection,
+    open_source,
+    resolve_store,
+)
+
+
+def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        return (value,)
+    return tuple(value)
+
+
+def make_selection(
+    *,
+    experiment: str | Iterable[str] | None = None,
+    run_id: str | Iterable[str] | None = None,
+    model: str | Iterable[str] | None = None,
+    filter: str | None = None,
+    include_deleted: bool = False,
+    max_runs: int | None = None,
+) -> Selection:
+    if max_runs is not None and max_runs < 1:
+        raise SelectionError(f"--max-runs must be at least 1, not {max_runs}")
+    return Selection(
+        experiments=_names(experiment),
+        run_ids=_names(run_id),
+        models=tuple(ModelSpec.parse(spec) for spec in _names(model)),
+        filter=filter or None,
+        include_deleted=include_deleted,
+        max_runs=max_runs,
+    )
+
+
+def collect(
+    tracking_uri: str | None = None,
+    *,
+    selection: Selection | None = None,
+    needs: CollectionNeeds | None = None,
+    page_size: int = MAX_PAGE_SIZE,
+) -> Iterator[CollectedRun]:
+    """Stream one evidence record per selected run (all active experiments by default).
+
+    `needs` says whether artifacts and the registry are read (default: both); pass
+    `load_policy(...).needs` to read exactly what a policy looks at.
+    """
+    store = resolve_store(tracking_uri)
+    source = open_source(store, page_size=page_size)
+    return source.collect(selection or Selection(), needs or CollectionNeeds())
+
+
+def check(
+    tracking_uri: str | None = None,
+    *,
+    experiment: str | Iterable[str] | None = None,
+    run_id: str | Iterable[str] | None = None,
+    model: str | Iterable[str] | None = None,
+    filter: str | None = None,
+    include_deleted: bool = False,
+    max_runs: int | None = None,
+    policy: str | Path | Policy | None = None,
+    fail_on: FailOn = "error",
+    keep_records: bool = False,
+    page_size: int = MAX_PAGE_SIZE,
+    on_run: Callable[[int], None] | None = None,
+) -> AuditResult:
+    """Collect the selected runs, evaluate them against the policy, and return the result.
+
+    Raises `audit.AuditError` when the audit cannot be completed (what the CLI reports with
+    exit code 2): a missing or unreachable store, an unknown experiment, run or model, a bad
+    filter or policy, or no run matched.
+    """
+    selection = make_selection(
+        experiment=experiment,
+        run_id=run_id,
+        model=model,
+        filter=filter,
+        include_deleted=include_deleted,
+        max_runs=max_runs,
+    )
+    loaded = policy if isinstance(policy, Policy) else load_policy(policy)
+    store = resolve_store(tracking_uri)
+    source = open_source(store, page_size=page_size)
+    result = evaluate(
+        source.collect(selection, loaded.needs),
+        loaded,
+        store=store.display,
+        source=source.name,
+        selection=selection.to_dict(),
+        fail_on=fail_on,
+        keep_records=keep_records,
+        truncated_at=max_runs,
+        on_run=on_run,
+    )
+    if not result.runs:
+        raise SelectionError(f"no runs matched {selection.describe()} in {store.display}")
+    return result

@@ -1,0 +1,377 @@
+"""The `mlflow-audit` command line: a thin layer over the `audit` API."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from audit import __version__
+from audit.errors import AuditError
+
+EXIT_OK, EXIT_GAPS, EXIT_INCOMPLETE = 0, 1, 2
+
+_EPILOG = """\
+exit codes:
+  0  no finding at or above --fail-on
+  1  gaps at or above --fail-on
+  2  the audit could not be completed (bad arguments, unreadable policy, store
+     missing or unreachable, no runs matched); never reported as a pass
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors in the tool's own voice (exit code 2, as argparse does)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_INCOMPLETE, f"mlflow-audit: error: {message}\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from audit.formats import FORMATS
+    from audit.result import FAIL_ON_CHOICES
+
+    parser = _Parser(
+        prog="mlflow-audit",
+        description="Audit MLflow runs for the provenance evidence a model's documentation "
+        "needs (data, hyperparameters, metrics, environment, source, model), map every gap to "
+        "the EU AI Act, ISO/IEC 42001 and NIST AI RMF, and gate CI on it.",
+        epilog="Run 'mlflow-audit COMMAND --help' for the options of a command.",
+    )
+    parser.add_argument("--version", action="version", version=f"mlflow-audit {__version__}")
+    parser.add_argument(
+        "--debug", action="store_true", help="show a traceback when something goes wrong"
+    )
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    check = commands.add_parser(
+        "check",
+        help="audit runs against a policy and fail on gaps (the CI gate)",
+        description="Collect runs from an MLflow tracking store (read-only), validate each "
+        "against a policy, print every gap with the provisions it breaks and how to fix it, "
+        "and exit 1 when gaps at or above --fail-on exist.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    store = check.add_argument_group("tracking store")
+    store.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="sqlite:///path.db, ./mlruns, postgresql://..., http(s)://server; default: "
+        "$MLFLOW_TRACKING_URI, else MLflow's default (./mlruns when it holds experiments, "
+        "else sqlite:///mlflow.db)",
+    )
+    selection = check.add_argument_group(
+        "selection",
+        "Default: every run of every active experiment. --run-id and --model add those runs; "
+        "--experiment and --filter narrow the search.",
+    )
+    selection.add_argument(
+        "-e",
+        "--experiment",
+        action="append",
+        default=[],
+        metavar="NAME|ID",
+        help="audit the runs of this experiment (repeatable)",
+    )
+    selection.add_argument(
+        "--run-id", action="append", default=[], metavar="ID", help="audit this run (repeatable)"
+    )
+    selection.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="audit the source run of a registered model version: NAME (every version), "
+        "NAME/VERSION, NAME/latest or NAME@ALIAS (repeatable)",
+    )
+    selection.add_argument(
+        "--filter",
+        metavar="EXPR",
+        help="MLflow search expression, e.g. \"attributes.status = 'FINISHED' and "
+        "tags.team = 'risk'\"",
+    )
+    selection.add_argument(
+        "--include-deleted", action="store_true", help="also audit deleted runs and experiments"
+    )
+    selection.add_argument("--max-runs", type=_positive_int, metavar="N", help="stop after N runs")
+    selection.add_argument(
+        "--page-size",
+        type=_positive_int,
+        default=50_000,
+        metavar="N",
+        help="runs per search request (default: 50000, MLflow's maximum)",
+    )
+    policy = check.add_argument_group("policy and gate")
+    policy.add_argument(
+        "--policy",
+        metavar="NAME|FILE",
+        help="built-in policy name or a JSON/YAML policy file (default: eu-ai-act-high-risk; "
+        "see 'mlflow-audit policy list')",
+    )
+    policy.add_argument(
+        "--fail-on",
+        choices=FAIL_ON_CHOICES,
+        default="error",
+        help="lowest severity that fails the gate (default: error)",
+    )
+    output = check.add_argument_group("output")
+    output.add_argument(
+        "-f",
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="table for people (default), json for machines (schemas/audit-result.schema.json)",
+    )
+    output.add_argument(
+        "-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout"
+    )
+    output.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour in the table: auto (default) colours a terminal unless NO_COLOR is set",
+    )
+
+    policy_cmd = commands.add_parser(
+        "policy",
+        help="list, show or validate policies",
+        description="Policies are JSON Schema 2020-12 documents over the evidence record; "
+        "x-audit annotations name each rule, its severity, provisions and fix.",
+    )
+    policy_actions = policy_cmd.add_subparsers(
+        dest="policy_command", metavar="ACTION", parser_class=_Parser, required=True
+    )
+    policy_actions.add_parser("list", help="list the built-in policies")
+    show = policy_actions.add_parser("show", help="show a policy's rules")
+    show.add_argument("policy", metavar="NAME|FILE")
+    show.add_argument(
+        "--schema", action="store_true", help="print the policy document itself (JSON)"
+    )
+    validate = policy_actions.add_parser(
+        "validate", help="check a policy file: JSON/YAML, JSON Schema, x-audit, provision ids"
+    )
+    validate.add_argument("policy", metavar="FILE")
+
+    provisions = commands.add_parser(
+        "provisions",
+        help="list the provisions a finding can cite",
+        description="The provisions catalog: EU AI Act (Regulation (EU) 2024/1689), "
+        "ISO/IEC 42001 Annex A and NIST AI RMF entries, with the text version each follows.",
+    )
+    provisions.add_argument("--framework", metavar="ID", help="only this framework, e.g. eu-ai-act")
+    provisions.add_argument("-f", "--format", choices=("table", "json"), default="table")
+    return parser
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def _run_check(args: argparse.Namespace) -> int:
+    from audit.api import check
+    from audit.formats import render
+
+    progress = _Progress(sys.stderr)
+    result = check(
+        args.tracking_uri,
+        experiment=args.experiment,
+        run_id=args.run_id,
+        model=args.model,
+        filter=args.filter,
+        include_deleted=args.include_deleted,
+        max_runs=args.max_runs,
+        policy=args.policy,
+        fail_on=args.fail_on,
+        page_size=args.page_size,
+        on_run=progress.update,
+    )
+    progress.done()
+    color = args.output is None and _use_color(args.color, sys.stdout)
+    width = min(_terminal_width(), 100) if args.output is None else 80
+    _emit(render(result, args.format, color=color, width=width), args.output)
+    return result.exit_code
+
+
+def _run_policy(args: argparse.Namespace) -> int:
+    import json
+
+    from audit.policy import builtin_policy_names, load_policy
+
+    if args.policy_command == "list":
+        for name in builtin_policy_names():
+            policy = load_policy(name)
+            default = " (default)" if name == "eu-ai-act-high-risk" else ""
+            print(f"{name}{default}  v{policy.version}  {len(policy.rules)} rules")
+            print(f"  {policy.title}")
+        return EXIT_OK
+    policy = load_policy(args.policy)
+    if args.policy_command == "validate":
+        print(
+            f"{policy.origin}: valid policy {policy.name!r}, {len(policy.rules)} rules, "
+            f"sha256 {policy.sha256}"
+        )
+        return EXIT_OK
+    if args.schema:
+        print(json.dumps(policy.document, indent=2, ensure_ascii=False))
+        return EXIT_OK
+    from audit.provisions import load_catalog
+
+    catalog = load_catalog()
+    print(f"{policy.name}  v{policy.version}  ({policy.origin}, sha256 {policy.sha256[:16]}…)")
+    if policy.title:
+        print(policy.title)
+    for rule in policy.rules:
+        print()
+        print(f"{rule.severity:<8}{rule.id}  [{rule.category}]")
+        print(f"        {rule.title}")
+        citations = ", ".join(catalog[p].citation for p in rule.provisions)
+        if citations:
+            print(f"        provisions: {citations}")
+        print(f"        fix: {rule.remediation}")
+    return EXIT_OK
+
+
+def _run_provisions(args: argparse.Namespace) -> int:
+    import json
+
+    from audit.provisions import load_catalog
+
+    catalog = load_catalog()
+    if args.framework and args.framework not in catalog.frameworks:
+        raise AuditError(
+            f"unknown framework {args.framework!r}; choose from {', '.join(catalog.frameworks)}"
+        )
+    frameworks = [f for f in catalog.frameworks.values() if args.framework in (None, f.id)]
+    if args.format == "json":
+        print(
+            json.dumps(
+                [
+                    {
+                        "framework": framework.id,
+                        "title": framework.title,
+                        "text_version": framework.text_version,
+                        "link": framework.link,
+                        "provisions": [
+                            p.to_dict()
+                            for p in catalog.provisions.values()
+                            if p.framework == framework.id
+                        ],
+                    }
+                    for framework in frameworks
+                ],
+                indent=2,
+                ensure_ascii=False,
+            )
+        )
+        return EXIT_OK
+    for framework in frameworks:
+        print(f"{framework.title}")
+        print(f"  text: {framework.text_version}")
+        for provision in catalog.provisions.values():
+            if provision.framework == framework.id:
+                print(f"  {provision.citation:<26} {provision.title}")
+                print(f"  {'':<26} id {provision.id}")
+        print()
+    return EXIT_OK
+
+
+# --------------------------------------------------------------------------- plumbing
+
+
+class _Progress:
+    """A one-line counter on stderr while runs are collected, only on a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.shown = False
+
+    def update(self, count: int) -> None:
+        if self.enabled and count % 250 == 0:
+            self.stream.write(f"\rmlflow-audit: {count} runs audited…")
+            self.stream.flush()
+            self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def _use_color(mode: str, stream: TextIO) -> bool:
+    if mode != "auto":
+        return mode == "always"
+    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def _terminal_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((80, 24)).columns
+
+
+def _emit(text: str, output: str | None) -> None:
+    if output is None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        return
+    target = Path(output)
+    if target.is_dir():
+        raise AuditError(f"--output {output} is a directory")
+    try:
+        # Write next to the target and rename: a reader never sees half a report.
+        with tempfile.NamedTemporaryFile(
+            "w",
+            encoding="utf-8",
+            dir=target.parent or Path(),
+            prefix=f".{target.name}.",
+            delete=False,
+        ) as handle:
+            handle.write(text)
+        Path(handle.name).replace(target)
+    except OSError as error:
+        raise AuditError(f"cannot write {output}: {error.strerror or error}") from None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help()
+        return EXIT_INCOMPLETE
+    handlers = {"check": _run_check, "policy": _run_policy, "provisions": _run_provisions}
+    try:
+        return handlers[args.command](args)
+    except AuditError as error:
+        if args.debug:
+            raise
+        print(f"mlflow-audit: error: {error}", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    except KeyboardInterrupt:
+        print("mlflow-audit: interrupted; the audit is incomplete", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    except Exception as error:
+        if args.debug:
+            raise
+        first = (str(error).strip().splitlines() or [""])[0][:300]
+        print(
+            f"mlflow-audit: error: unexpected {type(error).__name__}: {first} "
+            "(run with --debug for the traceback)",
+            file=sys.stderr,
+        )
+        return EXIT_INCOMPLETE

@@ -1,0 +1,143 @@
+"""Evaluate evidence records against a policy: the stage between collect and render."""
+
+from __future__ import annotations
+
+import reprlib
+from collections.abc import Callable, Iterable, Mapping
+from datetime import datetime, timezone
+from typing import Any
+
+from audit import __version__
+from audit.evidence import sha256_hex
+from audit.policy import Policy, Violation
+from audit.result import AuditResult, FailOn, Finding, RunResult, sort_findings
+from audit.sources import CollectedRun
+
+_short = reprlib.Repr()
+_short.maxstring = 60
+_short.maxother = 60
+
+
+def evaluate_record(record: Mapping[str, Any], policy: Policy) -> tuple[Finding, ...]:
+    """The findings for one evidence record, most severe first; one per rule and place."""
+    findings: dict[tuple[str, str], Finding] = {}
+    for violation in policy.violations(record):
+        key = (violation.rule.id, violation.pointer)
+        if key in findings:
+            continue
+        rule = violation.rule
+        findings[key] = Finding(
+            rule_id=rule.id,
+            title=rule.title,
+            category=rule.category,
+            severity=rule.severity,
+            pointer=violation.pointer,
+            message=_observation(violation, record),
+            provisions=rule.provisions,
+            remediation=rule.remediation,
+        )
+    return sort_findings(findings.values())
+
+
+def evaluate(
+    collected: Iterable[CollectedRun | Mapping[str, Any]],
+    policy: Policy,
+    *,
+    store: str = "",
+    source: str = "",
+    selection: Mapping[str, Any] | None = None,
+    fail_on: FailOn = "error",
+    keep_records: bool = False,
+    truncated_at: int | None = None,
+    on_run: Callable[[int], None] | None = None,
+) -> AuditResult:
+    """Evaluate collected runs (or plain evidence records). Records are streamed: only findings
+    are kept, unless `keep_records` asks for the records too."""
+    runs: list[RunResult] = []
+    records: dict[str, Mapping[str, Any]] | None = {} if keep_records else None
+    for item in collected:
+        if not isinstance(item, CollectedRun):
+            item = CollectedRun(record=item)
+        record = item.record
+        run = record["run"]
+        runs.append(
+            RunResult(
+                run_id=run["id"],
+                run_name=run["name"],
+                experiment_id=run["experiment_id"],
+                experiment_name=run["experiment_name"],
+                evidence_sha256=sha256_hex(record),
+                findings=evaluate_record(record, policy),
+                selected_by=item.selected_by,
+                model_versions=tuple(str(v) for v in item.model_versions),
+            )
+        )
+        if records is not None:
+            records[run["id"]] = record
+        if on_run is not None:
+            on_run(len(runs))
+    return AuditResult(
+        tool_version=__version__,
+        generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        store=store,
+        source=source,
+        selection=dict(selection or {}),
+        policy=policy.to_dict(),
+        rules=policy.rules,
+        runs=runs,
+        fail_on=fail_on,
+        truncated=truncated_at is not None and len(runs) >= truncated_at,
+        records=records,
+    )
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _observation(violation: Violation, record: Mapping[str, Any]) -> str:
+    """What the evidence shows at the failing place, in a few words."""
+    instance = violation.instance
+    keyword = violation.keyword
+    if keyword == "required":
+        detail = "missing"
+    elif instance is None or instance == "":
+        detail = "not recorded"
+    elif keyword in ("minItems", "minProperties") or (
+        keyword == "contains" and isinstance(instance, list) and not instance
+    ):
+        detail = "none recorded"
+    elif keyword == "contains":
+        detail = f"none of the {len(instance)} recorded qualifies"
+    elif keyword in ("const", "enum", "not"):
+        detail = f"is {_short.repr(instance)}"
+    elif keyword == "pattern":
+        detail = f"{_short.repr(instance)} is not in the expected form"
+    elif keyword in ("anyOf", "oneOf"):
+        detail = "no accepted form of evidence found"
+    elif keyword == "type":
+        detail = f"{_short.repr(instance)} has the wrong type"
+    else:
+        detail = " ".join(violation.message.split())[:200]
+    label = _item_label(record, violation.pointer)
+    where = f"{violation.pointer} ({label})" if label else violation.pointer or "/"
+    return f"{where}: {detail}"
+
+
+def _item_label(record: Mapping[str, Any], pointer: str) -> str | None:
+    """Name the list entry a pointer goes through (a dataset, a requirement, a metric)."""
+    node: Any = record
+    label = None
+    for part in pointer.split("/")[1:]:
+        part = part.replace("~1", "/").replace("~0", "~")
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            if isinstance(node, Mapping):
+                for key in ("line", "key", "name", "uri"):
+                    if isinstance(node.get(key), str):
+                        label = _short.repr(node[key]).strip("'\"")
+                        break
+        elif isinstance(node, Mapping) and part in node:
+            node = node[part]
+        else:
+            break
+    return label

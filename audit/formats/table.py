@@ -1,0 +1,127 @@
+"""`--format table`: what a person reads in a terminal or a CI log, 80 columns wide."""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from itertools import groupby
+
+from audit.result import AuditResult, Finding, RunResult
+
+_COLORS = {
+    "fail": "31;1",
+    "warn": "33;1",
+    "pass": "32;1",
+    "error": "31",
+    "warning": "33",
+    "info": "36",
+    "dim": "2",
+    "bold": "1",
+}
+_STATUS_LABEL = {"fail": "FAIL", "warn": "WARN", "pass": "PASS"}
+# Control characters from run contents must not reach a terminal (escape-sequence injection).
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def printable(text: str) -> str:
+    return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
+
+
+class _Painter:
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+
+    def __call__(self, text: str, style: str) -> str:
+        if not self.enabled:
+            return text
+        return f"\x1b[{_COLORS[style]}m{text}\x1b[0m"
+
+
+def render_table(result: AuditResult, *, color: bool = False, width: int = 80) -> str:
+    paint = _Painter(color)
+    width = max(width, 60)
+    lines: list[str] = []
+    policy = result.policy
+    version = f" {policy['version']}" if policy.get("version") else ""
+    lines.append(
+        paint(f"mlflow-audit {result.tool_version}", "bold")
+        + f" · policy {printable(str(policy['name']))}{version} · {len(result.rules)} rules"
+    )
+    lines.append(f"store {printable(result.store)}")
+    lines.append("")
+    for run in result.runs:
+        lines.extend(_run_block(run, paint, width))
+    lines.extend(_summary_block(result, paint, width))
+    return "\n".join(lines) + "\n"
+
+
+def _run_block(run: RunResult, paint: _Painter, width: int) -> list[str]:
+    name = printable(run.run_name or "(unnamed run)")
+    experiment = printable(run.experiment_name or run.experiment_id)
+    header = f"{paint(_STATUS_LABEL[run.status], run.status)}  {name}  {run.run_id}"
+    lines = [header, f"      experiment {experiment}"]
+    for version in run.model_versions:
+        lines.append(f"      model {printable(version)}")
+    for _, group in groupby(run.findings, key=lambda f: f.rule_id):
+        lines.extend(_finding_block(list(group), paint, width))
+    lines.append("")
+    return lines
+
+
+def _finding_block(findings: list[Finding], paint: _Painter, width: int) -> list[str]:
+    first = findings[0]
+    indent = " " * 6
+    severity = paint(f"{first.severity:<8}", first.severity)
+    lines = [f"  {severity}{paint(first.rule_id, 'bold')}"]
+    lines += _wrap(printable(first.title), indent, width)
+    shown = findings[:5]
+    for finding in shown:
+        lines += _wrap("found: " + printable(finding.message), indent, width, hang=7)
+    if len(findings) > len(shown):
+        lines.append(f"{indent}... and {len(findings) - len(shown)} more like it")
+    if first.citations:
+        lines += _wrap("breaks: " + ", ".join(first.citations), indent, width, hang=8)
+    lines += _wrap("fix: " + printable(first.remediation), indent, width, hang=5)
+    return lines
+
+
+def _wrap(text: str, indent: str, width: int, hang: int = 0) -> list[str]:
+    return textwrap.wrap(
+        text,
+        width=width,
+        initial_indent=indent,
+        subsequent_indent=indent + " " * hang,
+        break_on_hyphens=False,
+        break_long_words=True,
+    ) or [indent]
+
+
+def _summary_block(result: AuditResult, paint: _Painter, width: int) -> list[str]:
+    statuses = result.status_counts()
+    severities = result.severity_counts()
+    experiments = {run.experiment_id for run in result.runs}
+    runs_word = "run" if len(result.runs) == 1 else "runs"
+    lines = _wrap(
+        f"{len(result.runs)} {runs_word} in {len(experiments)} "
+        f"experiment{'s' if len(experiments) != 1 else ''}: "
+        f"{statuses['pass']} pass, {statuses['warn']} warn, {statuses['fail']} fail · "
+        f"{severities['error']} errors, {severities['warning']} warnings, "
+        f"{severities['info']} info · score {result.score:g}%",
+        "",
+        width,
+    )
+    if result.truncated:
+        lines.append(f"stopped after --max-runs {len(result.runs)}")
+    failing = len(result.failing_runs())
+    if result.fail_on == "never":
+        verdict = paint("gate off", "dim") + " (--fail-on never)"
+    elif failing:
+        verdict = (
+            paint("FAILED", "fail")
+            + f": {failing} {'run has' if failing == 1 else 'runs have'} findings at or above "
+            f"{result.fail_on} (--fail-on {result.fail_on})"
+        )
+    else:
+        verdict = paint("passed", "pass") + f": no findings at or above {result.fail_on}"
+    lines.append(f"gate {verdict}")
+    return lines

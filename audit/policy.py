@@ -1,0 +1,394 @@
+"""Policies: JSON Schema 2020-12 documents over the evidence record, with `x-audit` annotations.
+
+A validation error is mapped to the nearest `x-audit` on its evaluation path (the path through
+the schema, `$ref`s included), which names the rule, its severity, the provisions it serves and
+the fix. Policies compose with plain `$ref` / `allOf`: a user policy refers to a built-in one as
+``urn:mlflow-audit:policy:<name>`` or to a neighbouring file by relative path.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import unquote, urlsplit
+
+import yaml
+
+from audit.errors import PolicyError
+from audit.evidence import sha256_hex
+from audit.provisions import load_catalog
+from audit.resources import schema_path
+from audit.sources import CollectionNeeds
+
+Severity = Literal["error", "warning", "info"]
+SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
+SEVERITY_RANK = {"error": 3, "warning": 2, "info": 1}
+CATEGORIES = ("data", "hyperparameters", "metrics", "environment", "source", "model", "run")
+
+DEFAULT_POLICY = "eu-ai-act-high-risk"
+BUILTIN_PREFIX = "urn:mlflow-audit:policy:"
+DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
+_MAX_POLICY_BYTES = 4 << 20
+# Keywords whose values are data, not subschemas: never searched for annotations.
+_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples", "x-audit", "x-audit-policy"})
+
+
+@dataclass(frozen=True)
+class Rule:
+    id: str
+    category: str
+    severity: Severity
+    provisions: tuple[str, ...]
+    title: str
+    remediation: str
+    annotated: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "category": self.category,
+            "severity": self.severity,
+            "provisions": list(self.provisions),
+            "title": self.title,
+            "remediation": self.remediation,
+        }
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One failing constraint of a record, mapped to its rule."""
+
+    rule: Rule
+    pointer: str
+    keyword: str
+    instance: Any
+    message: str
+
+
+@dataclass
+class Policy:
+    name: str
+    version: str | None
+    title: str | None
+    description: str | None
+    origin: str
+    sha256: str
+    document: Mapping[str, Any]
+    rules: tuple[Rule, ...]
+    needs: CollectionNeeds
+    _validator: Any = field(repr=False)
+    _registry: Any = field(repr=False)
+    _base_uri: str = field(repr=False)
+    _rule_cache: dict[tuple[Any, ...], Rule] = field(default_factory=dict, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "version": self.version,
+            "title": self.title,
+            "origin": self.origin,
+            "sha256": self.sha256,
+        }
+
+    def violations(self, record: Mapping[str, Any]) -> Iterator[Violation]:
+        """Every failing constraint of the record, each with its rule and JSON Pointer."""
+        for error in self._validator.iter_errors(record):
+            path = tuple(error.evaluation_path)
+            pointer = _pointer(error.instance_path)
+            keyword = str(path[-1]) if path else ""
+            kind = getattr(error, "kind", None)
+            if keyword == "required" and kind is not None and hasattr(kind, "property"):
+                pointer = f"{pointer}/{_escape(str(kind.property))}"
+            yield Violation(
+                rule=self.rule_at(path, error.instance_path),
+                pointer=pointer,
+                keyword=keyword,
+                instance=error.instance,
+                message=str(error.message),
+            )
+
+    def rule_at(self, evaluation_path: tuple[Any, ...], instance_path: Sequence[Any] = ()) -> Rule:
+        """The rule of the nearest x-audit annotation on an evaluation path."""
+        rule = self._rule_cache.get(evaluation_path)
+        if rule is None:
+            rule = self._nearest_annotation(evaluation_path) or _unannotated_rule(
+                evaluation_path, instance_path
+            )
+            self._rule_cache[evaluation_path] = rule
+        return rule
+
+    def _nearest_annotation(self, evaluation_path: tuple[Any, ...]) -> Rule | None:
+        node: Any = self.document
+        resolver = self._registry.resolver(self._base_uri)
+        found = _annotation_rule(node)
+        try:
+            for segment in evaluation_path:
+                if segment in ("$ref", "$dynamicRef") and isinstance(node, Mapping):
+                    resolved = resolver.lookup(node[segment])
+                    node, resolver = resolved.contents, resolved.resolver
+                else:
+                    node = node[segment]
+                found = _annotation_rule(node) or found
+        except (KeyError, IndexError, TypeError, ValueError):
+            return found
+        return found
+
+
+def _annotation_rule(node: Any) -> Rule | None:
+    if not isinstance(node, Mapping) or not isinstance(node.get("x-audit"), Mapping):
+        return None
+    note = node["x-audit"]
+    return Rule(
+        id=note["id"],
+        category=note["category"],
+        severity=note["severity"],
+        provisions=tuple(note["provisions"]),
+        title=note["title"],
+        remediation=note["remediation"],
+    )
+
+
+_CATEGORY_OF_SECTION = {
+    "data": "data",
+    "hyperparameters": "hyperparameters",
+    "metrics": "metrics",
+    "system_metrics": "metrics",
+    "environment": "environment",
+    "source": "source",
+    "models": "model",
+    "run": "run",
+    "tags": "run",
+}
+
+
+def _unannotated_rule(evaluation_path: tuple[Any, ...], instance_path: Sequence[Any]) -> Rule:
+    """A failing constraint with no x-audit above it is still a finding, named by its path."""
+    location = _pointer(evaluation_path)
+    section = str(instance_path[0]) if instance_path else ""
+    return Rule(
+        id=f"schema:{location}",
+        category=_CATEGORY_OF_SECTION.get(section, "run"),
+        severity="error",
+        provisions=(),
+        title=f"Policy constraint at {location} holds",
+        remediation="Record the evidence this constraint asks for, or give the constraint an "
+        "x-audit annotation in the policy.",
+        annotated=False,
+    )
+
+
+def _escape(segment: str) -> str:
+    return segment.replace("~", "~0").replace("/", "~1")
+
+
+def _pointer(path: Sequence[Any]) -> str:
+    return "".join(f"/{_escape(str(segment))}" for segment in path)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def builtin_policy_names() -> list[str]:
+    return sorted(path.stem for path in schema_path("policies").glob("*.json"))
+
+
+def _read_document(path: Path, label: str) -> dict[str, Any]:
+    try:
+        size = path.stat().st_size
+        if size > _MAX_POLICY_BYTES:
+            raise PolicyError(f"{label}: {size} bytes is too large for a policy")
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise PolicyError(f"{label}: cannot read: {error.strerror or error}") from None
+    except UnicodeDecodeError:
+        raise PolicyError(f"{label}: not UTF-8 text") from None
+    if path.suffix.lower() == ".json":
+        try:
+            document = json.loads(text)
+        except json.JSONDecodeError as error:
+            raise PolicyError(
+                f"{label}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
+            ) from None
+    else:
+        try:
+            document = yaml.safe_load(text)
+        except yaml.YAMLError as error:
+            mark = getattr(error, "problem_mark", None)
+            where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
+            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+            raise PolicyError(f"{label}: invalid YAML{where}: {problem}") from None
+    if not isinstance(document, dict):
+        raise PolicyError(
+            f"{label}: a policy is a JSON Schema object, got {type(document).__name__}"
+        )
+    try:
+        json.dumps(document, allow_nan=False)
+    except (TypeError, ValueError) as error:
+        raise PolicyError(f"{label}: not plain JSON data ({error})") from None
+    return document
+
+
+def _builtin_documents() -> dict[str, dict[str, Any]]:
+    documents = {}
+    for name in builtin_policy_names():
+        path = schema_path("policies", f"{name}.json")
+        documents[f"{BUILTIN_PREFIX}{name}"] = _read_document(path, f"built-in policy {name}")
+    return documents
+
+
+def _retrieve(uri: str) -> dict[str, Any]:
+    """Fetch a schema a policy refers to: local files only. Policies are never fetched from the
+    network: an audit must give the same answer offline."""
+    parts = urlsplit(uri)
+    if parts.scheme != "file":
+        raise PolicyError(
+            f"policy refers to {uri}, which is not a local file or a built-in policy; download it "
+            "and refer to the local copy"
+        )
+    path = Path(unquote(parts.path))
+    if not path.is_file():
+        raise PolicyError(f"policy refers to {path}, which does not exist")
+    return _read_document(path, str(path))
+
+
+def load_policy(spec: str | Path | None = None) -> Policy:
+    """Load a built-in policy by name, or a policy file (JSON, or YAML for any other suffix)."""
+    import jsonschema_rs
+
+    spec = spec or DEFAULT_POLICY
+    builtins = builtin_policy_names()
+    if isinstance(spec, str) and spec in builtins:
+        path = schema_path("policies", f"{spec}.json")
+        origin, label = f"builtin:{spec}", f"built-in policy {spec}"
+    else:
+        path = Path(spec).expanduser()
+        origin = label = str(path)
+        if not path.is_file():
+            raise PolicyError(
+                f"{spec}: no such policy file, and not a built-in policy ({', '.join(builtins)})"
+            )
+    document = _read_document(path, label)
+    declared = document.get("$schema")
+    if declared not in (None, DRAFT_2020_12):
+        raise PolicyError(f"{label}: $schema must be {DRAFT_2020_12}, not {declared!r}")
+    document = {"$schema": DRAFT_2020_12, **document}
+    try:
+        jsonschema_rs.meta.validate(document)
+    except jsonschema_rs.ValidationError as error:
+        where = _pointer(error.instance_path) or "/"
+        raise PolicyError(
+            f"{label}: not a valid JSON Schema at {where}: {_one_line(error.message)}"
+        ) from None
+
+    builtin_documents = _builtin_documents()
+    base_uri = str(document.get("$id") or path.resolve().as_uri())
+    resources = [(uri, doc) for uri, doc in builtin_documents.items() if uri != base_uri]
+    resources.append((base_uri, document))
+    try:
+        registry = jsonschema_rs.Registry(resources, retriever=_retrieve)
+        validator = jsonschema_rs.Draft202012Validator(
+            document, registry=registry, retriever=_retrieve, base_uri=base_uri
+        )
+    except PolicyError:
+        raise
+    except Exception as error:
+        raise PolicyError(f"{label}: {_one_line(str(error))}") from None
+
+    rules, properties = _collect_rules(document, registry, base_uri, label)
+    meta = document.get("x-audit-policy")
+    if not isinstance(meta, dict):
+        meta = {}
+    return Policy(
+        name=str(meta.get("name") or (spec if origin.startswith("builtin:") else path.stem)),
+        version=str(meta["version"]) if meta.get("version") is not None else None,
+        title=document.get("title"),
+        description=document.get("description"),
+        origin=origin,
+        sha256=sha256_hex(document),
+        document=document,
+        rules=rules,
+        needs=CollectionNeeds(
+            artifacts=bool({"environment", "models"} & properties),
+            registry="models" in properties,
+        ),
+        _validator=validator,
+        _registry=registry,
+        _base_uri=base_uri,
+    )
+
+
+def _collect_rules(
+    document: Mapping[str, Any], registry: Any, base_uri: str, label: str
+) -> tuple[tuple[Rule, ...], set[str]]:
+    """Every x-audit reachable from the policy root (through $refs), checked; and every property
+    name the policy constrains, which tells the collector what to read."""
+    import jsonschema_rs
+
+    annotation_schema = json.loads(schema_path("x-audit.schema.json").read_text(encoding="utf-8"))
+    check = jsonschema_rs.validator_for(annotation_schema)
+    catalog = load_catalog()
+    rules: dict[str, Rule] = {}
+    properties: set[str] = set()
+    visited: set[int] = set()
+
+    def walk(node: Any, resolver: Any, where: str) -> None:
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                walk(item, resolver, f"{where}/{index}")
+            return
+        if not isinstance(node, Mapping) or id(node) in visited:
+            return
+        visited.add(id(node))
+        if "x-audit" in node:
+            add_rule(node["x-audit"], where)
+        for keyword in ("properties", "patternProperties", "dependentRequired"):
+            if isinstance(node.get(keyword), Mapping):
+                properties.update(str(k) for k in node[keyword])
+        if isinstance(node.get("required"), list):
+            properties.update(str(k) for k in node["required"])
+        for keyword in ("$ref", "$dynamicRef"):
+            if isinstance(node.get(keyword), str):
+                try:
+                    resolved = resolver.lookup(node[keyword])
+                except Exception as error:
+                    raise PolicyError(
+                        f"{label}: cannot resolve {keyword} {node[keyword]!r} at {where or '/'}: "
+                        f"{_one_line(str(error))}"
+                    ) from None
+                walk(resolved.contents, resolved.resolver, f"{where}/{keyword}")
+        for key, value in node.items():
+            if key not in _DATA_KEYWORDS:
+                walk(value, resolver, f"{where}/{_escape(str(key))}")
+
+    def add_rule(note: Any, where: str) -> None:
+        errors = list(check.iter_errors(note))
+        if errors:
+            first = errors[0]
+            raise PolicyError(
+                f"{label}: x-audit at {where or '/'}{_pointer(first.instance_path)}: "
+                f"{_one_line(first.message)}"
+            )
+        for provision in note["provisions"]:
+            if provision not in catalog:
+                raise PolicyError(
+                    f"{label}: rule {note['id']} at {where or '/'} names unknown provision "
+                    f"{provision!r} (see `mlflow-audit provisions`)"
+                )
+        rule = _annotation_rule({"x-audit": note})
+        assert rule is not None
+        previous = rules.get(rule.id)
+        if previous is not None and previous != rule:
+            raise PolicyError(
+                f"{label}: rule id {rule.id} is annotated twice with different contents"
+            )
+        rules[rule.id] = rule
+
+    walk(document, registry.resolver(base_uri), "")
+    return tuple(rules.values()), properties
+
+
+def _one_line(text: str) -> str:
+    return " ".join(text.strip().split("\n\n")[0].split())[:300]

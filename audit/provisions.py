@@ -1,0 +1,77 @@
+"""The provisions catalog: the legal and standards texts a finding can cite. Data, not code:
+`schemas/provisions/*.json`, one file per framework, validated against
+`schemas/provisions.schema.json`."""
+
+from __future__ import annotations
+
+import functools
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from audit.resources import schema_path
+
+
+@dataclass(frozen=True)
+class Framework:
+    id: str
+    title: str
+    text_version: str
+    link: str
+    note: str | None = None
+
+
+@dataclass(frozen=True)
+class Provision:
+    id: str
+    framework: str
+    citation: str
+    title: str
+    summary: str
+    link: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Catalog:
+    frameworks: dict[str, Framework]
+    provisions: dict[str, Provision]
+
+    def __contains__(self, provision_id: object) -> bool:
+        return provision_id in self.provisions
+
+    def __getitem__(self, provision_id: str) -> Provision:
+        return self.provisions[provision_id]
+
+    def ordered(self, ids: set[str] | frozenset[str] | None = None) -> list[Provision]:
+        """Provisions in catalog order (framework files, then the text's own order)."""
+        return [p for p in self.provisions.values() if ids is None or p.id in ids]
+
+
+@functools.cache
+def load_catalog() -> Catalog:
+    import jsonschema_rs
+
+    validator = jsonschema_rs.validator_for(
+        json.loads(schema_path("provisions.schema.json").read_text(encoding="utf-8"))
+    )
+    frameworks: dict[str, Framework] = {}
+    provisions: dict[str, Provision] = {}
+    for path in sorted(schema_path("provisions").glob("*.json")):
+        document = json.loads(path.read_text(encoding="utf-8"))
+        validator.validate(document)
+        framework = Framework(
+            id=document["framework"],
+            title=document["title"],
+            text_version=document["text_version"],
+            link=document["link"],
+            note=document.get("note"),
+        )
+        frameworks[framework.id] = framework
+        for entry in document["provisions"]:
+            if entry["id"] in provisions:
+                raise ValueError(f"{path.name}: provision {entry['id']} is defined twice")
+            provisions[entry["id"]] = Provision(framework=framework.id, **entry)
+    return Catalog(frameworks, provisions)

@@ -1,0 +1,263 @@
+"""The audit result: findings per run, counts, score and the provisions matrix.
+
+Every output format is a pure function of an `AuditResult`; its JSON form is published as
+`schemas/audit-result.schema.json`.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from audit.policy import CATEGORIES, SEVERITIES, SEVERITY_RANK, Rule, Severity
+from audit.provisions import load_catalog
+
+SCHEMA_VERSION = "1.0"
+FailOn = Literal["error", "warning", "info", "never"]
+FAIL_ON_CHOICES: tuple[FailOn, ...] = ("error", "warning", "info", "never")
+RunStatus = Literal["pass", "warn", "fail"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    """One gap in one run: which rule, where in the evidence record, and how to fix it."""
+
+    rule_id: str
+    title: str
+    category: str
+    severity: Severity
+    pointer: str
+    message: str
+    provisions: tuple[str, ...]
+    remediation: str
+
+    @property
+    def citations(self) -> list[str]:
+        catalog = load_catalog()
+        return [catalog[p].citation for p in self.provisions if p in catalog]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "rule_id": self.rule_id,
+            "title": self.title,
+            "category": self.category,
+            "severity": self.severity,
+            "pointer": self.pointer,
+            "message": self.message,
+            "provisions": list(self.provisions),
+            "citations": self.citations,
+            "remediation": self.remediation,
+        }
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run_id: str
+    run_name: str | None
+    experiment_id: str
+    experiment_name: str | None
+    evidence_sha256: str
+    findings: tuple[Finding, ...]
+    selected_by: tuple[str, ...] = ()
+    model_versions: tuple[str, ...] = ()
+
+    @property
+    def status(self) -> RunStatus:
+        severities = {f.severity for f in self.findings}
+        if "error" in severities:
+            return "fail"
+        return "warn" if "warning" in severities else "pass"
+
+    @property
+    def failed_rule_ids(self) -> set[str]:
+        return {f.rule_id for f in self.findings}
+
+    def worst_at_or_above(self, fail_on: FailOn) -> bool:
+        if fail_on == "never":
+            return False
+        threshold = SEVERITY_RANK[fail_on]
+        return any(SEVERITY_RANK[f.severity] >= threshold for f in self.findings)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "run_id": self.run_id,
+            "run_name": self.run_name,
+            "experiment_id": self.experiment_id,
+            "experiment_name": self.experiment_name,
+            "status": self.status,
+            "evidence_sha256": self.evidence_sha256,
+            "selected_by": list(self.selected_by),
+            "model_versions": list(self.model_versions),
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+
+@dataclass
+class AuditResult:
+    tool_version: str
+    generated_at: str
+    store: str
+    source: str
+    selection: Mapping[str, Any]
+    policy: Mapping[str, Any]
+    rules: tuple[Rule, ...]
+    runs: list[RunResult]
+    fail_on: FailOn = "error"
+    truncated: bool = False
+    #: Evidence records by run id, kept only when asked for (they can be large).
+    records: dict[str, Mapping[str, Any]] | None = field(default=None, repr=False)
+
+    # ----------------------------------------------------------------- counts
+
+    def severity_counts(self) -> dict[str, int]:
+        counts = Counter(f.severity for run in self.runs for f in run.findings)
+        return {severity: counts.get(severity, 0) for severity in SEVERITIES}
+
+    def category_counts(self) -> dict[str, int]:
+        counts = Counter(f.category for run in self.runs for f in run.findings)
+        return {
+            category: counts.get(category, 0)
+            for category in (*CATEGORIES, *sorted(set(counts) - set(CATEGORIES)))
+        }
+
+    def status_counts(self) -> dict[str, int]:
+        counts = Counter(run.status for run in self.runs)
+        return {status: counts.get(status, 0) for status in ("pass", "warn", "fail")}
+
+    def rule_evaluations(self) -> tuple[int, int]:
+        """(evaluations, passes): every policy rule on every run, plus unannotated failures."""
+        policy_rules = {rule.id for rule in self.rules}
+        evaluations = passes = 0
+        for run in self.runs:
+            failed = run.failed_rule_ids
+            evaluations += len(policy_rules | failed)
+            passes += len(policy_rules - failed)
+        return evaluations, passes
+
+    @property
+    def score(self) -> float:
+        """Percentage of rule evaluations that pass, across the audited runs."""
+        evaluations, passes = self.rule_evaluations()
+        return round(100.0 * passes / evaluations, 1) if evaluations else 100.0
+
+    def failing_runs(self, fail_on: FailOn | None = None) -> list[RunResult]:
+        threshold = self.fail_on if fail_on is None else fail_on
+        return [run for run in self.runs if run.worst_at_or_above(threshold)]
+
+    @property
+    def gate_failed(self) -> bool:
+        return bool(self.failing_runs())
+
+    @property
+    def exit_code(self) -> int:
+        """0: no finding at or above --fail-on; 1: gaps at or above it."""
+        return 1 if self.gate_failed else 0
+
+    # ----------------------------------------------------------------- matrix
+
+    def provisions_matrix(self) -> list[dict[str, Any]]:
+        """provision -> rules -> pass/fail per run. Runs are listed where a rule fails; a run
+        not listed under a rule passes it."""
+        catalog = load_catalog()
+        failing: dict[str, list[str]] = {}
+        for run in self.runs:
+            for rule_id in sorted(run.failed_rule_ids):
+                failing.setdefault(rule_id, []).append(run.run_id)
+        rules_by_provision: dict[str, list[Rule]] = {}
+        for rule in self.rules:
+            for provision_id in rule.provisions:
+                rules_by_provision.setdefault(provision_id, []).append(rule)
+        matrix = []
+        for provision in catalog.ordered(set(rules_by_provision)):
+            entries = []
+            worst = 0
+            for rule in rules_by_provision[provision.id]:
+                failed_runs = failing.get(rule.id, [])
+                if failed_runs:
+                    worst = max(worst, SEVERITY_RANK[rule.severity])
+                entries.append(
+                    {
+                        "rule_id": rule.id,
+                        "severity": rule.severity,
+                        "passed": len(self.runs) - len(failed_runs),
+                        "failed": len(failed_runs),
+                        "failing_runs": failed_runs,
+                    }
+                )
+            matrix.append(
+                {
+                    "id": provision.id,
+                    "framework": provision.framework,
+                    "citation": provision.citation,
+                    "title": provision.title,
+                    "status": {3: "fail", 2: "warn", 1: "info", 0: "pass"}[worst],
+                    "rules": entries,
+                }
+            )
+        return matrix
+
+    def summary(self) -> dict[str, Any]:
+        evaluations, passes = self.rule_evaluations()
+        by_rule = Counter(rule_id for run in self.runs for rule_id in run.failed_rule_ids)
+        return {
+            "runs": len(self.runs),
+            "runs_by_status": self.status_counts(),
+            "findings": sum(len(run.findings) for run in self.runs),
+            "by_severity": self.severity_counts(),
+            "by_category": self.category_counts(),
+            "runs_failing_rule": dict(sorted(by_rule.items())),
+            "rule_evaluations": evaluations,
+            "rule_passes": passes,
+            "score": self.score,
+            "truncated": self.truncated,
+            "gate": {
+                "fail_on": self.fail_on,
+                "failed": self.gate_failed,
+                "failing_runs": len(self.failing_runs()),
+            },
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        catalog = load_catalog()
+        used = {p for rule in self.rules for p in rule.provisions} | {
+            p for run in self.runs for f in run.findings for p in f.provisions
+        }
+        return {
+            "schema_version": SCHEMA_VERSION,
+            "tool": {"name": "mlflow-audit", "version": self.tool_version},
+            "generated_at": self.generated_at,
+            "store": self.store,
+            "source": self.source,
+            "selection": dict(self.selection),
+            "policy": dict(self.policy),
+            "summary": self.summary(),
+            "rules": [rule.to_dict() for rule in self.rules],
+            "runs": [run.to_dict() for run in self.runs],
+            "provisions": [p.to_dict() for p in catalog.ordered(used)],
+            "matrix": self.provisions_matrix(),
+        }
+
+
+def sort_findings(findings: Iterable[Finding]) -> tuple[Finding, ...]:
+    """Highest severity first, then by category, rule and place in the record."""
+    order = {category: index for index, category in enumerate(CATEGORIES)}
+    return tuple(
+        sorted(
+            findings,
+            key=lambda f: (
+                -SEVERITY_RANK[f.severity],
+                order.get(f.category, len(order)),
+                f.rule_id,
+                _pointer_key(f.pointer),
+            ),
+        )
+    )
+
+
+def _pointer_key(pointer: str) -> tuple[tuple[int, int, str], ...]:
+    """Sort /requirements/2 before /requirements/10."""
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part) for part in pointer.split("/")
+    )

@@ -1,0 +1,157 @@
+"""Sources: where evidence records come from.
+
+A source reads runs from one tracking store and yields one `CollectedRun` per selected run. The
+MLflow client source works for every store MLflow supports; a direct read-only SQL source (for
+speed, and for stores written by other MLflow versions) plugs in behind the same interface.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from audit.errors import SelectionError
+from audit.sources.store import TrackingStore, resolve_store
+
+__all__ = [
+    "CollectedRun",
+    "CollectionNeeds",
+    "ModelSpec",
+    "Selection",
+    "Source",
+    "TrackingStore",
+    "open_source",
+    "resolve_store",
+]
+
+#: MLflow's largest page for `search_runs` (SEARCH_MAX_RESULTS_THRESHOLD).
+MAX_PAGE_SIZE = 50_000
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """A registered model selection: ``NAME`` (every version), ``NAME/VERSION``,
+    ``NAME/latest`` or ``NAME@ALIAS``."""
+
+    name: str
+    version: str | None = None
+    alias: str | None = None
+
+    @classmethod
+    def parse(cls, text: str) -> ModelSpec:
+        spec = text.strip()
+        if "@" in spec:
+            name, _, alias = spec.rpartition("@")
+            if name and alias:
+                return cls(name=name, alias=alias)
+        match = re.fullmatch(r"(?P<name>.+)/(?P<version>[0-9]+|latest)", spec)
+        if match:
+            return cls(name=match["name"], version=match["version"])
+        if not spec or spec.endswith(("/", "@")):
+            raise SelectionError(
+                f"--model {text!r} is not NAME, NAME/VERSION, NAME/latest or NAME@ALIAS"
+            )
+        return cls(name=spec)
+
+    def __str__(self) -> str:
+        if self.alias:
+            return f"{self.name}@{self.alias}"
+        return f"{self.name}/{self.version}" if self.version else self.name
+
+
+@dataclass(frozen=True)
+class Selection:
+    """Which runs to audit.
+
+    Runs named by ``run_ids`` and the source runs of ``models`` are audited as given. A search
+    (``experiments``, ``filter``) runs when either is given, or when nothing else is: then it
+    covers every active experiment. ``include_deleted`` adds deleted runs and experiments to the
+    search. Runs are deduplicated by id; ``max_runs`` stops the audit after that many.
+    """
+
+    experiments: tuple[str, ...] = ()
+    run_ids: tuple[str, ...] = ()
+    models: tuple[ModelSpec, ...] = ()
+    filter: str | None = None
+    include_deleted: bool = False
+    max_runs: int | None = None
+
+    @property
+    def searches(self) -> bool:
+        return bool(self.experiments or self.filter or not (self.run_ids or self.models))
+
+    def describe(self) -> str:
+        parts: list[str] = []
+        if self.experiments:
+            parts.append("experiments " + ", ".join(repr(e) for e in self.experiments))
+        elif self.searches:
+            parts.append(
+                "all active experiments" if not self.include_deleted else "all experiments"
+            )
+        if self.filter:
+            parts.append(f"filter {self.filter!r}")
+        if self.run_ids:
+            parts.append("run ids " + ", ".join(self.run_ids))
+        if self.models:
+            parts.append("models " + ", ".join(str(m) for m in self.models))
+        if self.include_deleted:
+            parts.append("including deleted runs")
+        return "; ".join(parts)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "experiments": list(self.experiments),
+            "run_ids": list(self.run_ids),
+            "models": [str(m) for m in self.models],
+            "filter": self.filter,
+            "include_deleted": self.include_deleted,
+            "max_runs": self.max_runs,
+        }
+
+
+@dataclass(frozen=True)
+class CollectionNeeds:
+    """What a policy looks at beyond the run itself. Artifacts and the model registry cost extra
+    round trips per run, so they are read only when the policy needs them."""
+
+    artifacts: bool = True
+    registry: bool = True
+
+
+@dataclass(frozen=True)
+class ModelVersionRef:
+    name: str
+    version: str
+    alias: str | None = None
+
+    def __str__(self) -> str:
+        suffix = f" (@{self.alias})" if self.alias else ""
+        return f"{self.name}/{self.version}{suffix}"
+
+
+@dataclass(frozen=True)
+class CollectedRun:
+    """One run's evidence record and how the selection reached it."""
+
+    record: Mapping[str, Any]
+    selected_by: tuple[str, ...] = ()
+    model_versions: tuple[ModelVersionRef, ...] = field(default_factory=tuple)
+
+
+class Source(Protocol):
+    name: str
+    store: TrackingStore
+
+    def collect(self, selection: Selection, needs: CollectionNeeds) -> Iterator[CollectedRun]:
+        """Yield one collected run per selected run; raise AuditError if the audit cannot
+        complete."""
+        ...
+
+
+def open_source(store: TrackingStore, *, page_size: int = MAX_PAGE_SIZE) -> Source:
+    """The source for a store. Today every store is read through the MLflow client."""
+    from audit.sources.client import ClientSource
+
+    return ClientSource(store, page_size=page_size)

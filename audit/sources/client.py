@@ -1,0 +1,589 @@
+"""The source that reads any tracking store through MLflow's public client."""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import tempfile
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from audit.errors import ArtifactError, AuditError, SelectionError, StoreError
+from audit.evidence import (
+    ENVIRONMENT_FILES,
+    MAX_ARTIFACT_BYTES,
+    ArtifactFiles,
+    DatasetFacts,
+    LoggedModelFacts,
+    MetricFacts,
+    ModelMetricFacts,
+    RegisteredVersionFacts,
+    RunFacts,
+    build_record,
+    model_history,
+)
+from audit.sources import (
+    MAX_PAGE_SIZE,
+    CollectedRun,
+    CollectionNeeds,
+    ModelSpec,
+    ModelVersionRef,
+    Selection,
+)
+from audit.sources.store import TrackingStore, check_schema_revision
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+
+#: Run ids per `search_logged_models` query (the filter is an IN list).
+_LOGGED_MODEL_BATCH = 500
+_REGISTRY_PAGE = 1_000
+_EXPERIMENT_PAGE = 1_000
+_ARTIFACT_WORKERS = 8
+
+# An audit should fail in seconds, not retry for minutes, when a server is down. Users who set
+# these variables themselves keep their values.
+_HTTP_DEFAULTS = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+}
+
+
+class ClientSource:
+    """Reads runs with `MlflowClient`: local SQLite, ./mlruns, SQL databases, tracking servers."""
+
+    name = "client"
+
+    def __init__(self, store: TrackingStore, *, page_size: int = MAX_PAGE_SIZE) -> None:
+        self.store = store
+        self.page_size = max(1, min(page_size, MAX_PAGE_SIZE))
+        self._experiment_names: dict[str, str | None] = {}
+        self._registry: _RegistryIndex | None = None
+
+    # ----------------------------------------------------------------------- public
+
+    def collect(self, selection: Selection, needs: CollectionNeeds) -> Iterator[CollectedRun]:
+        with _mlflow_errors(self.store, selection):
+            self._client = self._open()
+            yield from self._collect(selection, needs)
+
+    # ----------------------------------------------------------------------- setup
+
+    def _open(self) -> Any:
+        if self.store.kind == "file":
+            # MLflow >= 3.13 refuses ./mlruns stores unless told otherwise; auditing old projects
+            # is exactly what they are kept for.
+            os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+        if self.store.kind in ("http", "databricks"):
+            for key, value in _HTTP_DEFAULTS.items():
+                os.environ.setdefault(key, value)
+        check_schema_revision(self.store)
+        from mlflow.tracking import MlflowClient
+
+        client = MlflowClient(
+            tracking_uri=self.store.client_uri, registry_uri=self.store.client_uri
+        )
+        # The first call doubles as the reachability check for servers.
+        client.search_experiments(max_results=1)
+        return client
+
+    # ----------------------------------------------------------------------- selection
+
+    def _collect(self, selection: Selection, needs: CollectionNeeds) -> Iterator[CollectedRun]:
+        seen: set[str] = set()
+        emitted = 0
+        limit = selection.max_runs
+
+        def pages() -> Iterator[list[_Selected]]:
+            explicit = [_Selected(self._get_run(r), ("run id",)) for r in selection.run_ids]
+            for spec in selection.models:
+                for version, alias in self._model_versions(spec):
+                    ref = ModelVersionRef(version.name, str(version.version), alias)
+                    if not version.run_id:
+                        raise SelectionError(
+                            f"registered model version {ref} has no source run to audit"
+                        )
+                    explicit.append(
+                        _Selected(self._get_run(version.run_id), (f"model {spec}",), (ref,))
+                    )
+            if explicit:
+                yield _merge_explicit(explicit)
+            if selection.searches:
+                for page in self._search(selection):
+                    yield [_Selected(run, ("search",)) for run in page]
+
+        for page in pages():
+            fresh: list[_Selected] = []
+            for item in page:
+                if item.run.info.run_id in seen:
+                    continue
+                if limit is not None and emitted + len(fresh) >= limit:
+                    break
+                seen.add(item.run.info.run_id)
+                fresh.append(item)
+            for collected in self._collect_page(fresh, needs):
+                emitted += 1
+                yield collected
+            if limit is not None and emitted >= limit:
+                return
+
+    def _get_run(self, run_id: str) -> Run:
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run: Run = self._client.get_run(run_id)
+            return run
+        except MlflowException as error:
+            if _error_code(error) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise SelectionError(f"unknown run id {run_id!r} in {self.store.display}") from None
+            raise
+
+    def _model_versions(self, spec: ModelSpec) -> list[tuple[Any, str | None]]:
+        from mlflow.exceptions import MlflowException
+
+        client = self._client
+        try:
+            if spec.alias:
+                return [(client.get_model_version_by_alias(spec.name, spec.alias), spec.alias)]
+            if spec.version and spec.version != "latest":
+                return [(client.get_model_version(spec.name, spec.version), None)]
+            client.get_registered_model(spec.name)
+        except MlflowException as error:
+            if _error_code(error) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                raise SelectionError(
+                    f"unknown registered model version {str(spec)!r} in {self.store.display}"
+                ) from None
+            raise
+        versions = list(
+            _paged(
+                client.search_model_versions,
+                filter_string=f"name = {_quote(spec.name)}",
+                max_results=_REGISTRY_PAGE,
+            )
+        )
+        versions.sort(key=lambda v: int(v.version))
+        if not versions:
+            raise SelectionError(f"registered model {spec.name!r} has no versions")
+        if spec.version == "latest":
+            versions = versions[-1:]
+        return [(version, None) for version in versions]
+
+    def _experiment_ids(self, selection: Selection) -> list[str]:
+        from mlflow.entities import ViewType
+        from mlflow.exceptions import MlflowException
+
+        client = self._client
+        if not selection.experiments:
+            view = ViewType.ALL if selection.include_deleted else ViewType.ACTIVE_ONLY
+            experiments = _paged(
+                client.search_experiments, view_type=view, max_results=_EXPERIMENT_PAGE
+            )
+            ids = []
+            for experiment in experiments:
+                self._experiment_names[experiment.experiment_id] = experiment.name
+                ids.append(experiment.experiment_id)
+            return ids
+        ids = []
+        for reference in selection.experiments:
+            experiment = client.get_experiment_by_name(reference)
+            if experiment is None and reference.isdigit():
+                try:
+                    experiment = client.get_experiment(reference)
+                except MlflowException as error:
+                    if _error_code(error) != "RESOURCE_DOES_NOT_EXIST":
+                        raise
+            if experiment is None:
+                raise SelectionError(
+                    f"unknown experiment {reference!r} in {self.store.display} "
+                    "(give its name or id)"
+                )
+            self._experiment_names[experiment.experiment_id] = experiment.name
+            ids.append(experiment.experiment_id)
+        return list(dict.fromkeys(ids))
+
+    def _search(self, selection: Selection) -> Iterator[list[Run]]:
+        from mlflow.entities import ViewType
+
+        experiment_ids = self._experiment_ids(selection)
+        if not experiment_ids:
+            return
+        view = ViewType.ALL if selection.include_deleted else ViewType.ACTIVE_ONLY
+        token = None
+        while True:
+            page = self._client.search_runs(
+                experiment_ids,
+                filter_string=selection.filter or "",
+                run_view_type=view,
+                max_results=self.page_size,
+                page_token=token,
+            )
+            if page:
+                yield list(page)
+            token = page.token
+            if not token:
+                return
+
+    # ----------------------------------------------------------------------- evidence
+
+    def _collect_page(
+        self,
+        page: Sequence[_Selected],
+        needs: CollectionNeeds,
+    ) -> Iterator[CollectedRun]:
+        if not page:
+            return
+        runs = [item.run for item in page]
+        logged_models = self._logged_models(runs)
+        registry = self._registry_index() if needs.registry else None
+        read_files: Callable[[Run, Sequence[Any]], _RunFiles] = (
+            self._run_files if needs.artifacts else _no_files
+        )
+        with ThreadPoolExecutor(max_workers=_ARTIFACT_WORKERS) as pool:
+            files = pool.map(read_files, runs, [logged_models.get(r.info.run_id, []) for r in runs])
+            for item, run_files in zip(page, files, strict=True):
+                run_id = item.run.info.run_id
+                facts = self._facts(
+                    item.run, logged_models.get(run_id, []), registry, run_files, needs
+                )
+                yield CollectedRun(build_record(facts), item.selected_by, item.versions)
+
+    def _experiment_name(self, experiment_id: str) -> str | None:
+        if experiment_id not in self._experiment_names:
+            from mlflow.exceptions import MlflowException
+
+            try:
+                self._experiment_names[experiment_id] = self._client.get_experiment(
+                    experiment_id
+                ).name
+            except MlflowException:
+                self._experiment_names[experiment_id] = None
+        return self._experiment_names[experiment_id]
+
+    def _logged_models(self, runs: Sequence[Run]) -> dict[str, list[Any]]:
+        """MLflow 3 logged models produced by these runs, fetched in batches, not per run."""
+        by_run: dict[str, list[Any]] = {}
+        if not hasattr(self._client, "search_logged_models"):
+            return by_run
+        experiment_ids = sorted({run.info.experiment_id for run in runs})
+        run_ids = [run.info.run_id for run in runs]
+        for start in range(0, len(run_ids), _LOGGED_MODEL_BATCH):
+            batch = run_ids[start : start + _LOGGED_MODEL_BATCH]
+            quoted = ", ".join(_quote(run_id) for run_id in batch)
+            for model in _paged(
+                self._client.search_logged_models,
+                experiment_ids=experiment_ids,
+                filter_string=f"source_run_id IN ({quoted})",
+                max_results=_REGISTRY_PAGE,
+            ):
+                by_run.setdefault(model.source_run_id, []).append(model)
+        # A run can also record models it output without being their source run.
+        for run in runs:
+            known = {m.model_id for m in by_run.get(run.info.run_id, [])}
+            outputs = getattr(getattr(run, "outputs", None), "model_outputs", None) or []
+            for output in outputs:
+                if output.model_id not in known:
+                    by_run.setdefault(run.info.run_id, []).append(
+                        self._client.get_logged_model(output.model_id)
+                    )
+                    known.add(output.model_id)
+        return by_run
+
+    def _registry_index(self) -> _RegistryIndex:
+        if self._registry is None:
+            if not self.store.has_registry_folder:
+                self._registry = _RegistryIndex([], {})
+            else:
+                client = self._client
+                versions = list(_paged(client.search_model_versions, max_results=_REGISTRY_PAGE))
+                aliases: dict[tuple[str, str], list[str]] = {}
+                for model in _paged(client.search_registered_models, max_results=_REGISTRY_PAGE):
+                    for alias, version in (getattr(model, "aliases", None) or {}).items():
+                        aliases.setdefault((model.name, str(version)), []).append(alias)
+                self._registry = _RegistryIndex(versions, aliases)
+        return self._registry
+
+    def _facts(
+        self,
+        run: Run,
+        logged_models: Sequence[Any],
+        registry: _RegistryIndex | None,
+        files: _RunFiles,
+        needs: CollectionNeeds,
+    ) -> RunFacts:
+        info, data = run.info, run.data
+        metric_objects = getattr(data, "_metric_objs", None)
+        if metric_objects is not None:
+            metrics = [MetricFacts(m.key, m.value, m.step, m.timestamp) for m in metric_objects]
+        else:
+            metrics = [MetricFacts(k, v, None, None) for k, v in data.metrics.items()]
+        datasets = []
+        inputs = getattr(run, "inputs", None)
+        for dataset_input in getattr(inputs, "dataset_inputs", None) or []:
+            dataset = dataset_input.dataset
+            context = next(
+                (t.value for t in dataset_input.tags or [] if t.key == "mlflow.data.context"), None
+            )
+            datasets.append(
+                DatasetFacts(
+                    name=dataset.name,
+                    digest=dataset.digest,
+                    source_type=dataset.source_type,
+                    source=dataset.source,
+                    schema=dataset.schema,
+                    profile=dataset.profile,
+                    context=context,
+                )
+            )
+        models = [
+            LoggedModelFacts(
+                model_id=model.model_id,
+                name=model.name,
+                status=_enum_name(model.status),
+                creation_time=model.creation_timestamp,
+                metrics=tuple(
+                    ModelMetricFacts(m.key, m.value, m.step, m.dataset_name, m.dataset_digest)
+                    for m in (model.metrics or [])
+                    if m.run_id in (None, info.run_id)
+                ),
+                files=files.models.get(model.model_id),
+            )
+            for model in logged_models
+        ]
+        versions = (
+            registry.for_run(info.run_id, [m.model_id for m in logged_models]) if registry else []
+        )
+        return RunFacts(
+            run_id=info.run_id,
+            run_name=info.run_name,
+            experiment_id=info.experiment_id,
+            experiment_name=self._experiment_name(info.experiment_id),
+            status=info.status,
+            start_time=info.start_time,
+            end_time=info.end_time,
+            user=info.user_id,
+            lifecycle_stage=info.lifecycle_stage,
+            params=dict(data.params),
+            metrics=metrics,
+            tags=dict(data.tags),
+            datasets=datasets,
+            logged_models=models,
+            registered_versions=versions,
+            run_files=files.run,
+            history_model_files=files.history,
+            artifacts_read=needs.artifacts,
+        )
+
+    # ----------------------------------------------------------------------- artifacts
+
+    def _run_files(self, run: Run, logged_models: Sequence[Any]) -> _RunFiles:
+        """Environment files of the run root, of each 2.x model folder and of each logged model."""
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        run_id = run.info.run_id
+        client = self._client
+        root = _read_environment_files(
+            f"runs:/{run_id}",
+            functools.partial(client.list_artifacts, run_id),
+            functools.partial(client.download_artifacts, run_id),
+        )
+        history = {}
+        for entry in model_history(run.data.tags):
+            path = str(entry["artifact_path"]).strip("/")
+            history[str(entry["artifact_path"])] = _read_environment_files(
+                f"runs:/{run_id}/{path}",
+                functools.partial(client.list_artifacts, run_id, path),
+                functools.partial(client.download_artifacts, run_id),
+            )
+        models = {}
+        for model in logged_models:
+            repository = get_artifact_repository(
+                model.artifact_location, tracking_uri=self.store.client_uri
+            )
+            models[model.model_id] = _read_environment_files(
+                f"models:/{model.model_id}",
+                repository.list_artifacts,
+                repository.download_artifacts,
+            )
+        return _RunFiles(root, history, models)
+
+
+class _RunFiles:
+    def __init__(
+        self,
+        run: ArtifactFiles | None = None,
+        history: dict[str, ArtifactFiles] | None = None,
+        models: dict[str, ArtifactFiles] | None = None,
+    ) -> None:
+        self.run = run
+        self.history = history or {}
+        self.models = models or {}
+
+
+def _no_files(run: Run, logged_models: Sequence[Any]) -> _RunFiles:
+    return _RunFiles()
+
+
+def _read_environment_files(
+    uri: str,
+    list_files: Callable[[], Iterable[Any]],
+    download: Callable[[str, str], str],
+) -> ArtifactFiles:
+    """Read MLmodel, requirements.txt, python_env.yaml and conda.yaml from one folder, if there."""
+    try:
+        listing = {Path(f.path).name: f for f in list_files() if not f.is_dir}
+    except Exception as error:
+        raise ArtifactError(f"cannot list artifacts of {uri}: {_first_line(error)}") from None
+    texts: dict[str, str] = {}
+    notes: list[str] = []
+    for name in ENVIRONMENT_FILES:
+        info = listing.get(name)
+        if info is None:
+            continue
+        if info.file_size is not None and info.file_size > MAX_ARTIFACT_BYTES:
+            notes.append(
+                f"{uri}/{name} is {info.file_size} bytes, over the {MAX_ARTIFACT_BYTES} byte "
+                "limit; not read"
+            )
+            continue
+        try:
+            with tempfile.TemporaryDirectory(prefix="mlflow-audit-") as scratch:
+                local = Path(download(info.path, scratch))
+                with local.open("rb") as handle:
+                    content = handle.read(MAX_ARTIFACT_BYTES + 1)
+        except Exception as error:
+            raise ArtifactError(f"cannot read {uri}/{name}: {_first_line(error)}") from None
+        if len(content) > MAX_ARTIFACT_BYTES:
+            notes.append(f"{uri}/{name} is over the {MAX_ARTIFACT_BYTES} byte limit; not read")
+            continue
+        texts[name] = content.decode("utf-8", errors="replace")
+    return ArtifactFiles(uri=uri, texts=texts, notes=tuple(notes))
+
+
+class _RegistryIndex:
+    """Registered model versions by source run and by logged model id."""
+
+    def __init__(self, versions: Iterable[Any], aliases: dict[tuple[str, str], list[str]]) -> None:
+        self._by_run: dict[str, list[RegisteredVersionFacts]] = {}
+        self._by_model: dict[str, list[RegisteredVersionFacts]] = {}
+        for version in versions:
+            source = version.source or ""
+            model_id = getattr(version, "model_id", None) or (
+                source[len("models:/") :].strip("/") if source.startswith("models:/m-") else None
+            )
+            facts = RegisteredVersionFacts(
+                name=version.name,
+                version=str(version.version),
+                aliases=tuple(aliases.get((version.name, str(version.version)), ())),
+                stage=version.current_stage,
+                status=version.status,
+                description=version.description,
+                creation_time=version.creation_timestamp,
+                source=version.source,
+                run_id=version.run_id,
+                model_id=model_id,
+                tags=dict(version.tags or {}),
+            )
+            if version.run_id:
+                self._by_run.setdefault(version.run_id, []).append(facts)
+            if model_id:
+                self._by_model.setdefault(model_id, []).append(facts)
+
+    def for_run(self, run_id: str, model_ids: Iterable[str]) -> list[RegisteredVersionFacts]:
+        found = {(v.name, v.version): v for v in self._by_run.get(run_id, [])}
+        for model_id in model_ids:
+            for version in self._by_model.get(model_id, []):
+                found.setdefault((version.name, version.version), version)
+        return list(found.values())
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+@dataclass(frozen=True)
+class _Selected:
+    """A run the selection reached, and how."""
+
+    run: Run
+    selected_by: tuple[str, ...]
+    versions: tuple[ModelVersionRef, ...] = ()
+
+
+def _merge_explicit(items: list[_Selected]) -> list[_Selected]:
+    """One entry per run, keeping every way the selection reached it."""
+    merged: dict[str, _Selected] = {}
+    for item in items:
+        key = item.run.info.run_id
+        previous = merged.get(key)
+        if previous is not None:
+            item = _Selected(
+                item.run,
+                tuple(dict.fromkeys(previous.selected_by + item.selected_by)),
+                tuple(dict.fromkeys(previous.versions + item.versions)),
+            )
+        merged[key] = item
+    return list(merged.values())
+
+
+def _paged(search: Callable[..., Any], **arguments: Any) -> Iterator[Any]:
+    """Every item of an MLflow search, page by page."""
+    token = None
+    while True:
+        page = search(page_token=token, **arguments)
+        yield from page
+        token = getattr(page, "token", None)
+        if not token:
+            return
+
+
+def _quote(value: str) -> str:
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise SelectionError(f"cannot search for {value!r}: it contains both quote characters")
+
+
+def _enum_name(value: Any) -> str | None:
+    if value is None:
+        return None
+    return str(getattr(value, "value", value))
+
+
+def _error_code(error: Exception) -> str:
+    return str(getattr(error, "error_code", ""))
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]
+
+
+@contextlib.contextmanager
+def _mlflow_errors(store: TrackingStore, selection: Selection) -> Iterator[None]:
+    """Turn MLflow's exceptions into one-line audit errors (exit 2)."""
+    try:
+        yield
+    except AuditError:
+        raise
+    except Exception as error:
+        from mlflow.exceptions import MlflowException
+
+        message = _first_line(error)
+        if isinstance(error, MlflowException):
+            code = _error_code(error)
+            if (
+                code == "INVALID_PARAMETER_VALUE"
+                and selection.filter
+                and ("filter" in message.lower() or "invalid" in message.lower())
+            ):
+                raise SelectionError(f"invalid --filter {selection.filter!r}: {message}") from None
+            if "API request to" in message or "Max retries exceeded" in message:
+                raise StoreError(
+                    f"cannot reach the tracking server {store.display}: {message}"
+                ) from None
+        raise StoreError(f"reading {store.display} failed: {message}") from None

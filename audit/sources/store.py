@@ -1,0 +1,239 @@
+"""Find the tracking store and make sure reading it cannot change it.
+
+MLflow's client is not read-only by construction: it creates an empty SQLite database for a
+mistyped path, migrates a SQLite store written by another MLflow version when it opens it, and
+creates folders in a `./mlruns` file store. The guards here run before MLflow sees the store.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
+
+from audit.errors import StoreError
+
+StoreKind = Literal["sqlite", "database", "file", "http", "databricks", "other"]
+
+DEFAULT_SQLITE_URI = "sqlite:///mlflow.db"
+DEFAULT_FILE_STORE = "mlruns"
+_DATABASE_SCHEMES = ("postgresql", "mysql", "mssql")
+_SECRET_QUERY_KEYS = re.compile(r"(pass|secret|token|key|credential|auth)", re.IGNORECASE)
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+
+
+@dataclass(frozen=True)
+class TrackingStore:
+    """A tracking store, resolved and checked.
+
+    ``uri`` is what the user named (or MLflow's default); ``client_uri`` is what MLflow is given,
+    which for SQLite opens the file read-only; ``display`` has credentials stripped.
+    """
+
+    uri: str
+    kind: StoreKind
+    client_uri: str
+    display: str
+    path: Path | None = None
+
+    @property
+    def has_registry_folder(self) -> bool:
+        """A file store's registry lives in `models/`; MLflow creates it when asked to search it."""
+        return self.kind != "file" or (self.path is not None and (self.path / "models").is_dir())
+
+
+def redact_uri(uri: str) -> str:
+    """The URI without passwords, tokens or keys, fit for reports and logs."""
+    try:
+        parts = urlsplit(uri)
+    except ValueError:
+        return "<unparseable URI>"
+    netloc = parts.netloc
+    if "@" in netloc:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
+    query = urlencode(
+        [
+            (key, "***" if _SECRET_QUERY_KEYS.search(key) else value)
+            for key, value in parse_qsl(parts.query, keep_blank_values=True)
+        ],
+        safe="*/:",
+    )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
+
+
+def _has_file_store_data(root: Path) -> bool:
+    """MLflow's own test: a numbered experiment folder holding meta.yaml."""
+    try:
+        return any(
+            entry.is_dir() and entry.name.isdigit() and (entry / "meta.yaml").exists()
+            for entry in root.iterdir()
+        )
+    except OSError:
+        return False
+
+
+def default_tracking_uri(cwd: Path | None = None) -> str:
+    """MLflow's default: ./mlruns when it holds experiments, else sqlite:///mlflow.db."""
+    here = cwd or Path.cwd()
+    if _has_file_store_data(here / DEFAULT_FILE_STORE):
+        return DEFAULT_FILE_STORE
+    return DEFAULT_SQLITE_URI
+
+
+def resolve_store(tracking_uri: str | None = None) -> TrackingStore:
+    """Resolve `--tracking-uri`, else MLFLOW_TRACKING_URI, else MLflow's default, and check it."""
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    scheme = urlsplit(uri).scheme.lower() if "://" in uri or uri.startswith("file:") else ""
+    base_scheme = scheme.split("+", 1)[0]
+    if base_scheme == "sqlite":
+        return _sqlite_store(uri)
+    if scheme in ("", "file") or re.fullmatch(r"[a-zA-Z]", scheme):  # a plain or Windows path
+        return _file_store(uri)
+    if base_scheme in _DATABASE_SCHEMES:
+        return TrackingStore(uri, "database", uri, redact_uri(uri))
+    if scheme in ("http", "https"):
+        return TrackingStore(uri, "http", uri, redact_uri(uri))
+    if scheme.startswith("databricks"):
+        return TrackingStore(uri, "databricks", uri, redact_uri(uri))
+    return TrackingStore(uri, "other", uri, redact_uri(uri))
+
+
+def _sqlite_store(uri: str) -> TrackingStore:
+    parts = urlsplit(uri)
+    raw_path = unquote(parts.path[1:] if parts.path.startswith("/") else parts.path)
+    if parts.netloc or not raw_path or raw_path == ":memory:" or raw_path.startswith("file:"):
+        raise StoreError(
+            f"{uri!r} is not a SQLite store on disk (expected sqlite:///path/to/mlflow.db)"
+        )
+    path = Path(raw_path).expanduser().resolve()
+    if not path.is_file():
+        raise StoreError(
+            f"no MLflow store at {path} (from {uri}); MLflow would create an empty database "
+            "there, so check the path"
+        )
+    try:
+        with path.open("rb") as handle:
+            header = handle.read(len(_SQLITE_MAGIC))
+    except OSError as error:
+        raise StoreError(f"cannot read {path}: {error.strerror or error}") from None
+    if header != _SQLITE_MAGIC:
+        raise StoreError(f"{path} is not a SQLite database")
+    # SQLAlchemy hands `file:` names with uri=true to SQLite, which then opens the file read-only:
+    # any write MLflow might attempt fails instead of changing the store. The `+pysqlite` spelling
+    # keeps MLflow from creating a folder named after the URI.
+    client_uri = f"sqlite+pysqlite:///file:{quote(str(path))}?mode=ro&uri=true"
+    return TrackingStore(uri, "sqlite", client_uri, str(path), path)
+
+
+def _file_store(uri: str) -> TrackingStore:
+    raw = uri
+    if uri.startswith("file:"):
+        parts = urlsplit(uri)
+        raw = unquote(parts.path)
+    path = Path(raw).expanduser().resolve()
+    if path.is_file():
+        hint = f"; did you mean sqlite:///{raw}?" if _looks_like_sqlite(path) else ""
+        raise StoreError(f"{path} is a file, not an MLflow ./mlruns store{hint}")
+    if not path.is_dir():
+        raise StoreError(f"no MLflow store at {path} (from {uri})")
+    if not _has_file_store_data(path):
+        raise StoreError(f"{path} holds no MLflow experiments (no <id>/meta.yaml)")
+    if not (path / ".trash").is_dir():
+        raise StoreError(
+            f"{path} has no .trash folder and MLflow's file store creates one when opened, which "
+            f"would change the store; create it (mkdir {path / '.trash'}) or audit a copy"
+        )
+    return TrackingStore(uri, "file", path.as_uri(), str(path), path)
+
+
+def _looks_like_sqlite(path: Path) -> bool:
+    try:
+        with path.open("rb") as handle:
+            return handle.read(len(_SQLITE_MAGIC)) == _SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+# --------------------------------------------------------------------------- schema revision
+
+
+def read_schema_revision(store: TrackingStore) -> str | None:
+    """The alembic revision a SQL store is at, read without writing anything."""
+    if store.kind == "sqlite":
+        assert store.path is not None
+        try:
+            connection = sqlite3.connect(f"file:{quote(str(store.path))}?mode=ro", uri=True)
+            try:
+                row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+            finally:
+                connection.close()
+        except sqlite3.DatabaseError as error:
+            message = str(error)
+            if "no such table" in message:
+                raise StoreError(f"{store.display} is not an MLflow tracking database") from None
+            raise StoreError(
+                f"{store.display} is not a readable SQLite database: {message}"
+            ) from None
+        return None if row is None else str(row[0])
+    if store.kind == "database":
+        return _read_database_revision(store)
+    return None
+
+
+def _read_database_revision(store: TrackingStore) -> str | None:
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(store.uri, pool_pre_ping=False)
+    except Exception as error:
+        raise StoreError(f"cannot open {store.display}: {_first_line(error)}") from None
+    try:
+        with engine.connect() as connection:
+            if engine.dialect.name == "postgresql":
+                connection.execute(sqlalchemy.text("SET TRANSACTION READ ONLY"))
+            row = connection.execute(
+                sqlalchemy.text("SELECT version_num FROM alembic_version")
+            ).fetchone()
+            connection.rollback()
+    except Exception as error:
+        raise StoreError(
+            f"cannot read the MLflow schema of {store.display}: {_first_line(error)}"
+        ) from None
+    finally:
+        engine.dispose()
+    return None if row is None else str(row[0])
+
+
+def installed_schema_revision() -> str:
+    """The schema revision the installed MLflow writes (the head of its alembic migrations)."""
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    return str(_get_latest_schema_revision())  # type: ignore[no-untyped-call]
+
+
+def check_schema_revision(store: TrackingStore) -> None:
+    """Refuse a SQL store whose schema the installed MLflow would migrate when opening it."""
+    if store.kind not in ("sqlite", "database"):
+        return
+    found = read_schema_revision(store)
+    import mlflow
+
+    expected = installed_schema_revision()
+    if found != expected:
+        raise StoreError(
+            f"{store.display} is at MLflow schema revision {found or 'none'}, but the installed "
+            f"MLflow {mlflow.__version__} expects {expected} and would migrate the store when "
+            "opening it; an audit never changes the store. Audit it with the MLflow version that "
+            "wrote it, or audit a copy"
+        )
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]
