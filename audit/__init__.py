@@ -31,7 +31,7 @@ __all__ = [
 if TYPE_CHECKING:
     from audit.api import check, collect
     from audit.errors import AuditError
-    from audit.evaluate import evaluate
+    from audit.evaluation import evaluate
     from audit.policy import Policy, load_policy
     from audit.result import AuditResult, Finding, RunResult
     from audit.sources import Selection
@@ -41,7 +41,7 @@ _LAZY = {
     "check": "audit.api",
     "collect": "audit.api",
     "AuditError": "audit.errors",
-    "evaluate": "audit.evaluate",
+    "evaluate": "audit.evaluation",
     "Policy": "audit.policy",
     "load_policy": "audit.policy",
     "AuditResult": "audit.result",

@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from audit.errors import SelectionError
-from audit.evaluate import evaluate
+from audit.evaluation import evaluate
 from audit.policy import Policy, load_policy
 from audit.result import AuditResult, FailOn
 from audit.sources import (

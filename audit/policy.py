@@ -292,10 +292,13 @@ def load_policy(spec: str | Path | None = None) -> Policy:
         validator = jsonschema_rs.Draft202012Validator(
             document, registry=registry, retriever=_retrieve, base_uri=base_uri
         )
-    except PolicyError:
-        raise
     except Exception as error:
-        raise PolicyError(f"{label}: {_one_line(str(error))}") from None
+        text = _one_line(str(error))
+        if "retrieving it failed" in text:
+            # The retriever's own PolicyError, wrapped by jsonschema-rs: say it plainly.
+            reason = text.split("PolicyError: ", 1)[-1]
+            raise PolicyError(f"{label}: cannot resolve a $ref: {reason}") from None
+        raise PolicyError(f"{label}: not a valid JSON Schema: {text}") from None
 
     rules, properties = _collect_rules(document, registry, base_uri, label)
     meta = document.get("x-audit-policy")

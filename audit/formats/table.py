@@ -56,16 +56,20 @@ def render_table(result: AuditResult, *, color: bool = False, width: int = 80) -
 
 
 def _run_block(run: RunResult, paint: _Painter, width: int) -> list[str]:
-    name = printable(run.run_name or "(unnamed run)")
+    name = _shorten(printable(run.run_name or "(unnamed run)"), width - 6)
     experiment = printable(run.experiment_name or run.experiment_id)
-    header = f"{paint(_STATUS_LABEL[run.status], run.status)}  {name}  {run.run_id}"
-    lines = [header, f"      experiment {experiment}"]
+    lines = [f"{paint(_STATUS_LABEL[run.status], run.status)}  {name}"]
+    lines += _wrap(f"run {run.run_id} · experiment {experiment}", " " * 6, width, hang=4)
     for version in run.model_versions:
-        lines.append(f"      model {printable(version)}")
+        lines += _wrap(f"model version {printable(version)}", " " * 6, width, hang=4)
     for _, group in groupby(run.findings, key=lambda f: f.rule_id):
         lines.extend(_finding_block(list(group), paint, width))
     lines.append("")
     return lines
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def _finding_block(findings: list[Finding], paint: _Painter, width: int) -> list[str]:
@@ -74,6 +78,8 @@ def _finding_block(findings: list[Finding], paint: _Painter, width: int) -> list
     severity = paint(f"{first.severity:<8}", first.severity)
     lines = [f"  {severity}{paint(first.rule_id, 'bold')}"]
     lines += _wrap(printable(first.title), indent, width)
+    if first.severity == "info":
+        return lines  # an observation, not a gap: no fix to spell out
     shown = findings[:5]
     for finding in shown:
         lines += _wrap("found: " + printable(finding.message), indent, width, hang=7)
@@ -105,7 +111,7 @@ def _summary_block(result: AuditResult, paint: _Painter, width: int) -> list[str
         f"{len(result.runs)} {runs_word} in {len(experiments)} "
         f"experiment{'s' if len(experiments) != 1 else ''}: "
         f"{statuses['pass']} pass, {statuses['warn']} warn, {statuses['fail']} fail · "
-        f"{severities['error']} errors, {severities['warning']} warnings, "
+        f"{_count(severities['error'], 'error')}, {_count(severities['warning'], 'warning')}, "
         f"{severities['info']} info · score {result.score:g}%",
         "",
         width,
@@ -125,3 +131,7 @@ def _summary_block(result: AuditResult, paint: _Painter, width: int) -> list[str
         verdict = paint("passed", "pass") + f": no findings at or above {result.fail_on}"
     lines.append(f"gate {verdict}")
     return lines
+
+
+def _count(number: int, noun: str) -> str:
+    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"

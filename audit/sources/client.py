@@ -68,20 +68,23 @@ class ClientSource:
     # ----------------------------------------------------------------------- public
 
     def collect(self, selection: Selection, needs: CollectionNeeds) -> Iterator[CollectedRun]:
-        with _mlflow_errors(self.store, selection):
+        with _environment(self._settings()), _mlflow_errors(self.store, selection):
             self._client = self._open()
             yield from self._collect(selection, needs)
 
     # ----------------------------------------------------------------------- setup
 
-    def _open(self) -> Any:
+    def _settings(self) -> dict[str, str]:
+        """MLflow settings for the duration of the audit (restored afterwards)."""
         if self.store.kind == "file":
             # MLflow >= 3.13 refuses ./mlruns stores unless told otherwise; auditing old projects
             # is exactly what they are kept for.
-            os.environ["MLFLOW_ALLOW_FILE_STORE"] = "true"
+            return {"MLFLOW_ALLOW_FILE_STORE": "true"}
         if self.store.kind in ("http", "databricks"):
-            for key, value in _HTTP_DEFAULTS.items():
-                os.environ.setdefault(key, value)
+            return {key: value for key, value in _HTTP_DEFAULTS.items() if key not in os.environ}
+        return {}
+
+    def _open(self) -> Any:
         check_schema_revision(self.store)
         from mlflow.tracking import MlflowClient
 
@@ -561,6 +564,20 @@ def _error_code(error: Exception) -> str:
 def _first_line(error: BaseException) -> str:
     text = str(error).strip() or type(error).__name__
     return text.splitlines()[0][:300]
+
+
+@contextlib.contextmanager
+def _environment(settings: dict[str, str]) -> Iterator[None]:
+    saved = {key: os.environ.get(key) for key in settings}
+    os.environ.update(settings)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 @contextlib.contextmanager

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import reprlib
+import json
 from collections.abc import Callable, Iterable, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -13,9 +13,14 @@ from audit.policy import Policy, Violation
 from audit.result import AuditResult, FailOn, Finding, RunResult, sort_findings
 from audit.sources import CollectedRun
 
-_short = reprlib.Repr()
-_short.maxstring = 60
-_short.maxother = 60
+
+def _brief(value: Any) -> str:
+    """A value as JSON, cut short: what a reader needs to recognise it."""
+    if isinstance(value, str):
+        return json.dumps(value if len(value) <= 60 else value[:57] + "...", ensure_ascii=False)
+    if value is None or isinstance(value, bool | int | float):
+        return json.dumps(value)
+    return type(value).__name__
 
 
 def evaluate_record(record: Mapping[str, Any], policy: Policy) -> tuple[Finding, ...]:
@@ -109,13 +114,13 @@ def _observation(violation: Violation, record: Mapping[str, Any]) -> str:
     elif keyword == "contains":
         detail = f"none of the {len(instance)} recorded qualifies"
     elif keyword in ("const", "enum", "not"):
-        detail = f"is {_short.repr(instance)}"
+        detail = f"is {_brief(instance)}"
     elif keyword == "pattern":
-        detail = f"{_short.repr(instance)} is not in the expected form"
+        detail = f"{_brief(instance)} is not in the expected form"
     elif keyword in ("anyOf", "oneOf"):
         detail = "no accepted form of evidence found"
     elif keyword == "type":
-        detail = f"{_short.repr(instance)} has the wrong type"
+        detail = f"{_brief(instance)} has the wrong type"
     else:
         detail = " ".join(violation.message.split())[:200]
     label = _item_label(record, violation.pointer)
@@ -134,7 +139,7 @@ def _item_label(record: Mapping[str, Any], pointer: str) -> str | None:
             if isinstance(node, Mapping):
                 for key in ("line", "key", "name", "uri"):
                     if isinstance(node.get(key), str):
-                        label = _short.repr(node[key]).strip("'\"")
+                        label = node[key] if len(node[key]) <= 60 else node[key][:57] + "..."
                         break
         elif isinstance(node, Mapping) and part in node:
             node = node[part]
