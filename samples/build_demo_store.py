@@ -40,6 +40,9 @@ from pathlib import Path
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 warnings.filterwarnings("ignore")
 
+import mlflow  # noqa: E402 - after the telemetry switch
+import mlflow.data  # noqa: E402
+
 EXPERIMENT = "churn-model"
 MODEL_NAME = "churn-classifier"
 
@@ -61,8 +64,6 @@ def build(directory: Path) -> None:
     import logging
 
     logging.getLogger("mlflow").setLevel(logging.ERROR)
-    import mlflow
-
     mlflow.set_tracking_uri("sqlite:///mlflow.db")
     mlflow.set_registry_uri("sqlite:///mlflow.db")
     data = _Data(directory)
@@ -81,9 +82,9 @@ def build(directory: Path) -> None:
     }
     run_ids = {}
     for name, options in runs.items():
-        run_ids[name] = _train(mlflow, data, name, commit, **options)
+        run_ids[name] = _train(data, name, commit, **options)
         print(f"  {EXPERIMENT}/{name}: run {run_ids[name]}")
-    run_ids["crashed"] = _crashed_run(mlflow, data, commit)
+    run_ids["crashed"] = _crashed_run(data, commit)
     print(f"  {EXPERIMENT}/crashed: run {run_ids['crashed']}")
 
     client = mlflow.MlflowClient()
@@ -91,7 +92,7 @@ def build(directory: Path) -> None:
     client.set_registered_model_alias(MODEL_NAME, "challenger", "2")
 
     mlflow.set_experiment("price-regression")
-    print(f"  price-regression/autologged: run {_autologged_run(mlflow)}")
+    print(f"  price-regression/autologged: run {_autologged_run()}")
 
 
 class _Data:
@@ -113,9 +114,7 @@ class _Data:
             path.write_bytes(content)
             self.uris[split] = path.as_uri()
 
-    def dataset(self, mlflow: object, split: str) -> object:
-        import mlflow.data
-
+    def dataset(self, split: str) -> mlflow.data.dataset.Dataset:
         frame = self.train if split == "train" else self.test
         return mlflow.data.from_pandas(
             frame, source=self.uris[split], name=f"breast-cancer-{split}", targets="target"
@@ -151,7 +150,6 @@ def _source_tags(commit: str | None, notebook: bool) -> dict[str, str]:
 
 
 def _train(
-    mlflow: object,
     data: _Data,
     run_name: str,
     commit: str | None,
@@ -165,7 +163,6 @@ def _train(
     signature: bool = True,
 ) -> str:
     import joblib
-    import mlflow
     from sklearn.linear_model import SGDClassifier
     from sklearn.metrics import accuracy_score, f1_score, log_loss, roc_auc_score
     from sklearn.preprocessing import StandardScaler
@@ -188,8 +185,8 @@ def _train(
         if mlflow_model:
             mlflow.set_tag("platform", platform.platform())
         if log_inputs:
-            mlflow.log_input(data.dataset(mlflow, "train"), context="training")
-            test_dataset = data.dataset(mlflow, "test")
+            mlflow.log_input(data.dataset("train"), context="training")
+            test_dataset = data.dataset("test")
             mlflow.log_input(test_dataset, context="evaluation")
         else:
             test_dataset = None
@@ -229,12 +226,10 @@ def _train(
         return str(run.info.run_id)
 
 
-def _crashed_run(mlflow: object, data: _Data, commit: str | None) -> str:
-    import mlflow
-
+def _crashed_run(data: _Data, commit: str | None) -> str:
     with mlflow.start_run(run_name="crashed") as run:
         mlflow.set_tags(_source_tags(commit, notebook=False))
-        mlflow.log_input(data.dataset(mlflow, "train"), context="training")
+        mlflow.log_input(data.dataset("train"), context="training")
         mlflow.log_params({"loss": "hinge", "alpha": 10.0})
         mlflow.log_metric("train_loss", float("nan"), step=0)
     # What a crash in the training loop leaves behind.
@@ -242,8 +237,7 @@ def _crashed_run(mlflow: object, data: _Data, commit: str | None) -> str:
     return str(run.info.run_id)
 
 
-def _autologged_run(mlflow: object) -> str:
-    import mlflow
+def _autologged_run() -> str:
     from sklearn.datasets import load_diabetes
     from sklearn.ensemble import RandomForestRegressor
 

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
 from audit.errors import ArtifactError, AuditError, SelectionError, StoreError
 from audit.evidence import (
@@ -246,8 +247,15 @@ class ClientSource:
         read_files: Callable[[Run, Sequence[Any]], _RunFiles] = (
             self._run_files if needs.artifacts else _no_files
         )
-        with ThreadPoolExecutor(max_workers=_ARTIFACT_WORKERS) as pool:
-            files = pool.map(read_files, runs, [logged_models.get(r.info.run_id, []) for r in runs])
+        models_of_runs = [logged_models.get(run.info.run_id, []) for run in runs]
+        # Remote artifact stores answer in parallel; local folders are read faster in one thread.
+        remote = needs.artifacts and not all(_is_local(run.info.artifact_uri) for run in runs)
+        with ThreadPoolExecutor(max_workers=_ARTIFACT_WORKERS if remote else 1) as pool:
+            files = (
+                pool.map(read_files, runs, models_of_runs)
+                if remote
+                else map(read_files, runs, models_of_runs)
+            )
             for item, run_files in zip(page, files, strict=True):
                 run_id = item.run.info.run_id
                 facts = self._facts(
@@ -388,19 +396,20 @@ class ClientSource:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         run_id = run.info.run_id
-        client = self._client
+        # The run's artifact URI is already at hand: no get_run round trip per listing.
+        artifacts = get_artifact_repository(
+            run.info.artifact_uri, tracking_uri=self.store.client_uri
+        )
         root = _read_environment_files(
-            f"runs:/{run_id}",
-            functools.partial(client.list_artifacts, run_id),
-            functools.partial(client.download_artifacts, run_id),
+            f"runs:/{run_id}", artifacts.list_artifacts, artifacts.download_artifacts
         )
         history = {}
         for entry in model_history(run.data.tags):
             path = str(entry["artifact_path"]).strip("/")
             history[str(entry["artifact_path"])] = _read_environment_files(
                 f"runs:/{run_id}/{path}",
-                functools.partial(client.list_artifacts, run_id, path),
-                functools.partial(client.download_artifacts, run_id),
+                functools.partial(artifacts.list_artifacts, path),
+                artifacts.download_artifacts,
             )
         models = {}
         for model in logged_models:
@@ -530,6 +539,11 @@ def _merge_explicit(items: list[_Selected]) -> list[_Selected]:
             )
         merged[key] = item
     return list(merged.values())
+
+
+def _is_local(uri: str | None) -> bool:
+    scheme = urlsplit(uri or "").scheme
+    return scheme in ("", "file") or len(scheme) == 1  # a Windows drive letter
 
 
 def _paged(search: Callable[..., Any], **arguments: Any) -> Iterator[Any]:
