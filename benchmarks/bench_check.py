@@ -67,7 +67,8 @@ runs = int(sys.argv[2])
 client = MlflowClient(uri)
 experiments = [client.create_experiment(f"team-{i}") for i in range(4)]
 frame = pd.DataFrame({"x": range(100), "y": range(100)})
-dataset = mlflow.data.from_pandas(frame, source="s3://bench/data.parquet?versionId=abc", name="train")
+source = "s3://bench/data.parquet?versionId=abc"
+dataset = mlflow.data.from_pandas(frame, source=source, name="train")
 entity = dataset._to_mlflow_entity()
 random.seed(7)
 start = time.time()
@@ -82,7 +83,8 @@ for i in range(runs):
         + [RunTag("mlflow.source.git.commit", "%040x" % random.getrandbits(160)),
            RunTag("python_version", "3.11.7")],
     )
-    client.log_inputs(run.info.run_id, [DatasetInput(entity, [InputTag("mlflow.data.context", "training")])])
+    context = [InputTag("mlflow.data.context", "training")]
+    client.log_inputs(run.info.run_id, [DatasetInput(entity, context)])
     client.set_terminated(run.info.run_id)
     if (i + 1) % 500 == 0:
         print(f"  {i + 1} runs, {time.time() - start:.0f} s", flush=True)
