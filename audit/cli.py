@@ -52,9 +52,11 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check",
         help="audit runs against a policy and fail on gaps (the CI gate)",
-        description="Collect runs from an MLflow tracking store (read-only), validate each "
-        "against a policy, print every gap with the provisions it breaks and how to fix it, "
-        "and exit 1 when gaps at or above --fail-on exist.",
+        description=_fill(
+            "Collect runs from an MLflow tracking store (read-only), validate each against a "
+            "policy, print every gap with the provisions it breaks and how to fix it, and exit 1 "
+            "when gaps at or above --fail-on exist."
+        ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -68,8 +70,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     selection = check.add_argument_group(
         "selection",
-        "Default: every run of every active experiment. --run-id and --model add those runs; "
-        "--experiment and --filter narrow the search.",
+        _fill(
+            "Default: every run of every active experiment. --run-id and --model add those "
+            "runs; --experiment and --filter narrow the search."
+        ),
     )
     selection.add_argument(
         "-e",
@@ -169,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fill(text: str) -> str:
+    import textwrap
+
+    return textwrap.fill(text, width=78)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -229,20 +239,21 @@ def _run_policy(args: argparse.Namespace) -> int:
     if args.schema:
         print(json.dumps(policy.document, indent=2, ensure_ascii=False))
         return EXIT_OK
+    from audit.formats.table import wrap
     from audit.provisions import load_catalog
 
     catalog = load_catalog()
-    print(f"{policy.name}  v{policy.version}  ({policy.origin}, sha256 {policy.sha256[:16]}…)")
+    lines = [f"{policy.name}  v{policy.version}  {policy.origin}", f"sha256 {policy.sha256}"]
     if policy.title:
-        print(policy.title)
+        lines += wrap(policy.title, "")
     for rule in policy.rules:
-        print()
-        print(f"{rule.severity:<8}{rule.id}  [{rule.category}]")
-        print(f"        {rule.title}")
+        lines += ["", f"{rule.severity:<8}{rule.id}  [{rule.category}]"]
+        lines += wrap(rule.title, " " * 8)
         citations = ", ".join(catalog[p].citation for p in rule.provisions)
         if citations:
-            print(f"        provisions: {citations}")
-        print(f"        fix: {rule.remediation}")
+            lines += wrap(f"provisions: {citations}", " " * 8, hang=12)
+        lines += wrap(f"fix: {rule.remediation}", " " * 8, hang=5)
+    print("\n".join(lines))
     return EXIT_OK
 
 
@@ -279,14 +290,18 @@ def _run_provisions(args: argparse.Namespace) -> int:
             )
         )
         return EXIT_OK
+    from audit.formats.table import wrap
+
+    lines: list[str] = []
     for framework in frameworks:
-        print(f"{framework.title}")
-        print(f"  text: {framework.text_version}")
+        lines += wrap(framework.title, "")
+        lines += wrap(f"text: {framework.text_version}", "  ", hang=6)
         for provision in catalog.provisions.values():
             if provision.framework == framework.id:
-                print(f"  {provision.citation:<26} {provision.title}")
-                print(f"  {'':<26} id {provision.id}")
-        print()
+                lines += wrap(f"{provision.citation:<24}{provision.title}", "  ", hang=24)
+                lines.append(f"  {'':<24}id {provision.id}")
+        lines.append("")
+    print("\n".join(lines))
     return EXIT_OK
 
 
@@ -364,6 +379,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INCOMPLETE
     except KeyboardInterrupt:
         print("mlflow-audit: interrupted; the audit is incomplete", file=sys.stderr)
+        return EXIT_INCOMPLETE
+    except BrokenPipeError:
+        # The reader went away (e.g. `| head`): the output is incomplete, so is the audit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_INCOMPLETE
     except Exception as error:
         if args.debug:

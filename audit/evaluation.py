@@ -41,7 +41,7 @@ def evaluate_record(record: Mapping[str, Any], policy: Policy) -> tuple[Finding,
             provisions=rule.provisions,
             remediation=rule.remediation,
         )
-    return sort_findings(findings.values())
+    return sort_findings(findings.values(), policy.rule_order)
 
 
 def evaluate(

@@ -8,6 +8,7 @@ the fix. Policies compose with plain `$ref` / `allOf`: a user policy refers to a
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -93,6 +94,11 @@ class Policy:
             "sha256": self.sha256,
         }
 
+    @functools.cached_property
+    def rule_order(self) -> dict[str, int]:
+        """Each rule's place in the policy document, the order its author gave."""
+        return {rule.id: index for index, rule in enumerate(self.rules)}
+
     def violations(self, record: Mapping[str, Any]) -> Iterator[Violation]:
         """Every failing constraint of the record, each with its rule and JSON Pointer."""
         for error in self._validator.iter_errors(record):
@@ -141,11 +147,12 @@ def _annotation_rule(node: Any) -> Rule | None:
     if not isinstance(node, Mapping) or not isinstance(node.get("x-audit"), Mapping):
         return None
     note = node["x-audit"]
+    order = {provision_id: index for index, provision_id in enumerate(load_catalog().provisions)}
     return Rule(
         id=note["id"],
         category=note["category"],
         severity=note["severity"],
-        provisions=tuple(note["provisions"]),
+        provisions=tuple(sorted(note["provisions"], key=lambda p: order.get(p, len(order)))),
         title=note["title"],
         remediation=note["remediation"],
     )

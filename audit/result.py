@@ -240,15 +240,20 @@ class AuditResult:
         }
 
 
-def sort_findings(findings: Iterable[Finding]) -> tuple[Finding, ...]:
-    """Highest severity first, then by category, rule and place in the record."""
-    order = {category: index for index, category in enumerate(CATEGORIES)}
+def sort_findings(
+    findings: Iterable[Finding], rule_order: Mapping[str, int] | None = None
+) -> tuple[Finding, ...]:
+    """Highest severity first, then by category, by the rule's place in the policy, and by
+    place in the record."""
+    categories = {category: index for index, category in enumerate(CATEGORIES)}
+    rules = rule_order or {}
     return tuple(
         sorted(
             findings,
             key=lambda f: (
                 -SEVERITY_RANK[f.severity],
-                order.get(f.category, len(order)),
+                categories.get(f.category, len(categories)),
+                rules.get(f.rule_id, len(rules)),
                 f.rule_id,
                 _pointer_key(f.pointer),
             ),

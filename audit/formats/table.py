@@ -59,9 +59,9 @@ def _run_block(run: RunResult, paint: _Painter, width: int) -> list[str]:
     name = _shorten(printable(run.run_name or "(unnamed run)"), width - 6)
     experiment = printable(run.experiment_name or run.experiment_id)
     lines = [f"{paint(_STATUS_LABEL[run.status], run.status)}  {name}"]
-    lines += _wrap(f"run {run.run_id} · experiment {experiment}", " " * 6, width, hang=4)
+    lines += wrap(f"run {run.run_id} · experiment {experiment}", " " * 6, width, hang=4)
     for version in run.model_versions:
-        lines += _wrap(f"model version {printable(version)}", " " * 6, width, hang=4)
+        lines += wrap(f"model version {printable(version)}", " " * 6, width, hang=4)
     for _, group in groupby(run.findings, key=lambda f: f.rule_id):
         lines.extend(_finding_block(list(group), paint, width))
     lines.append("")
@@ -77,21 +77,26 @@ def _finding_block(findings: list[Finding], paint: _Painter, width: int) -> list
     indent = " " * 6
     severity = paint(f"{first.severity:<8}", first.severity)
     lines = [f"  {severity}{paint(first.rule_id, 'bold')}"]
-    lines += _wrap(printable(first.title), indent, width)
+    lines += wrap(printable(first.title), indent, width)
     if first.severity == "info":
         return lines  # an observation, not a gap: no fix to spell out
     shown = findings[:5]
     for finding in shown:
-        lines += _wrap("found: " + printable(finding.message), indent, width, hang=7)
+        lines += wrap("found: " + printable(finding.message), indent, width, hang=7)
     if len(findings) > len(shown):
         lines.append(f"{indent}... and {len(findings) - len(shown)} more like it")
     if first.citations:
-        lines += _wrap("breaks: " + ", ".join(first.citations), indent, width, hang=8)
-    lines += _wrap("fix: " + printable(first.remediation), indent, width, hang=5)
+        # A citation is one unit: "ISO/IEC 42001 A.7.5" never breaks across lines.
+        joined = ", ".join(c.replace(" ", "\u00a0") for c in first.citations)
+        lines += [
+            line.replace("\u00a0", " ") for line in wrap("breaks: " + joined, indent, width, hang=8)
+        ]
+    lines += wrap("fix: " + printable(first.remediation), indent, width, hang=5)
     return lines
 
 
-def _wrap(text: str, indent: str, width: int, hang: int = 0) -> list[str]:
+def wrap(text: str, indent: str, width: int = 80, hang: int = 0) -> list[str]:
+    """Wrap text at width, every line indented, continuation lines by `hang` more."""
     return textwrap.wrap(
         text,
         width=width,
@@ -107,7 +112,7 @@ def _summary_block(result: AuditResult, paint: _Painter, width: int) -> list[str
     severities = result.severity_counts()
     experiments = {run.experiment_id for run in result.runs}
     runs_word = "run" if len(result.runs) == 1 else "runs"
-    lines = _wrap(
+    lines = wrap(
         f"{len(result.runs)} {runs_word} in {len(experiments)} "
         f"experiment{'s' if len(experiments) != 1 else ''}: "
         f"{statuses['pass']} pass, {statuses['warn']} warn, {statuses['fail']} fail · "
