@@ -196,6 +196,8 @@ def _run_check(args: argparse.Namespace) -> int:
     from audit.api import check
     from audit.formats import render
 
+    if args.output and not Path(args.output).resolve().parent.is_dir():
+        raise AuditError(f"cannot write {args.output}: its folder does not exist")
     progress = _Progress(sys.stderr)
     result = check(
         args.tracking_uri,
@@ -348,18 +350,18 @@ def _emit(text: str, output: str | None) -> None:
     target = Path(output)
     if target.is_dir():
         raise AuditError(f"--output {output} is a directory")
+    partial: Path | None = None
     try:
         # Write next to the target and rename: a reader never sees half a report.
         with tempfile.NamedTemporaryFile(
-            "w",
-            encoding="utf-8",
-            dir=target.parent or Path(),
-            prefix=f".{target.name}.",
-            delete=False,
+            "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", delete=False
         ) as handle:
+            partial = Path(handle.name)
             handle.write(text)
-        Path(handle.name).replace(target)
+        partial.replace(target)
     except OSError as error:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
         raise AuditError(f"cannot write {output}: {error.strerror or error}") from None
 
 

@@ -105,6 +105,19 @@ def test_user_policy_extends_a_builtin_without_copying_it(tmp_path: Path) -> Non
     assert evaluate_record(_record(tags={"team": "risk-models"}), policy) == ()
 
 
+def test_relative_ref_to_a_neighbouring_yaml_file(tmp_path: Path) -> None:
+    write(
+        tmp_path,
+        "common.yaml",
+        "properties:\n  tags:\n    x-audit: {id: run.owner, category: run, severity: warning,\n"
+        "      provisions: [], title: The run names its owner, remediation: set tag owner}\n"
+        "    required: [owner]\n",
+    )
+    policy = load_policy(write(tmp_path, "team.yaml", "allOf:\n  - $ref: common.yaml\n"))
+    (finding,) = evaluate_record(_record(), policy)
+    assert (finding.rule_id, finding.pointer) == ("run.owner", "/tags/owner")
+
+
 def test_complete_record_passes_default_policy() -> None:
     assert evaluate_record(_record(), load_policy()) == ()
 
