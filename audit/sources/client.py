@@ -396,6 +396,9 @@ class ClientSource:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
         run_id = run.info.run_id
+        if _missing_local_folder(run.info.artifact_uri):
+            # Most runs log no artifacts at all: one stat instead of an artifact repository.
+            return _RunFiles(ArtifactFiles(f"runs:/{run_id}"), {}, self._model_files(logged_models))
         # The run's artifact URI is already at hand: no get_run round trip per listing.
         artifacts = get_artifact_repository(
             run.info.artifact_uri, tracking_uri=self.store.client_uri
@@ -411,17 +414,22 @@ class ClientSource:
                 functools.partial(artifacts.list_artifacts, path),
                 artifacts.download_artifacts,
             )
-        models = {}
+        return _RunFiles(root, history, self._model_files(logged_models))
+
+    def _model_files(self, logged_models: Sequence[Any]) -> dict[str, ArtifactFiles]:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        files = {}
         for model in logged_models:
             repository = get_artifact_repository(
                 model.artifact_location, tracking_uri=self.store.client_uri
             )
-            models[model.model_id] = _read_environment_files(
+            files[model.model_id] = _read_environment_files(
                 f"models:/{model.model_id}",
                 repository.list_artifacts,
                 repository.download_artifacts,
             )
-        return _RunFiles(root, history, models)
+        return files
 
 
 class _RunFiles:
@@ -539,6 +547,15 @@ def _merge_explicit(items: list[_Selected]) -> list[_Selected]:
             )
         merged[key] = item
     return list(merged.values())
+
+
+def _missing_local_folder(uri: str | None) -> bool:
+    """True when a local artifact URI names a folder that does not exist."""
+    if not uri or not _is_local(uri):
+        return False
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    return not Path(local_file_uri_to_path(uri)).is_dir()  # type: ignore[no-untyped-call]
 
 
 def _is_local(uri: str | None) -> bool:
