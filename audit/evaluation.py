@@ -112,7 +112,7 @@ def _observation(violation: Violation, record: Mapping[str, Any]) -> str:
     ):
         detail = "none recorded"
     elif keyword == "contains":
-        detail = f"none of the {len(instance)} recorded qualifies"
+        detail = f"{len(instance)} recorded, none meets the rule"
     elif keyword in ("const", "enum", "not"):
         detail = f"is {_brief(instance)}"
     elif keyword == "pattern":
