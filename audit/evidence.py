@@ -348,27 +348,22 @@ def _data_section(datasets: Iterable[DatasetFacts]) -> dict[str, list[dict[str, 
 def _metric_context(
     key: str, links: Sequence[ModelMetricFacts], datasets: Sequence[DatasetFacts]
 ) -> tuple[str | None, str | None, dict[str, Any] | None]:
-    """Which data a metric was computed on: from MLflow 3's dataset link, else from its name."""
+    """Which data a metric was computed on, as (context, context_from, dataset): from MLflow 3's
+    link to a dataset the run logged as input, else from a train_/val_/test_ name prefix."""
+    dataset = None
     if links:
         link = links[0]
+        dataset = {"name": _optional_text(link.dataset_name), "digest": link.dataset_digest}
         contexts = {
             dataset_context(d.context)
             for d in datasets
             if d.name == link.dataset_name and d.digest == link.dataset_digest
         }
-        context = (
-            "evaluation"
-            if "evaluation" in contexts
-            else "training"
-            if "training" in contexts
-            else None
-        )
-        dataset = {"name": _optional_text(link.dataset_name), "digest": link.dataset_digest}
-        if context is not None:
-            return context, "dataset", dataset
-        return _name_context(key), ("name" if _name_context(key) else None), dataset
-    context = _name_context(key)
-    return context, ("name" if context else None), None
+        for context in ("evaluation", "training"):
+            if context in contexts:
+                return context, "dataset", dataset
+    named = _name_context(key)
+    return named, ("name" if named else None), dataset
 
 
 def _name_context(key: str) -> str | None:
