@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 from audit import __version__
-from audit.errors import AuditError
+from audit.errors import AuditError, first_line
 
 EXIT_OK, EXIT_GAPS, EXIT_INCOMPLETE = 0, 1, 2
 
@@ -389,9 +389,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if args.debug:
             raise
-        first = (str(error).strip().splitlines() or [""])[0][:300]
         print(
-            f"mlflow-audit: error: unexpected {type(error).__name__}: {first} "
+            f"mlflow-audit: error: unexpected {type(error).__name__}: {first_line(error)} "
             "(run with --debug for the traceback)",
             file=sys.stderr,
         )

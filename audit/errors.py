@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 
+def first_line(error: BaseException) -> str:
+    """An exception as one short line, for one-line error messages."""
+    text = str(error).strip() or type(error).__name__
+    return text.splitlines()[0][:300]
+
+
 class AuditError(Exception):
     """An audit that could not be completed. The message is one line, naming what and where."""
 

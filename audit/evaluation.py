@@ -14,10 +14,14 @@ from audit.result import AuditResult, FailOn, Finding, RunResult, sort_findings
 from audit.sources import CollectedRun
 
 
+def _clip(text: str) -> str:
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _brief(value: Any) -> str:
     """A value as JSON, cut short: what a reader needs to recognise it."""
     if isinstance(value, str):
-        return json.dumps(value if len(value) <= 60 else value[:57] + "...", ensure_ascii=False)
+        return json.dumps(_clip(value), ensure_ascii=False)
     if value is None or isinstance(value, bool | int | float):
         return json.dumps(value)
     return type(value).__name__
@@ -139,7 +143,7 @@ def _item_label(record: Mapping[str, Any], pointer: str) -> str | None:
             if isinstance(node, Mapping):
                 for key in ("line", "key", "name", "uri"):
                     if isinstance(node.get(key), str):
-                        label = node[key] if len(node[key]) <= 60 else node[key][:57] + "..."
+                        label = _clip(node[key])
                         break
         elif isinstance(node, Mapping) and part in node:
             node = node[part]

@@ -147,12 +147,11 @@ def _annotation_rule(node: Any) -> Rule | None:
     if not isinstance(node, Mapping) or not isinstance(node.get("x-audit"), Mapping):
         return None
     note = node["x-audit"]
-    order = {provision_id: index for index, provision_id in enumerate(load_catalog().provisions)}
     return Rule(
         id=note["id"],
         category=note["category"],
         severity=note["severity"],
-        provisions=tuple(sorted(note["provisions"], key=lambda p: order.get(p, len(order)))),
+        provisions=load_catalog().sort(note["provisions"]),
         title=note["title"],
         remediation=note["remediation"],
     )

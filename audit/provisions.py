@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -44,6 +45,14 @@ class Catalog:
 
     def __getitem__(self, provision_id: str) -> Provision:
         return self.provisions[provision_id]
+
+    @functools.cached_property
+    def _position(self) -> dict[str, int]:
+        return {provision_id: index for index, provision_id in enumerate(self.provisions)}
+
+    def sort(self, ids: Iterable[str]) -> tuple[str, ...]:
+        """Provision ids in catalog order; unknown ids last."""
+        return tuple(sorted(ids, key=lambda p: self._position.get(p, len(self._position))))
 
     def ordered(self, ids: set[str] | frozenset[str] | None = None) -> list[Provision]:
         """Provisions in catalog order (framework files, then the text's own order)."""

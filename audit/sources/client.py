@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from audit.errors import ArtifactError, AuditError, SelectionError, StoreError
+from audit.errors import ArtifactError, AuditError, SelectionError, StoreError, first_line
 from audit.evidence import (
     ENVIRONMENT_FILES,
     MAX_ARTIFACT_BYTES,
@@ -457,7 +457,7 @@ def _read_environment_files(
     try:
         listing = {Path(f.path).name: f for f in list_files() if not f.is_dir}
     except Exception as error:
-        raise ArtifactError(f"cannot list artifacts of {uri}: {_first_line(error)}") from None
+        raise ArtifactError(f"cannot list artifacts of {uri}: {first_line(error)}") from None
     texts: dict[str, str] = {}
     notes: list[str] = []
     for name in ENVIRONMENT_FILES:
@@ -476,7 +476,7 @@ def _read_environment_files(
                 with local.open("rb") as handle:
                     content = handle.read(MAX_ARTIFACT_BYTES + 1)
         except Exception as error:
-            raise ArtifactError(f"cannot read {uri}/{name}: {_first_line(error)}") from None
+            raise ArtifactError(f"cannot read {uri}/{name}: {first_line(error)}") from None
         if len(content) > MAX_ARTIFACT_BYTES:
             notes.append(f"{uri}/{name} is over the {MAX_ARTIFACT_BYTES} byte limit; not read")
             continue
@@ -592,11 +592,6 @@ def _error_code(error: Exception) -> str:
     return str(getattr(error, "error_code", ""))
 
 
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]
-
-
 @contextlib.contextmanager
 def _environment(settings: dict[str, str]) -> Iterator[None]:
     saved = {key: os.environ.get(key) for key in settings}
@@ -621,7 +616,7 @@ def _mlflow_errors(store: TrackingStore, selection: Selection) -> Iterator[None]
     except Exception as error:
         from mlflow.exceptions import MlflowException
 
-        message = _first_line(error)
+        message = first_line(error)
         if isinstance(error, MlflowException):
             code = _error_code(error)
             if (

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
-from audit.errors import StoreError
+from audit.errors import StoreError, first_line
 
 StoreKind = Literal["sqlite", "database", "file", "http", "databricks", "other"]
 
@@ -192,7 +192,7 @@ def _read_database_revision(store: TrackingStore) -> str | None:
     try:
         engine = sqlalchemy.create_engine(store.uri, pool_pre_ping=False)
     except Exception as error:
-        raise StoreError(f"cannot open {store.display}: {_first_line(error)}") from None
+        raise StoreError(f"cannot open {store.display}: {first_line(error)}") from None
     try:
         with engine.connect() as connection:
             if engine.dialect.name == "postgresql":
@@ -203,7 +203,7 @@ def _read_database_revision(store: TrackingStore) -> str | None:
             connection.rollback()
     except Exception as error:
         raise StoreError(
-            f"cannot read the MLflow schema of {store.display}: {_first_line(error)}"
+            f"cannot read the MLflow schema of {store.display}: {first_line(error)}"
         ) from None
     finally:
         engine.dispose()
@@ -232,8 +232,3 @@ def check_schema_revision(store: TrackingStore) -> None:
             "opening it; an audit never changes the store. Audit it with the MLflow version that "
             "wrote it, or audit a copy"
         )
-
-
-def _first_line(error: BaseException) -> str:
-    text = str(error).strip() or type(error).__name__
-    return text.splitlines()[0][:300]
