@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from audit.errors import SelectionError
 from audit.evaluation import evaluate
@@ -23,6 +24,9 @@ from audit.sources import (
     open_source,
     resolve_store,
 )
+
+if TYPE_CHECKING:
+    from audit.report import ReportFiles, ReportSettings
 
 
 def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -71,6 +75,48 @@ def collect(
     return source.collect(selection or Selection(), needs or CollectionNeeds())
 
 
+def _evaluate_selected(
+    tracking_uri: str | None,
+    selection: Selection,
+    policy: str | Path | Policy | None,
+    *,
+    needs: CollectionNeeds | None = None,
+    fail_on: FailOn = "error",
+    keep_records: bool = False,
+    page_size: int = MAX_PAGE_SIZE,
+    on_run: Callable[[int], None] | None = None,
+    collected: list[CollectedRun] | None = None,
+) -> AuditResult:
+    """Collect and evaluate: the audit both `check` and `report` run. `collected`, when given,
+    receives every collected run (records and metric histories) for the caller to render."""
+    loaded = policy if isinstance(policy, Policy) else load_policy(policy)
+    store = resolve_store(tracking_uri)
+    source = open_source(store, page_size=page_size)
+    runs: Iterable[CollectedRun] = source.collect(selection, needs or loaded.needs)
+    if collected is not None:
+        runs = _keeping(runs, collected)
+    result = evaluate(
+        runs,
+        loaded,
+        store=store.display,
+        source=source.name,
+        selection=selection.to_dict(),
+        fail_on=fail_on,
+        keep_records=keep_records,
+        truncated_at=selection.max_runs,
+        on_run=on_run,
+    )
+    if not result.runs:
+        raise SelectionError(f"no runs matched {selection.describe()} in {store.display}")
+    return result
+
+
+def _keeping(runs: Iterable[CollectedRun], kept: list[CollectedRun]) -> Iterator[CollectedRun]:
+    for run in runs:
+        kept.append(run)
+        yield run
+
+
 def check(
     tracking_uri: str | None = None,
     *,
@@ -100,20 +146,73 @@ def check(
         include_deleted=include_deleted,
         max_runs=max_runs,
     )
-    loaded = policy if isinstance(policy, Policy) else load_policy(policy)
-    store = resolve_store(tracking_uri)
-    source = open_source(store, page_size=page_size)
-    result = evaluate(
-        source.collect(selection, loaded.needs),
-        loaded,
-        store=store.display,
-        source=source.name,
-        selection=selection.to_dict(),
+    return _evaluate_selected(
+        tracking_uri,
+        selection,
+        policy,
         fail_on=fail_on,
         keep_records=keep_records,
-        truncated_at=max_runs,
+        page_size=page_size,
         on_run=on_run,
     )
-    if not result.runs:
-        raise SelectionError(f"no runs matched {selection.describe()} in {store.display}")
-    return result
+
+
+def report(
+    out: str | Path,
+    tracking_uri: str | None = None,
+    *,
+    experiment: str | Iterable[str] | None = None,
+    run_id: str | Iterable[str] | None = None,
+    model: str | Iterable[str] | None = None,
+    filter: str | None = None,
+    include_deleted: bool = False,
+    max_runs: int | None = None,
+    policy: str | Path | Policy | None = None,
+    fail_on: FailOn = "never",
+    page_size: int = MAX_PAGE_SIZE,
+    settings: ReportSettings | None = None,
+    template_dir: str | Path | None = None,
+    html_only: bool = False,
+    jobs: int | None = None,
+    on_run: Callable[[int], None] | None = None,
+    on_document: Callable[[int, int], None] | None = None,
+) -> tuple[AuditResult, ReportFiles]:
+    """Audit the selected runs and write their documentation into `out`: per run an HTML and a
+    PDF/A-3b file, a summary when several runs are selected, `evidence.json` and `result.json`.
+
+    Raises `audit.AuditError` when the audit or the writing cannot be completed.
+    """
+    from audit.report import ReportSettings, parse_date, write_reports
+
+    selection = make_selection(
+        experiment=experiment,
+        run_id=run_id,
+        model=model,
+        filter=filter,
+        include_deleted=include_deleted,
+        max_runs=max_runs,
+    )
+    # Reports show models, environments and histories whatever the policy itself looks at.
+    needs = CollectionNeeds(artifacts=True, registry=True, metric_history=True)
+    collected: list[CollectedRun] = []
+    result = _evaluate_selected(
+        tracking_uri,
+        selection,
+        policy,
+        needs=needs,
+        fail_on=fail_on,
+        page_size=page_size,
+        on_run=on_run,
+        collected=collected,
+    )
+    files = write_reports(
+        result,
+        collected,
+        Path(out),
+        settings or ReportSettings(date=parse_date(None)),
+        template_dir=Path(template_dir) if template_dir is not None else None,
+        html_only=html_only,
+        jobs=jobs,
+        on_document=on_document,
+    )
+    return result, files

@@ -24,6 +24,15 @@ exit codes:
 """
 
 
+_REPORT_EPILOG = """\
+exit codes:
+  0  the documents were written (gaps are documented in them)
+  1  written, and gaps at or above --fail-on exist (only with --fail-on)
+  2  the audit or the writing could not be completed; the folder keeps its
+     previous contents
+"""
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors in the tool's own voice (exit code 2, as argparse does)."""
 
@@ -34,7 +43,6 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from audit.formats import FORMATS
-    from audit.result import FAIL_ON_CHOICES
 
     parser = _Parser(
         prog="mlflow-audit",
@@ -60,7 +68,109 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    store = check.add_argument_group("tracking store")
+    _add_audit_arguments(check, fail_on_default="error")
+    output = check.add_argument_group("output")
+    output.add_argument(
+        "-f",
+        "--format",
+        choices=FORMATS,
+        default="table",
+        help="table for people (default), json for machines (schemas/audit-result.schema.json)",
+    )
+    output.add_argument(
+        "-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout"
+    )
+    output.add_argument(
+        "--color",
+        choices=("auto", "always", "never"),
+        default="auto",
+        help="colour in the table: auto (default) colours a terminal unless NO_COLOR is set",
+    )
+
+    report = commands.add_parser(
+        "report",
+        help="write model documentation (HTML and PDF/A) mapped to the provisions",
+        description=_fill(
+            "Audit the selected runs like 'check' and write their documentation into a folder: "
+            "for each run NAME.html and NAME.pdf (PDF/A-3b carrying the evidence), summary.html "
+            "and summary.pdf when several runs are selected, evidence.json and result.json. "
+            "Gaps are documented, not gated: the exit code is 0 unless --fail-on is given."
+        ),
+        epilog=_REPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_audit_arguments(report, fail_on_default="never")
+    documents = report.add_argument_group("documents")
+    documents.add_argument(
+        "--out",
+        required=True,
+        metavar="DIR",
+        help="folder to write into (created if missing; files of the same names are replaced)",
+    )
+    documents.add_argument("--organisation", metavar="NAME", help="organisation on the cover")
+    documents.add_argument("--author", metavar="NAME", help="author on the cover and in the PDF")
+    documents.add_argument(
+        "--date",
+        metavar="DATE",
+        help="date of the documents, YYYY-MM-DD or an ISO 8601 time (default: now); the same "
+        "data, policy and date give byte-identical HTML",
+    )
+    documents.add_argument(
+        "--page-size", choices=("A4", "letter"), default="A4", help="PDF page size (default: A4)"
+    )
+    documents.add_argument(
+        "--template-dir",
+        metavar="DIR",
+        help="your Jinja2 templates, looked up before the built-in ones (which stay available "
+        "as builtin/NAME to extend); see samples/report_templates/",
+    )
+    documents.add_argument(
+        "--no-pdf", action="store_true", help="write HTML only (no WeasyPrint needed)"
+    )
+    documents.add_argument(
+        "-j",
+        "--jobs",
+        type=_positive_int,
+        metavar="N",
+        help="render PDFs in N processes (default: one per core)",
+    )
+
+    policy_cmd = commands.add_parser(
+        "policy",
+        help="list, show or validate policies",
+        description="Policies are JSON Schema 2020-12 documents over the evidence record; "
+        "x-audit annotations name each rule, its severity, provisions and fix.",
+    )
+    policy_actions = policy_cmd.add_subparsers(
+        dest="policy_command", metavar="ACTION", parser_class=_Parser, required=True
+    )
+    policy_actions.add_parser("list", help="list the built-in policies")
+    show = policy_actions.add_parser("show", help="show a policy's rules")
+    show.add_argument("policy", metavar="NAME|FILE")
+    show.add_argument(
+        "--schema", action="store_true", help="print the policy document itself (JSON)"
+    )
+    validate = policy_actions.add_parser(
+        "validate", help="check a policy file: JSON/YAML, JSON Schema, x-audit, provision ids"
+    )
+    validate.add_argument("policy", metavar="FILE")
+
+    provisions = commands.add_parser(
+        "provisions",
+        help="list the provisions a finding can cite",
+        description="The provisions catalog: EU AI Act (Regulation (EU) 2024/1689), "
+        "ISO/IEC 42001 Annex A and NIST AI RMF entries, with the text version each follows.",
+    )
+    provisions.add_argument("--framework", metavar="ID", help="only this framework, e.g. eu-ai-act")
+    provisions.add_argument("-f", "--format", choices=("table", "json"), default="table")
+    return parser
+
+
+def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: str) -> None:
+    """Store, selection and policy options: the same for every command that audits runs."""
+    from audit.result import FAIL_ON_CHOICES
+
+    store = parser.add_argument_group("tracking store")
     store.add_argument(
         "--tracking-uri",
         metavar="URI",
@@ -68,7 +178,7 @@ def build_parser() -> argparse.ArgumentParser:
         "$MLFLOW_TRACKING_URI, else MLflow's default (./mlruns when it holds experiments, "
         "else sqlite:///mlflow.db)",
     )
-    selection = check.add_argument_group(
+    selection = parser.add_argument_group(
         "selection",
         _fill(
             "Default: every run of every active experiment. --run-id and --model add those "
@@ -105,13 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     selection.add_argument("--max-runs", type=_positive_int, metavar="N", help="stop after N runs")
     selection.add_argument(
-        "--page-size",
+        "--search-page-size",
         type=_positive_int,
         default=50_000,
         metavar="N",
         help="runs per search request (default: 50000, MLflow's maximum)",
     )
-    policy = check.add_argument_group("policy and gate")
+    policy = parser.add_argument_group("policy and gate")
     policy.add_argument(
         "--policy",
         metavar="NAME|FILE",
@@ -121,56 +231,9 @@ def build_parser() -> argparse.ArgumentParser:
     policy.add_argument(
         "--fail-on",
         choices=FAIL_ON_CHOICES,
-        default="error",
-        help="lowest severity that fails the gate (default: error)",
+        default=fail_on_default,
+        help=f"lowest severity that fails (exit 1); default: {fail_on_default}",
     )
-    output = check.add_argument_group("output")
-    output.add_argument(
-        "-f",
-        "--format",
-        choices=FORMATS,
-        default="table",
-        help="table for people (default), json for machines (schemas/audit-result.schema.json)",
-    )
-    output.add_argument(
-        "-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout"
-    )
-    output.add_argument(
-        "--color",
-        choices=("auto", "always", "never"),
-        default="auto",
-        help="colour in the table: auto (default) colours a terminal unless NO_COLOR is set",
-    )
-
-    policy_cmd = commands.add_parser(
-        "policy",
-        help="list, show or validate policies",
-        description="Policies are JSON Schema 2020-12 documents over the evidence record; "
-        "x-audit annotations name each rule, its severity, provisions and fix.",
-    )
-    policy_actions = policy_cmd.add_subparsers(
-        dest="policy_command", metavar="ACTION", parser_class=_Parser, required=True
-    )
-    policy_actions.add_parser("list", help="list the built-in policies")
-    show = policy_actions.add_parser("show", help="show a policy's rules")
-    show.add_argument("policy", metavar="NAME|FILE")
-    show.add_argument(
-        "--schema", action="store_true", help="print the policy document itself (JSON)"
-    )
-    validate = policy_actions.add_parser(
-        "validate", help="check a policy file: JSON/YAML, JSON Schema, x-audit, provision ids"
-    )
-    validate.add_argument("policy", metavar="FILE")
-
-    provisions = commands.add_parser(
-        "provisions",
-        help="list the provisions a finding can cite",
-        description="The provisions catalog: EU AI Act (Regulation (EU) 2024/1689), "
-        "ISO/IEC 42001 Annex A and NIST AI RMF entries, with the text version each follows.",
-    )
-    provisions.add_argument("--framework", metavar="ID", help="only this framework, e.g. eu-ai-act")
-    provisions.add_argument("-f", "--format", choices=("table", "json"), default="table")
-    return parser
 
 
 def _fill(text: str) -> str:
@@ -209,13 +272,62 @@ def _run_check(args: argparse.Namespace) -> int:
         max_runs=args.max_runs,
         policy=args.policy,
         fail_on=args.fail_on,
-        page_size=args.page_size,
+        page_size=args.search_page_size,
         on_run=progress.update,
     )
     progress.done()
     color = args.output is None and _use_color(args.color, sys.stdout)
     width = min(_terminal_width(), 100) if args.output is None else 80
     _emit(render(result, args.format, color=color, width=width), args.output)
+    return result.exit_code
+
+
+def _run_report(args: argparse.Namespace) -> int:
+    from audit.api import report
+    from audit.report import ReportSettings, parse_date
+
+    try:
+        date = parse_date(args.date)
+    except ValueError as error:
+        raise AuditError(str(error)) from None
+    settings = ReportSettings(
+        date=date,
+        organisation=args.organisation,
+        author=args.author,
+        page_size=args.page_size,
+    )
+    progress = _Progress(sys.stderr)
+    result, files = report(
+        args.out,
+        args.tracking_uri,
+        experiment=args.experiment,
+        run_id=args.run_id,
+        model=args.model,
+        filter=args.filter,
+        include_deleted=args.include_deleted,
+        max_runs=args.max_runs,
+        policy=args.policy,
+        fail_on=args.fail_on,
+        page_size=args.search_page_size,
+        settings=settings,
+        template_dir=args.template_dir,
+        html_only=args.no_pdf,
+        jobs=args.jobs,
+        on_run=progress.update,
+        on_document=progress.documents,
+    )
+    progress.done()
+    counts = result.status_counts()
+    print(
+        f"Wrote {len(files.documents)} documents for {len(result.runs)} run"
+        f"{'s' if len(result.runs) != 1 else ''} ({counts['pass']} pass, {counts['warn']} "
+        f"with warnings, {counts['fail']} fail) to {files.folder}"
+    )
+    if files.summary:
+        print(f"  start with {files.folder / files.summary}")
+    else:
+        print(f"  {files.folder / files.documents[0]}")
+    print(f"  data: {', '.join(str(files.folder / name) for name in files.data)}")
     return result.exit_code
 
 
@@ -324,6 +436,17 @@ class _Progress:
             self.stream.flush()
             self.shown = True
 
+    def documents(self, done: int, total: int) -> None:
+        if self.enabled:
+            width = 24
+            filled = width * done // total
+            self.stream.write(
+                f"\rmlflow-audit: rendering [{'#' * filled}{'.' * (width - filled)}] "
+                f"{done}/{total} documents"
+            )
+            self.stream.flush()
+            self.shown = True
+
     def done(self) -> None:
         if self.shown:
             self.stream.write("\r\x1b[K")
@@ -371,7 +494,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return EXIT_INCOMPLETE
-    handlers = {"check": _run_check, "policy": _run_policy, "provisions": _run_provisions}
+    handlers = {
+        "check": _run_check,
+        "report": _run_report,
+        "policy": _run_policy,
+        "provisions": _run_provisions,
+    }
     try:
         return handlers[args.command](args)
     except AuditError as error:

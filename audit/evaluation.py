@@ -45,6 +45,8 @@ def evaluate_record(record: Mapping[str, Any], policy: Policy) -> tuple[Finding,
             provisions=rule.provisions,
             remediation=rule.remediation,
         )
+    for finding in _secret_findings(record):
+        findings[(finding.rule_id, finding.pointer)] = finding
     return sort_findings(findings.values(), policy.rule_order)
 
 
@@ -127,12 +129,12 @@ def _observation(violation: Violation, record: Mapping[str, Any]) -> str:
         detail = f"{_brief(instance)} has the wrong type"
     else:
         detail = " ".join(violation.message.split())[:200]
-    label = _item_label(record, violation.pointer)
+    label = item_label(record, violation.pointer)
     where = f"{violation.pointer} ({label})" if label else violation.pointer or "/"
     return f"{where}: {detail}"
 
 
-def _item_label(record: Mapping[str, Any], pointer: str) -> str | None:
+def item_label(record: Mapping[str, Any], pointer: str) -> str | None:
     """Name the list entry a pointer goes through (a dataset, a requirement, a metric)."""
     node: Any = record
     label = None
@@ -150,3 +152,84 @@ def _item_label(record: Mapping[str, Any], pointer: str) -> str | None:
         else:
             break
     return label
+
+
+# --------------------------------------------------------------------------- logged secrets
+
+SECRETS_RULE_ID = "secrets.logged"
+_SECRETS_TITLE = "Credentials logged to MLflow"
+# Art. 15(1) asks that a high-risk system be designed and developed with appropriate
+# cybersecurity; a credential to the data store, model hub or registry in readable run data opens
+# the training data and the model to tampering (the poisoning Art. 15(5) names).
+_SECRETS_PROVISIONS = ("eu-ai-act/art-15/1",)
+# One text for every place a secret can sit: outputs show a rule's remediation once for all its
+# findings in a run, and the message names the place.
+_SECRETS_REMEDIATION = (
+    "Rotate the credential now: anyone who can read this tracking store can use it. Then "
+    "remove it: a tag with MlflowClient().delete_tag(run_id, key), a registered version's tag "
+    "with delete_model_version_tag(name, version, key), a git remote URL by fixing the remote "
+    "and set_tag(run_id, 'mlflow.source.git.repoURL', clean_url). A param, a logged file or a "
+    "dataset input cannot be deleted or changed in MLflow: delete the run "
+    "(MlflowClient().delete_run(run_id), then `mlflow gc --backend-store-uri URI --run-ids "
+    "RUN_ID` purges it). Pass secrets to jobs through environment variables or a secret "
+    "manager, never as params, tags or logged files."
+)
+
+
+def _secret_findings(record: Mapping[str, Any]) -> list[Finding]:
+    """One warning per value that redaction replaced (collection.redacted), whatever the policy: a
+    leaked credential is a problem of its own, not a gap in the evidence."""
+    collection = record.get("collection")
+    pointers = collection.get("redacted") if isinstance(collection, Mapping) else None
+    return [
+        Finding(
+            rule_id=SECRETS_RULE_ID,
+            title=_SECRETS_TITLE,
+            category="run",
+            severity="warning",
+            pointer=pointer,
+            message=f"{pointer} ({_secret_place(record, pointer)}): looks like a credential; "
+            "shown as [redacted]",
+            provisions=_SECRETS_PROVISIONS,
+            remediation=_SECRETS_REMEDIATION,
+        )
+        for pointer in (pointers if isinstance(pointers, list) else ())
+        if isinstance(pointer, str)
+    ]
+
+
+def _secret_place(record: Mapping[str, Any], pointer: str) -> str:
+    """Where the secret was logged: the param or tag by name, never the value."""
+    parts = [part.replace("~1", "/").replace("~0", "~") for part in pointer.split("/")[1:]]
+    if len(parts) == 2 and parts[0] == "hyperparameters":
+        return f"param {json.dumps(parts[1], ensure_ascii=False)}"
+    if len(parts) == 2 and parts[0] == "tags":
+        return f"tag {json.dumps(parts[1], ensure_ascii=False)}"
+    if len(parts) >= 5 and parts[0] == "models" and parts[2] == "registered_versions":
+        version = _node(record, parts[:4])
+        if isinstance(version, Mapping):
+            where = (
+                f"registered model {_brief(version.get('name'))} version {version.get('version')}"
+            )
+            if parts[4] == "tags" and len(parts) == 6:
+                return f"tag {json.dumps(parts[5], ensure_ascii=False)} of {where}"
+            if parts[4:] == ["description"]:
+                return f"description of {where}"
+    if parts == ["source", "git_repo_url"]:
+        return "git remote URL, tag mlflow.source.git.repoURL"
+    if parts == ["run", "name"]:
+        return "run name, tag mlflow.runName"
+    label = item_label(record, pointer)
+    return f"in {label}" if label else "in the run's data"
+
+
+def _node(record: Mapping[str, Any], parts: list[str]) -> Any:
+    node: Any = record
+    for part in parts:
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, Mapping) and part in node:
+            node = node[part]
+        else:
+            return None
+    return node

@@ -5,7 +5,8 @@ for their store; `build_record` is the single place that turns facts into a reco
 source produces byte-identical records for the same MLflow data.
 
 Everything in here is untrusted input read from MLflow: strings are bounded, JSON and YAML are
-parsed with safe loaders only, nothing is executed or unpickled.
+parsed with safe loaders only, nothing is executed or unpickled, and credential-looking values
+are redacted (audit/redaction.py).
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from typing import Any
 
 import rfc8785
 import yaml
+
+from audit.redaction import redact
 
 SCHEMA_VERSION = "1.0"
 
@@ -698,7 +701,7 @@ def build_record(facts: RunFacts) -> dict[str, Any]:
         }
         | {note for model in facts.logged_models if model.files for note in model.files.notes}
     )
-    return {
+    record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "run": _run_section(facts),
         "source": _source_section(facts.tags),
@@ -713,5 +716,9 @@ def build_record(facts: RunFacts) -> dict[str, Any]:
             for k, v in sorted(facts.tags.items())
             if k not in _CONSUMED_TAGS
         },
-        "collection": {"artifacts_read": facts.artifacts_read, "notes": notes},
+        "collection": {"artifacts_read": facts.artifacts_read, "notes": notes, "redacted": []},
     }
+    # Here, before any digest or output exists, so that a secret logged to MLflow reaches
+    # neither the evidence sha256 nor any report.
+    record["collection"]["redacted"] = redact(record)
+    return record

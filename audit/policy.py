@@ -11,7 +11,7 @@ from __future__ import annotations
 import functools
 import json
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
@@ -35,6 +35,19 @@ DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 _MAX_POLICY_BYTES = 4 << 20
 # Keywords whose values are data, not subschemas: never searched for annotations.
 _DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples", "x-audit", "x-audit-policy"})
+_MAX_LOCATION_DEPTH = 12
+# Keywords whose subschemas apply to the items (or values) of the instance, not to itself.
+_ITEM_KEYWORDS = frozenset(
+    {
+        "items",
+        "prefixItems",
+        "contains",
+        "additionalProperties",
+        "unevaluatedItems",
+        "unevaluatedProperties",
+        "propertyNames",
+    }
+)
 
 
 @dataclass(frozen=True)
@@ -46,6 +59,9 @@ class Rule:
     title: str
     remediation: str
     annotated: bool = True
+    #: Where in an evidence record the rule looks, as JSON Pointers with ``*`` for every item
+    #: or key (e.g. ``/data/training/*/digest``); reports show the evidence found there.
+    locations: tuple[str, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -340,24 +356,38 @@ def _collect_rules(
     check = jsonschema_rs.validator_for(annotation_schema)
     catalog = load_catalog()
     rules: dict[str, Rule] = {}
+    annotation_places: dict[str, list[str]] = {}
+    constrained_places: dict[str, list[str]] = {}
     properties: set[str] = set()
-    visited: set[int] = set()
+    # A subschema is walked once per place in the record it applies to ($defs are shared).
+    visited: set[tuple[int, str | None]] = set()
 
-    def walk(node: Any, resolver: Any, where: str) -> None:
+    def walk(
+        node: Any, resolver: Any, where: str, instance: str | None = "", rule: str | None = None
+    ) -> None:
+        """`instance`: the record location the node applies to (None inside unreferenced
+        $defs); `rule`: the nearest annotation above, which owns the places constrained here."""
         if isinstance(node, list):
             for index, item in enumerate(node):
-                walk(item, resolver, f"{where}/{index}")
+                walk(item, resolver, f"{where}/{index}", instance, rule)
             return
-        if not isinstance(node, Mapping) or id(node) in visited:
+        key = (id(node), instance)
+        if not isinstance(node, Mapping) or key in visited:
             return
-        visited.add(id(node))
+        if instance is not None and instance.count("/") > _MAX_LOCATION_DEPTH:
+            return
+        visited.add(key)
         if "x-audit" in node:
             add_rule(node["x-audit"], where)
+            rule = node["x-audit"]["id"]
+            place(rule, instance)
         for keyword in ("properties", "patternProperties", "dependentRequired"):
             if isinstance(node.get(keyword), Mapping):
                 properties.update(str(k) for k in node[keyword])
         if isinstance(node.get("required"), list):
             properties.update(str(k) for k in node["required"])
+            for name in node["required"]:
+                place(rule, f"{instance}/{_escape(str(name))}", constrained=True)
         for keyword in ("$ref", "$dynamicRef"):
             if isinstance(node.get(keyword), str):
                 try:
@@ -367,10 +397,33 @@ def _collect_rules(
                         f"{label}: cannot resolve {keyword} {node[keyword]!r} at {where or '/'}: "
                         f"{_one_line(str(error))}"
                     ) from None
-                walk(resolved.contents, resolved.resolver, f"{where}/{keyword}")
-        for key, value in node.items():
-            if key not in _DATA_KEYWORDS:
-                walk(value, resolver, f"{where}/{_escape(str(key))}")
+                walk(resolved.contents, resolved.resolver, f"{where}/{keyword}", instance, rule)
+        for keyword, value in node.items():
+            if keyword in _DATA_KEYWORDS:
+                continue
+            where_next = f"{where}/{_escape(str(keyword))}"
+            if keyword in ("$defs", "definitions"):
+                walk(value, resolver, where_next, None, None)
+            elif keyword in ("properties", "patternProperties") and isinstance(value, Mapping):
+                for name, subschema in value.items():
+                    part = "*" if keyword == "patternProperties" else _escape(str(name))
+                    child = None if instance is None else f"{instance}/{part}"
+                    place(rule, child, constrained=True)
+                    walk(subschema, resolver, f"{where_next}/{_escape(str(name))}", child, rule)
+            elif keyword in _ITEM_KEYWORDS:
+                walk(
+                    value, resolver, where_next, None if instance is None else f"{instance}/*", rule
+                )
+            else:
+                walk(value, resolver, where_next, instance, rule)
+
+    def place(rule: str | None, instance: str | None, *, constrained: bool = False) -> None:
+        if rule is None or instance is None or "None" in instance.split("/"):
+            return
+        places = constrained_places if constrained else annotation_places
+        found = places.setdefault(rule, [])
+        if instance not in found:
+            found.append(instance)
 
     def add_rule(note: Any, where: str) -> None:
         errors = list(check.iter_errors(note))
@@ -396,7 +449,25 @@ def _collect_rules(
         rules[rule.id] = rule
 
     walk(document, registry.resolver(base_uri), "")
-    return tuple(rules.values()), properties
+    return (
+        tuple(
+            replace(
+                rule,
+                locations=_deepest(
+                    constrained_places.get(rule.id) or annotation_places.get(rule.id, [])
+                ),
+            )
+            for rule in rules.values()
+        ),
+        properties,
+    )
+
+
+def _deepest(places: Sequence[str]) -> tuple[str, ...]:
+    """The most specific places: /models/*/signature rather than /models as well."""
+    return tuple(
+        place for place in places if not any(other.startswith(f"{place}/") for other in places)
+    )
 
 
 def _one_line(text: str) -> str:

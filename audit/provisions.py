@@ -36,9 +36,18 @@ class Provision:
 
 
 @dataclass(frozen=True)
+class Group:
+    """A heading provisions are grouped under in reports: an article, an annex point."""
+
+    id: str
+    heading: str
+
+
+@dataclass(frozen=True)
 class Catalog:
     frameworks: dict[str, Framework]
     provisions: dict[str, Provision]
+    groups: dict[str, Group]
 
     def __contains__(self, provision_id: object) -> bool:
         return provision_id in self.provisions
@@ -58,6 +67,16 @@ class Catalog:
         """Provisions in catalog order (framework files, then the text's own order)."""
         return [p for p in self.provisions.values() if ids is None or p.id in ids]
 
+    def group_of(self, provision_id: str) -> Group:
+        """The group whose id is the longest prefix of the provision's id; else its framework."""
+        parts = provision_id.split("/")
+        for end in range(len(parts), 0, -1):
+            group = self.groups.get("/".join(parts[:end]))
+            if group is not None:
+                return group
+        framework = self.frameworks.get(parts[0])
+        return Group(parts[0], framework.title if framework else parts[0])
+
 
 @functools.cache
 def load_catalog() -> Catalog:
@@ -68,6 +87,7 @@ def load_catalog() -> Catalog:
     )
     frameworks: dict[str, Framework] = {}
     provisions: dict[str, Provision] = {}
+    groups: dict[str, Group] = {}
     for path in sorted(schema_path("provisions").glob("*.json")):
         document = json.loads(path.read_text(encoding="utf-8"))
         validator.validate(document)
@@ -79,8 +99,10 @@ def load_catalog() -> Catalog:
             note=document.get("note"),
         )
         frameworks[framework.id] = framework
+        for entry in document.get("groups", []):
+            groups[entry["id"]] = Group(entry["id"], entry["heading"])
         for entry in document["provisions"]:
             if entry["id"] in provisions:
                 raise ValueError(f"{path.name}: provision {entry['id']} is defined twice")
             provisions[entry["id"]] = Provision(framework=framework.id, **entry)
-    return Catalog(frameworks, provisions)
+    return Catalog(frameworks, provisions, groups)

@@ -157,7 +157,7 @@ def test_run_ids_are_deduplicated_and_max_runs_stops(cli, sqlite_store: Store) -
     assert len(ids) == len(set(ids)) == len(stores.TRUTH_TABLE)
     assert twice["runs"][0]["selected_by"] == ["run id"]
     limited = cli(
-        "check", "--tracking-uri", sqlite_store.uri, "--max-runs", "2", "--page-size", "1",
+        "check", "--tracking-uri", sqlite_store.uri, "--max-runs", "2", "--search-page-size", "1",
         "-f", "json",
     ).json()  # fmt: skip
     assert len(limited["runs"]) == 2
@@ -166,7 +166,9 @@ def test_run_ids_are_deduplicated_and_max_runs_stops(cli, sqlite_store: Store) -
 
 def test_page_size_does_not_change_the_result(cli, sqlite_store: Store) -> None:
     whole = cli("check", "--tracking-uri", sqlite_store.uri, "-f", "json").json()
-    paged = cli("check", "--tracking-uri", sqlite_store.uri, "--page-size", "2", "-f", "json")
+    paged = cli(
+        "check", "--tracking-uri", sqlite_store.uri, "--search-page-size", "2", "-f", "json"
+    )
     assert [r["evidence_sha256"] for r in paged.json()["runs"]] == [
         r["evidence_sha256"] for r in whole["runs"]
     ]

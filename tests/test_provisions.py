@@ -69,6 +69,23 @@ def test_eu_citations_exist_in_the_regulation_text() -> None:
             assert f"({point})" in paragraph, provision.citation
 
 
+@pytest.mark.skipif(not REFERENCE.exists(), reason="the Regulation's text is not beside the repo")
+def test_eu_group_headings_follow_the_regulation_text() -> None:
+    text = " ".join(REFERENCE.read_text().split())
+    catalog = load_catalog()
+    eu_groups = [g for g in catalog.groups.values() if g.id.startswith("eu-ai-act/")]
+    assert eu_groups
+    for group in eu_groups:
+        if group.id.startswith("eu-ai-act/annex-iv/"):
+            point, _, wording = group.heading.removeprefix("Annex IV ").partition(": ")
+            assert f"**{point}.** {wording}" in text, group.heading
+        else:
+            assert f"## {group.heading}" in text, group.heading
+    for provision in catalog.provisions.values():
+        if provision.framework == "eu-ai-act":
+            assert catalog.group_of(provision.id).id != "eu-ai-act", provision.id
+
+
 def test_provisions_command(cli) -> None:
     listing = cli("provisions")
     assert "Art. 10(2)(b)" in listing.out and "NIST AI RMF MEASURE 2.1" in listing.out

@@ -28,6 +28,8 @@ __all__ = [
 
 #: MLflow's largest page for `search_runs` (SEARCH_MAX_RESULTS_THRESHOLD).
 MAX_PAGE_SIZE = 50_000
+#: Metric histories read per run for a report's charts; more would not be read by anyone.
+MAX_CHARTED_METRICS = 24
 
 
 @dataclass(frozen=True)
@@ -118,6 +120,9 @@ class CollectionNeeds:
 
     artifacts: bool = True
     registry: bool = True
+    #: Every logged value of each metric, for the charts of a report; not part of the evidence
+    #: record (a gate never needs it, and it is one more read per metric).
+    metric_history: bool = False
 
 
 @dataclass(frozen=True)
@@ -138,6 +143,8 @@ class CollectedRun:
     record: Mapping[str, Any]
     selected_by: tuple[str, ...] = ()
     model_versions: tuple[ModelVersionRef, ...] = field(default_factory=tuple)
+    #: metric key -> (step, value) points, when `CollectionNeeds.metric_history` asked for them.
+    metric_histories: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
 
 
 class Source(Protocol):

@@ -6,7 +6,7 @@ import contextlib
 import functools
 import os
 import tempfile
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +28,7 @@ from audit.evidence import (
     model_history,
 )
 from audit.sources import (
+    MAX_CHARTED_METRICS,
     MAX_PAGE_SIZE,
     CollectedRun,
     CollectionNeeds,
@@ -261,7 +262,31 @@ class ClientSource:
                 facts = self._facts(
                     item.run, logged_models.get(run_id, []), registry, run_files, needs
                 )
-                yield CollectedRun(build_record(facts), item.selected_by, item.versions)
+                record = build_record(facts)
+                histories = self._metric_histories(record) if needs.metric_history else {}
+                yield CollectedRun(record, item.selected_by, item.versions, histories)
+
+    def _metric_histories(
+        self, record: Mapping[str, Any]
+    ) -> dict[str, tuple[tuple[float, float], ...]]:
+        """Every logged value of the run's metrics that have more than one step."""
+        keys = sorted(
+            {
+                metric["key"]
+                for metric in record["metrics"]
+                if isinstance(metric["step"], int) and metric["step"] > 0
+            }
+        )[:MAX_CHARTED_METRICS]
+        run_id = record["run"]["id"]
+        histories = {}
+        for key in keys:
+            points = tuple(
+                (float(m.step), float(m.value))
+                for m in self._client.get_metric_history(run_id, key)
+            )
+            if len(points) > 1:
+                histories[key] = points
+        return histories
 
     def _experiment_name(self, experiment_id: str) -> str | None:
         if experiment_id not in self._experiment_names:

@@ -1,0 +1,227 @@
+"""Write a report folder: one HTML and PDF per run, a summary for several runs, and the data
+(`evidence.json`, `result.json`) they were made from.
+
+Everything is rendered into a staging folder first and moved into place at the end, so a
+failure leaves the previous reports as they were, and readers never see half a folder.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from audit.errors import AuditError
+from audit.evidence import SCHEMA_VERSION as EVIDENCE_SCHEMA_VERSION
+from audit.report.document import (
+    ReportSettings,
+    RunDocument,
+    SummaryDocument,
+    document_names,
+    run_document,
+    single_run_result,
+    summary_document,
+)
+from audit.result import AuditResult
+from audit.sources import CollectedRun
+
+EVIDENCE_FILE = "evidence.json"
+RESULT_FILE = "result.json"
+
+
+@dataclass(frozen=True)
+class ReportFiles:
+    """What a report run wrote, relative to its folder."""
+
+    folder: Path
+    documents: tuple[str, ...]
+    data: tuple[str, ...] = (EVIDENCE_FILE, RESULT_FILE)
+    summary: str | None = None
+
+    @property
+    def files(self) -> tuple[str, ...]:
+        return (*self.documents, *self.data)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """One document to render, with everything a worker process needs."""
+
+    document: RunDocument | SummaryDocument
+    evidence: bytes
+    result: bytes
+    html_only: bool
+    settings: ReportSettings
+    template_dir: Path | None
+    staging: Path
+    allowed_roots: tuple[Path, ...] = field(default=())
+
+
+def evidence_json(records: Sequence[Mapping[str, Any]], generated_at: str) -> bytes:
+    """The evidence records a report documents, as one JSON file."""
+    document = {
+        "schema": "urn:mlflow-audit:schema:evidence-record",
+        "schema_version": EVIDENCE_SCHEMA_VERSION,
+        "generated_at": generated_at,
+        "records": list(records),
+    }
+    return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def result_json(result: AuditResult) -> bytes:
+    return (json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def write_reports(
+    result: AuditResult,
+    collected: Sequence[CollectedRun],
+    folder: Path,
+    settings: ReportSettings,
+    *,
+    template_dir: Path | None = None,
+    html_only: bool = False,
+    jobs: int | None = None,
+    on_document: Callable[[int, int], None] | None = None,
+) -> ReportFiles:
+    """Render every document of `result` into `folder` (created if missing).
+
+    `collected` gives each run's evidence record and metric histories; `jobs` is the number of
+    worker processes for the PDFs (default: every core).
+    """
+    from audit.report.html import builtin_template_dir
+
+    result = _dated(result, settings)
+    by_id = {item.record["run"]["id"]: item for item in collected}
+    missing = [run.run_id for run in result.runs if run.run_id not in by_id]
+    if missing:
+        raise AuditError(f"no evidence record for run {missing[0]}")
+    names = document_names(result)
+    roots = (builtin_template_dir(), *((template_dir,) if template_dir else ()))
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=".mlflow-audit-", dir=folder))
+    except OSError as error:
+        raise AuditError(f"cannot write reports to {folder}: {error.strerror or error}") from None
+    try:
+        records = [by_id[run.run_id].record for run in result.runs]
+        evidence = evidence_json(records, settings.timestamp)
+        outcome = result_json(result)
+        (staging / EVIDENCE_FILE).write_bytes(evidence)
+        (staging / RESULT_FILE).write_bytes(outcome)
+        jobs_list = [
+            _Job(
+                document=run_document(
+                    result,
+                    run,
+                    by_id[run.run_id].record,
+                    by_id[run.run_id].metric_histories,
+                    settings,
+                    names[run.run_id],
+                ),
+                evidence=evidence_json([by_id[run.run_id].record], settings.timestamp),
+                result=result_json(single_run_result(result, run)),
+                html_only=html_only,
+                settings=settings,
+                template_dir=template_dir,
+                staging=staging,
+                allowed_roots=roots,
+            )
+            for run in result.runs
+        ]
+        summary = None
+        if len(result.runs) > 1:
+            summary = summary_document(result, names, settings)
+            jobs_list.append(
+                _Job(summary, evidence, outcome, html_only, settings, template_dir, staging, roots)
+            )
+        documents = _render_all(jobs_list, jobs, on_document)
+        for name in (*documents, EVIDENCE_FILE, RESULT_FILE):
+            (staging / name).replace(folder / name)
+    except OSError as error:
+        raise AuditError(f"cannot write reports to {folder}: {error.strerror or error}") from None
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return ReportFiles(
+        folder=folder,
+        documents=documents,
+        summary=f"{summary.name}.html" if summary else None,
+    )
+
+
+def _dated(result: AuditResult, settings: ReportSettings) -> AuditResult:
+    """The result as of the report's date, so the same data and date give the same files."""
+    from dataclasses import replace
+
+    return replace(result, generated_at=settings.timestamp)
+
+
+def _render_all(
+    jobs: Sequence[_Job], workers: int | None, on_document: Callable[[int, int], None] | None
+) -> tuple[str, ...]:
+    count = min(workers or os.cpu_count() or 1, len(jobs))
+    written: list[str] = []
+    if count <= 1 or all(job.html_only for job in jobs):
+        for job in jobs:
+            written += _render(job)
+            if on_document:
+                on_document(len(written) // (1 if job.html_only else 2), len(jobs))
+        return tuple(written)
+    from audit.report.pdf import import_weasyprint
+
+    # Imported before the pool starts, so forked workers inherit it instead of each paying
+    # for the import.
+    import_weasyprint()
+    with ProcessPoolExecutor(max_workers=count) as pool:
+        futures: list[Future[list[str]]] = [pool.submit(_render, job) for job in jobs]
+        pending = set(futures)
+        done_count = 0
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_EXCEPTION)
+            for future in done:
+                error = future.exception()
+                if error is not None:
+                    for other in pending:
+                        other.cancel()
+                    raise error
+                done_count += 1
+                if on_document:
+                    on_document(done_count, len(jobs))
+        for future in futures:
+            written += future.result()
+    return tuple(written)
+
+
+def _render(job: _Job) -> list[str]:
+    """Render one document's HTML and PDF into the staging folder; return the file names."""
+    from audit.report.html import render_run, render_summary
+
+    document = job.document
+    if isinstance(document, RunDocument):
+        html = render_run(document, job.settings, job.template_dir)
+    else:
+        html = render_summary(document, job.settings, job.template_dir)
+    html_name = f"{document.name}.html"
+    (job.staging / html_name).write_text(html, encoding="utf-8")
+    if job.html_only:
+        return [html_name]
+    from audit.report.pdf import EmbeddedFile, write_pdf
+
+    pdf_name = f"{document.name}.pdf"
+    write_pdf(
+        html,
+        job.staging / pdf_name,
+        base_dir=job.staging,
+        allowed_roots=job.allowed_roots,
+        attachments=(
+            EmbeddedFile(EVIDENCE_FILE, job.evidence, "Evidence records this document shows"),
+            EmbeddedFile(RESULT_FILE, job.result, "Audit result: findings, counts, matrix"),
+        ),
+        date=job.settings.date,
+    )
+    return [html_name, pdf_name]
