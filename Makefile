@@ -1,5 +1,6 @@
 # Two commands on a fresh machine (see README.md):
-#   make demo   set up .venv, build a demo MLflow store in build/demo, audit it
+#   make demo   set up .venv, build a demo MLflow store in build/demo, audit it, write its
+#               model documentation to build/demo/reports
 #   make test   set up .venv, run ruff, mypy and the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -7,13 +8,25 @@ BIN := $(VENV)/bin
 DEMO_DIR := build/demo
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: demo test lint benchmark clean
+.PHONY: demo test lint benchmark clean pango
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	@$(BIN)/python -c "import weasyprint" 2>/dev/null || $(MAKE) --no-print-directory pango
 	touch $@
+
+# WeasyPrint (PDF reports) needs the system's Pango. Installed here only when it is missing, on
+# Debian/Ubuntu, as root; otherwise the command to run is printed.
+PANGO_PACKAGES := libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core
+pango:
+	@if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  echo "Installing $(PANGO_PACKAGES) for PDF output ..."; \
+	  (apt-get install -y -q $(PANGO_PACKAGES) || (apt-get update -q && apt-get install -y -q $(PANGO_PACKAGES))) >/dev/null; \
+	else \
+	  echo "PDF output needs Pango: sudo apt-get install $(PANGO_PACKAGES) (or your system's equivalent)"; exit 1; \
+	fi
 
 demo: $(VENV)/.installed
 	rm -rf $(DEMO_DIR)
@@ -26,6 +39,11 @@ demo: $(VENV)/.installed
 	  echo "mlflow-audit exited 1: the demo store has runs with gaps, so a CI gate fails here."; \
 	  echo "Try: $(BIN)/mlflow-audit check --tracking-uri sqlite:///$(DEMO_DIR)/mlflow.db --model churn-classifier@champion"; \
 	else exit $$status; fi
+	@echo
+	@echo "$$ cd $(DEMO_DIR) && mlflow-audit report --out reports --organisation 'Acme ML' --author 'Demo'"
+	@cd $(DEMO_DIR) && ../../$(BIN)/mlflow-audit report --out reports --organisation "Acme ML" --author "Demo"
+	@echo
+	@echo "Open $(DEMO_DIR)/reports/summary.html in a browser, or $(DEMO_DIR)/reports/complete.pdf."
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -37,6 +55,7 @@ test: lint
 
 benchmark: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_check.py
+	$(BIN)/python benchmarks/bench_report.py
 
 clean:
 	rm -rf $(VENV) build dist

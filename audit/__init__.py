@@ -5,7 +5,8 @@ The pipeline, each stage importable on its own::
 
     collect(...)  ->  evidence records  ->  evaluate(records, policy)  ->  AuditResult
 
-`check(...)` runs them all, exactly as the `mlflow-audit check` command does.
+`check(...)` runs them all, exactly as the `mlflow-audit check` command does; `report(...)` also
+writes the model documentation, as `mlflow-audit report` does.
 """
 
 from __future__ import annotations
@@ -26,10 +27,11 @@ __all__ = [
     "collect",
     "evaluate",
     "load_policy",
+    "report",
 ]
 
 if TYPE_CHECKING:
-    from audit.api import check, collect
+    from audit.api import check, collect, report
     from audit.errors import AuditError
     from audit.evaluation import evaluate
     from audit.policy import Policy, load_policy
@@ -40,6 +42,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "check": "audit.api",
     "collect": "audit.api",
+    "report": "audit.api",
     "AuditError": "audit.errors",
     "evaluate": "audit.evaluation",
     "Policy": "audit.policy",

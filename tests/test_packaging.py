@@ -35,7 +35,8 @@ def test_wheel_contains_the_data_files(wheel: Path) -> None:
         "audit/__main__.py",
     ):
         assert required in names
-    assert any(name.startswith("audit/_data/report_templates") for name in names)
+    for template in ("base.html.j2", "run.html.j2", "summary.html.j2", "style.css.j2"):
+        assert f"audit/_data/report_templates/{template}" in names
 
 
 def test_installed_wheel_runs_check_outside_the_checkout(
@@ -69,3 +70,11 @@ def test_installed_wheel_runs_check_outside_the_checkout(
     )  # fmt: skip
     assert result.returncode == 1, result.stderr
     assert "FAIL  no-metrics" in result.stdout and "PASS  complete" in result.stdout
+    reports = tmp_path / "reports"
+    written = subprocess.run(
+        [str(venv / "bin" / "mlflow-audit"), "report", "--tracking-uri", sqlite_store.uri,
+         "-e", "truth-table", "--policy", "baseline", "--out", str(reports), "--no-pdf"],
+        capture_output=True, text=True, cwd=outside, env=stores.environment(),
+    )  # fmt: skip
+    assert written.returncode == 0, written.stderr
+    assert "Compliance matrix" in (reports / "complete.html").read_text()

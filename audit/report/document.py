@@ -560,7 +560,10 @@ def rule_evidence(record: Mapping[str, Any], rule: Rule, limit: int = 3) -> str:
         for pointer, value in _expand(record, location.split("/")[1:], "")
     ]
     if not found:
-        return evidence_summary(record, rule.category) if not rule.locations else "not recorded"
+        if not rule.locations:
+            return evidence_summary(record, rule.category)
+        # A rule over every item of an empty list passes without anything to look at.
+        return "nothing to check" if all("*" in loc for loc in rule.locations) else "not recorded"
     shown = []
     for pointer, value in found[:limit]:
         label = item_label(record, pointer)
