@@ -68,14 +68,20 @@ class Catalog:
         return [p for p in self.provisions.values() if ids is None or p.id in ids]
 
     def group_of(self, provision_id: str) -> Group:
-        """The group whose id is the longest prefix of the provision's id; else its framework."""
-        parts = provision_id.split("/")
-        for end in range(len(parts), 0, -1):
-            group = self.groups.get("/".join(parts[:end]))
-            if group is not None:
-                return group
-        framework = self.frameworks.get(parts[0])
-        return Group(parts[0], framework.title if framework else parts[0])
+        """The group with the longest id that prefixes the provision's id at a separator
+        (``eu-ai-act/art-10`` for ``eu-ai-act/art-10/2/b``, ``iso-iec-42001/a.7`` for
+        ``iso-iec-42001/a.7.5``); else its framework."""
+        matches = [
+            group
+            for group in self.groups.values()
+            if provision_id == group.id
+            or (provision_id.startswith(group.id) and provision_id[len(group.id)] in "/.-")
+        ]
+        if matches:
+            return max(matches, key=lambda group: len(group.id))
+        framework_id = provision_id.split("/")[0]
+        framework = self.frameworks.get(framework_id)
+        return Group(framework_id, framework.title if framework else framework_id)
 
 
 @functools.cache
