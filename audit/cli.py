@@ -113,10 +113,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--date",
         metavar="DATE",
         help="date of the documents, YYYY-MM-DD or an ISO 8601 time (default: now); the same "
-        "data, policy and date give byte-identical HTML",
+        "data, policy and date give byte-identical files",
     )
     documents.add_argument(
-        "--page-size", choices=("A4", "letter"), default="A4", help="PDF page size (default: A4)"
+        "--page-size",
+        type=_page_size,
+        choices=("A4", "letter"),
+        default="A4",
+        help="PDF page size (default: A4)",
     )
     documents.add_argument(
         "--template-dir",
@@ -242,6 +246,10 @@ def _fill(text: str) -> str:
     return textwrap.fill(text, width=78)
 
 
+def _page_size(text: str) -> str:
+    return {"a4": "A4", "letter": "letter"}.get(text.lower(), text)
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -290,6 +298,11 @@ def _run_report(args: argparse.Namespace) -> int:
         date = parse_date(args.date)
     except ValueError as error:
         raise AuditError(str(error)) from None
+    # Checked before the audit, which can take minutes on a large store.
+    if args.template_dir and not Path(args.template_dir).is_dir():
+        raise AuditError(f"--template-dir {args.template_dir}: not a directory")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise AuditError(f"--out {args.out}: exists and is not a folder")
     settings = ReportSettings(
         date=date,
         organisation=args.organisation,
@@ -318,16 +331,17 @@ def _run_report(args: argparse.Namespace) -> int:
     )
     progress.done()
     counts = result.status_counts()
+    runs = len(result.runs)
     print(
-        f"Wrote {len(files.documents)} documents for {len(result.runs)} run"
-        f"{'s' if len(result.runs) != 1 else ''} ({counts['pass']} pass, {counts['warn']} "
-        f"with warnings, {counts['fail']} fail) to {files.folder}"
+        f"Documented {runs} run{'s' if runs != 1 else ''} ({counts['pass']} pass, "
+        f"{counts['warn']} with warnings, {counts['fail']} fail) in {files.folder}"
     )
     if files.summary:
         print(f"  start with {files.folder / files.summary}")
+        print(f"  {len(files.documents)} document files, {', '.join(files.data)}")
     else:
-        print(f"  {files.folder / files.documents[0]}")
-    print(f"  data: {', '.join(str(files.folder / name) for name in files.data)}")
+        for name in (*files.documents, *files.data):
+            print(f"  {files.folder / name}")
     return result.exit_code
 
 
