@@ -8,7 +8,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from audit import __version__
 from audit.errors import AuditError, first_line
@@ -263,6 +263,21 @@ def _positive_int(text: str) -> int:
 # --------------------------------------------------------------------------- commands
 
 
+def _audit_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options `_add_audit_arguments` declares, as the API takes them."""
+    return {
+        "experiment": args.experiment,
+        "run_id": args.run_id,
+        "model": args.model,
+        "filter": args.filter,
+        "include_deleted": args.include_deleted,
+        "max_runs": args.max_runs,
+        "policy": args.policy,
+        "fail_on": args.fail_on,
+        "page_size": args.search_page_size,
+    }
+
+
 def _run_check(args: argparse.Namespace) -> int:
     from audit.api import check
     from audit.formats import render
@@ -272,15 +287,7 @@ def _run_check(args: argparse.Namespace) -> int:
     progress = _Progress(sys.stderr)
     result = check(
         args.tracking_uri,
-        experiment=args.experiment,
-        run_id=args.run_id,
-        model=args.model,
-        filter=args.filter,
-        include_deleted=args.include_deleted,
-        max_runs=args.max_runs,
-        policy=args.policy,
-        fail_on=args.fail_on,
-        page_size=args.search_page_size,
+        **_audit_options(args),
         on_run=progress.update,
     )
     progress.done()
@@ -313,15 +320,7 @@ def _run_report(args: argparse.Namespace) -> int:
     result, files = report(
         args.out,
         args.tracking_uri,
-        experiment=args.experiment,
-        run_id=args.run_id,
-        model=args.model,
-        filter=args.filter,
-        include_deleted=args.include_deleted,
-        max_runs=args.max_runs,
-        policy=args.policy,
-        fail_on=args.fail_on,
-        page_size=args.search_page_size,
+        **_audit_options(args),
         settings=settings,
         template_dir=args.template_dir,
         html_only=args.no_pdf,
