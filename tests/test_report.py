@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
+import sys
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -336,3 +338,26 @@ def test_bad_date_is_exit_2(leaky_store: str, tmp_path: Path, cli_main, capsys) 
     )
     assert code == 2
     assert "--date" in capsys.readouterr().err
+
+
+def test_missing_weasyprint_is_one_line_and_html_still_works(
+    leaky_store: str, tmp_path: Path
+) -> None:
+    script = (
+        "import sys; sys.modules['weasyprint'] = None; from audit.cli import main; "
+        "sys.exit(main(sys.argv[1:]))"
+    )
+    base = [sys.executable, "-c", script, "report", "--tracking-uri", leaky_store]
+    failed = subprocess.run(
+        [*base, "--out", str(tmp_path / "pdf")], capture_output=True, text=True,
+        env=stores.environment(),
+    )  # fmt: skip
+    assert failed.returncode == 2
+    assert failed.stderr.count("\n") == 1 and "--no-pdf" in failed.stderr
+    assert not list((tmp_path / "pdf").glob("*.html"))
+    html_only = subprocess.run(
+        [*base, "--out", str(tmp_path / "html"), "--no-pdf"], capture_output=True, text=True,
+        env=stores.environment(),
+    )  # fmt: skip
+    assert html_only.returncode == 0, html_only.stderr
+    assert list((tmp_path / "html").glob("*.html"))

@@ -37,6 +37,10 @@ def import_weasyprint() -> Any:
     """WeasyPrint, or a one-line reason why the PDF cannot be made here."""
     try:
         import weasyprint
+    except ImportError:
+        raise AuditError(
+            "PDF output needs WeasyPrint (pip install weasyprint); use --no-pdf for HTML only"
+        ) from None
     except OSError as error:  # Pango or its fonts missing from the system
         raise AuditError(
             "PDF output needs the Pango library (Debian/Ubuntu: apt install libpango-1.0-0 "
