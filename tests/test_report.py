@@ -141,6 +141,13 @@ def test_pdf_is_pdfa_3b_with_metadata_and_page_furniture(demo_report: Path) -> N
     pages = len(reader.pages)
     assert f"Page 2 of {pages}" in reader.pages[1].extract_text()
     assert "complete: model documentation" in reader.pages[1].extract_text()
+    matrix_pages = [
+        page.extract_text()
+        for page in reader.pages
+        if "2. Compliance matrix" in page.extract_text()
+    ]
+    assert len(matrix_pages) > 1
+    assert all("Requirement checked" in text for text in matrix_pages)  # header on every page
     outline = _titles(reader.outline)
     assert outline[0] == "complete"
     assert "1. Summary" in outline and "2. Compliance matrix" in outline
@@ -208,6 +215,17 @@ def _parse(path: Path) -> _Elements:
     parser = _Elements()
     parser.feed(path.read_text())
     return parser
+
+
+@pytest.mark.parametrize(
+    "template",
+    sorted((REPO / "report_templates").rglob("*.j2"))
+    + sorted((REPO / "samples" / "report_templates").rglob("*.j2")),
+    ids=lambda path: path.name,
+)
+def test_templates_never_bypass_autoescaping(template: Path) -> None:
+    source = template.read_text(encoding="utf-8")
+    assert not re.search(r"\|\s*safe\b|Markup|autoescape\s+false|\|\s*e\b", source)
 
 
 def test_markup_from_mlflow_is_shown_as_text(leaky_report: Path) -> None:
