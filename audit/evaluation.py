@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import replace
 from datetime import datetime, timezone
 from typing import Any
 
@@ -12,6 +13,7 @@ from audit.evidence import sha256_hex
 from audit.policy import Policy, Violation
 from audit.result import AuditResult, FailOn, Finding, RunResult, sort_findings
 from audit.sources import CollectedRun
+from audit.waivers import RunScope, WaiverSet
 
 
 def _clip(text: str) -> str:
@@ -58,12 +60,15 @@ def evaluate(
     source: str = "",
     selection: Mapping[str, Any] | None = None,
     fail_on: FailOn = "error",
+    min_score: float | None = None,
+    waivers: WaiverSet | None = None,
     keep_records: bool = False,
     truncated_at: int | None = None,
     on_run: Callable[[int], None] | None = None,
 ) -> AuditResult:
     """Evaluate collected runs (or plain evidence records). Records are streamed: only findings
-    are kept, unless `keep_records` asks for the records too."""
+    are kept, unless `keep_records` asks for the records too. Findings a waiver matches are
+    kept, marked with it."""
     runs: list[RunResult] = []
     records: dict[str, Mapping[str, Any]] | None = {} if keep_records else None
     for item in collected:
@@ -78,7 +83,7 @@ def evaluate(
                 experiment_id=run["experiment_id"],
                 experiment_name=run["experiment_name"],
                 evidence_sha256=sha256_hex(record),
-                findings=evaluate_record(record, policy),
+                findings=_waive(evaluate_record(record, policy), record, waivers),
                 selected_by=item.selected_by,
                 model_versions=tuple(str(v) for v in item.model_versions),
             )
@@ -97,8 +102,21 @@ def evaluate(
         rules=policy.rules,
         runs=runs,
         fail_on=fail_on,
+        min_score=min_score,
         truncated=truncated_at is not None and len(runs) >= truncated_at,
         records=records,
+        waivers=waivers.uses() if waivers is not None else (),
+    )
+
+
+def _waive(
+    findings: tuple[Finding, ...], record: Mapping[str, Any], waivers: WaiverSet | None
+) -> tuple[Finding, ...]:
+    if waivers is None or not findings:
+        return findings
+    scope = RunScope.of(record)
+    return tuple(
+        replace(finding, waiver=waivers.match(finding.rule_id, scope)) for finding in findings
     )
 
 

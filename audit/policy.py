@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import unquote, urlsplit
 
-import yaml
-
+from audit.datafiles import read_data_file
 from audit.errors import PolicyError
 from audit.evidence import sha256_hex
 from audit.provisions import load_catalog
@@ -218,30 +217,7 @@ def builtin_policy_names() -> list[str]:
 
 
 def _read_document(path: Path, label: str) -> dict[str, Any]:
-    try:
-        size = path.stat().st_size
-        if size > _MAX_POLICY_BYTES:
-            raise PolicyError(f"{label}: {size} bytes is too large for a policy")
-        text = path.read_text(encoding="utf-8")
-    except OSError as error:
-        raise PolicyError(f"{label}: cannot read: {error.strerror or error}") from None
-    except UnicodeDecodeError:
-        raise PolicyError(f"{label}: not UTF-8 text") from None
-    if path.suffix.lower() == ".json":
-        try:
-            document = json.loads(text)
-        except json.JSONDecodeError as error:
-            raise PolicyError(
-                f"{label}: invalid JSON at line {error.lineno} column {error.colno}: {error.msg}"
-            ) from None
-    else:
-        try:
-            document = yaml.safe_load(text)
-        except yaml.YAMLError as error:
-            mark = getattr(error, "problem_mark", None)
-            where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
-            problem = getattr(error, "problem", None) or str(error).splitlines()[0]
-            raise PolicyError(f"{label}: invalid YAML{where}: {problem}") from None
+    document = read_data_file(path, label, limit=_MAX_POLICY_BYTES, error=PolicyError)
     if not isinstance(document, dict):
         raise PolicyError(
             f"{label}: a policy is a JSON Schema object, got {type(document).__name__}"

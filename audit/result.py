@@ -13,6 +13,7 @@ from typing import Any, Literal
 
 from audit.policy import CATEGORIES, SEVERITIES, SEVERITY_RANK, Rule, Severity
 from audit.provisions import load_catalog
+from audit.waivers import Waiver, WaiverUse
 
 SCHEMA_VERSION = "1.0"
 FailOn = Literal["error", "warning", "info", "never"]
@@ -32,6 +33,12 @@ class Finding:
     message: str
     provisions: tuple[str, ...]
     remediation: str
+    #: The waiver that accepts this gap: still reported, no longer failing the gate.
+    waiver: Waiver | None = None
+
+    @property
+    def waived(self) -> bool:
+        return self.waiver is not None
 
     @property
     def citations(self) -> list[str]:
@@ -49,6 +56,7 @@ class Finding:
             "provisions": list(self.provisions),
             "citations": self.citations,
             "remediation": self.remediation,
+            "waiver": None if self.waiver is None else self.waiver.to_dict(),
         }
 
 
@@ -64,21 +72,30 @@ class RunResult:
     model_versions: tuple[str, ...] = ()
 
     @property
+    def open_findings(self) -> tuple[Finding, ...]:
+        """The findings no waiver accepts: what the status and the gate go by."""
+        return tuple(f for f in self.findings if f.waiver is None)
+
+    @property
+    def waived_findings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.waiver is not None)
+
+    @property
     def status(self) -> RunStatus:
-        severities = {f.severity for f in self.findings}
+        severities = {f.severity for f in self.open_findings}
         if "error" in severities:
             return "fail"
         return "warn" if "warning" in severities else "pass"
 
     @property
     def failed_rule_ids(self) -> set[str]:
-        return {f.rule_id for f in self.findings}
+        return {f.rule_id for f in self.open_findings}
 
     def worst_at_or_above(self, fail_on: FailOn) -> bool:
         if fail_on == "never":
             return False
         threshold = SEVERITY_RANK[fail_on]
-        return any(SEVERITY_RANK[f.severity] >= threshold for f in self.findings)
+        return any(SEVERITY_RANK[f.severity] >= threshold for f in self.open_findings)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -105,18 +122,22 @@ class AuditResult:
     rules: tuple[Rule, ...]
     runs: list[RunResult]
     fail_on: FailOn = "error"
+    #: Fail the gate when fewer than this percentage of rule evaluations pass.
+    min_score: float | None = None
     truncated: bool = False
+    #: How each waiver of the audit fared (applied, expired, unused).
+    waivers: tuple[WaiverUse, ...] = ()
     #: Evidence records by run id, kept only when asked for (they can be large).
     records: dict[str, Mapping[str, Any]] | None = field(default=None, repr=False)
 
     # ----------------------------------------------------------------- counts
 
     def severity_counts(self) -> dict[str, int]:
-        counts = Counter(f.severity for run in self.runs for f in run.findings)
+        counts = Counter(f.severity for run in self.runs for f in run.open_findings)
         return {severity: counts.get(severity, 0) for severity in SEVERITIES}
 
     def category_counts(self) -> dict[str, int]:
-        counts = Counter(f.category for run in self.runs for f in run.findings)
+        counts = Counter(f.category for run in self.runs for f in run.open_findings)
         return {
             category: counts.get(category, 0)
             for category in (*CATEGORIES, *sorted(set(counts) - set(CATEGORIES)))
@@ -147,12 +168,16 @@ class AuditResult:
         return [run for run in self.runs if run.worst_at_or_above(threshold)]
 
     @property
+    def score_too_low(self) -> bool:
+        return self.min_score is not None and self.score < self.min_score
+
+    @property
     def gate_failed(self) -> bool:
-        return bool(self.failing_runs())
+        return bool(self.failing_runs()) or self.score_too_low
 
     @property
     def exit_code(self) -> int:
-        """0: no finding at or above --fail-on; 1: gaps at or above it."""
+        """0: no open finding at or above --fail-on and the score reaches --min-score; 1: not."""
         return 1 if self.gate_failed else 0
 
     # ----------------------------------------------------------------- matrix
@@ -204,7 +229,8 @@ class AuditResult:
         return {
             "runs": len(self.runs),
             "runs_by_status": self.status_counts(),
-            "findings": sum(len(run.findings) for run in self.runs),
+            "findings": sum(len(run.open_findings) for run in self.runs),
+            "waived": sum(len(run.waived_findings) for run in self.runs),
             "by_severity": self.severity_counts(),
             "by_category": self.category_counts(),
             "runs_failing_rule": dict(sorted(by_rule.items())),
@@ -214,8 +240,10 @@ class AuditResult:
             "truncated": self.truncated,
             "gate": {
                 "fail_on": self.fail_on,
+                "min_score": self.min_score,
                 "failed": self.gate_failed,
                 "failing_runs": len(self.failing_runs()),
+                "score_too_low": self.score_too_low,
             },
         }
 
@@ -237,6 +265,7 @@ class AuditResult:
             "runs": [run.to_dict() for run in self.runs],
             "provisions": [p.to_dict() for p in catalog.ordered(used)],
             "matrix": self.provisions_matrix(),
+            "waivers": [use.to_dict() for use in self.waivers],
         }
 
 

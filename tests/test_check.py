@@ -53,8 +53,10 @@ def test_json_output_validates_against_published_schema(cli, sqlite_store: Store
     assert summary["runs"] == len(result.json()["runs"]) > 5
     assert summary["gate"] == {
         "fail_on": "error",
+        "min_score": None,
         "failed": True,
         "failing_runs": summary["runs_by_status"]["fail"],
+        "score_too_low": False,
     }
 
 
