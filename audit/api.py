@@ -24,6 +24,7 @@ from audit.sources import (
     open_source,
     resolve_store,
 )
+from audit.waivers import WaiverSet, load_waivers
 
 if TYPE_CHECKING:
     from audit.report import ReportFiles, ReportSettings
@@ -82,6 +83,8 @@ def _evaluate_selected(
     *,
     needs: CollectionNeeds | None = None,
     fail_on: FailOn = "error",
+    min_score: float | None = None,
+    waivers: str | Path | WaiverSet | None = None,
     keep_records: bool = False,
     page_size: int = MAX_PAGE_SIZE,
     on_run: Callable[[int], None] | None = None,
@@ -90,6 +93,9 @@ def _evaluate_selected(
     """Collect and evaluate: the audit both `check` and `report` run. `collected`, when given,
     receives every collected run (records and metric histories) for the caller to render."""
     loaded = policy if isinstance(policy, Policy) else load_policy(policy)
+    if min_score is not None and not 0 <= min_score <= 100:
+        raise SelectionError(f"--min-score must be between 0 and 100, not {min_score:g}")
+    accepted = waivers if isinstance(waivers, WaiverSet | None) else load_waivers(waivers)
     store = resolve_store(tracking_uri)
     source = open_source(store, page_size=page_size)
     runs: Iterable[CollectedRun] = source.collect(selection, needs or loaded.needs)
@@ -102,6 +108,8 @@ def _evaluate_selected(
         source=source.name,
         selection=selection.to_dict(),
         fail_on=fail_on,
+        min_score=min_score,
+        waivers=accepted,
         keep_records=keep_records,
         truncated_at=selection.max_runs,
         on_run=on_run,
@@ -128,11 +136,17 @@ def check(
     max_runs: int | None = None,
     policy: str | Path | Policy | None = None,
     fail_on: FailOn = "error",
+    min_score: float | None = None,
+    waivers: str | Path | WaiverSet | None = None,
     keep_records: bool = False,
     page_size: int = MAX_PAGE_SIZE,
     on_run: Callable[[int], None] | None = None,
 ) -> AuditResult:
     """Collect the selected runs, evaluate them against the policy, and return the result.
+
+    `waivers` is a waivers file (or a loaded `WaiverSet`): the findings it accepts are kept,
+    marked as waived, and do not fail the gate. `min_score` fails the gate when fewer than that
+    percentage of rule evaluations pass.
 
     Raises `audit.AuditError` when the audit cannot be completed (what the CLI reports with
     exit code 2): a missing or unreachable store, an unknown experiment, run or model, a bad
@@ -151,6 +165,8 @@ def check(
         selection,
         policy,
         fail_on=fail_on,
+        min_score=min_score,
+        waivers=waivers,
         keep_records=keep_records,
         page_size=page_size,
         on_run=on_run,
@@ -169,6 +185,8 @@ def report(
     max_runs: int | None = None,
     policy: str | Path | Policy | None = None,
     fail_on: FailOn = "never",
+    min_score: float | None = None,
+    waivers: str | Path | WaiverSet | None = None,
     page_size: int = MAX_PAGE_SIZE,
     settings: ReportSettings | None = None,
     template_dir: str | Path | None = None,
@@ -201,6 +219,8 @@ def report(
         policy,
         needs=needs,
         fail_on=fail_on,
+        min_score=min_score,
+        waivers=waivers,
         page_size=page_size,
         on_run=on_run,
         collected=collected,

@@ -8,26 +8,32 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from audit import __version__
 from audit.errors import AuditError, first_line
+
+if TYPE_CHECKING:
+    from audit.result import AuditResult
 
 EXIT_OK, EXIT_GAPS, EXIT_INCOMPLETE = 0, 1, 2
 
 _EPILOG = """\
 exit codes:
-  0  no finding at or above --fail-on
-  1  gaps at or above --fail-on
-  2  the audit could not be completed (bad arguments, unreadable policy, store
-     missing or unreachable, no runs matched); never reported as a pass
+  0  no open finding at or above --fail-on, and the score reaches --min-score
+  1  gaps at or above --fail-on that no waiver accepts, or a score below
+     --min-score
+  2  the audit could not be completed (bad arguments, unreadable policy or
+     waivers file, store missing or unreachable, no runs matched); never
+     reported as a pass
 """
 
 
 _REPORT_EPILOG = """\
 exit codes:
   0  the documents were written (gaps are documented in them)
-  1  written, and gaps at or above --fail-on exist (only with --fail-on)
+  1  written, and gaps at or above --fail-on exist (only with --fail-on or
+     --min-score)
   2  the audit or the writing could not be completed; the folder keeps its
      previous contents
 """
@@ -238,6 +244,18 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
         default=fail_on_default,
         help=f"lowest severity that fails (exit 1); default: {fail_on_default}",
     )
+    policy.add_argument(
+        "--min-score",
+        type=_percentage,
+        metavar="N",
+        help="also fail when fewer than N percent of rule evaluations pass (0-100)",
+    )
+    policy.add_argument(
+        "--waivers",
+        metavar="FILE",
+        help="YAML or TOML file of accepted gaps (rule, scope, reason, approved_by, expires); "
+        "waived findings are reported but do not fail (schemas/waivers.schema.json)",
+    )
 
 
 def _fill(text: str) -> str:
@@ -248,6 +266,16 @@ def _fill(text: str) -> str:
 
 def _page_size(text: str) -> str:
     return {"a4": "A4", "letter": "letter"}.get(text.lower(), text)
+
+
+def _percentage(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{value:g} is not between 0 and 100")
+    return value
 
 
 def _positive_int(text: str) -> int:
@@ -274,6 +302,8 @@ def _audit_options(args: argparse.Namespace) -> dict[str, Any]:
         "max_runs": args.max_runs,
         "policy": args.policy,
         "fail_on": args.fail_on,
+        "min_score": args.min_score,
+        "waivers": args.waivers,
         "page_size": args.search_page_size,
     }
 
@@ -291,6 +321,7 @@ def _run_check(args: argparse.Namespace) -> int:
         on_run=progress.update,
     )
     progress.done()
+    _warn_about_waivers(result)
     color = args.output is None and _use_color(args.color, sys.stdout)
     width = min(_terminal_width(), 100) if args.output is None else 80
     _emit(render(result, args.format, color=color, width=width), args.output)
@@ -329,6 +360,7 @@ def _run_report(args: argparse.Namespace) -> int:
         on_document=progress.documents,
     )
     progress.done()
+    _warn_about_waivers(result)
     counts = result.status_counts()
     runs = len(result.runs)
     print(
@@ -464,6 +496,13 @@ class _Progress:
         if self.shown:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
+
+
+def _warn_about_waivers(result: AuditResult) -> None:
+    """Expired waivers no longer apply, unused ones match nothing: both need a person."""
+    for use in result.waivers:
+        if use.state != "applied":
+            print(f"mlflow-audit: warning: {use.message}", file=sys.stderr)
 
 
 def _use_color(mode: str, stream: TextIO) -> bool:

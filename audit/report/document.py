@@ -20,8 +20,9 @@ from audit.policy import CATEGORIES, SEVERITIES, SEVERITY_RANK, Rule
 from audit.provisions import load_catalog
 from audit.report.charts import Chart, Series, line_chart
 from audit.result import AuditResult, Finding, RunResult
+from audit.waivers import WaiverUse
 
-Status = Literal["pass", "warn", "fail", "info"]
+Status = Literal["pass", "warn", "fail", "info", "waived"]
 PageSize = Literal["A4", "letter"]
 
 #: Rows per table in the summary document: long run lists stay navigable on screen and print.
@@ -197,6 +198,7 @@ class SummaryDocument:
     appendix: tuple[tuple[str, str], ...]
     run_count: int
     keywords: tuple[str, ...] = field(default=())
+    waivers: tuple[WaiverUse, ...] = field(default=())
 
     @property
     def title(self) -> str:
@@ -248,7 +250,7 @@ def summary_document(
             key=lambda r: (-_STATUS_RANK[r.status], r.experiment_name or "", r.run_name or ""),
         )
     ]
-    counts = Counter((f.category, f.severity) for run in result.runs for f in run.findings)
+    counts = Counter((f.category, f.severity) for run in result.runs for f in run.open_findings)
     categories = _categories(result)
     return SummaryDocument(
         name="summary",
@@ -266,6 +268,7 @@ def summary_document(
         appendix=_appendix(result, settings, ()),
         run_count=len(result.runs),
         keywords=tuple(run.run_id for run in result.runs),
+        waivers=result.waivers,
     )
 
 
@@ -296,7 +299,7 @@ def document_names(result: AuditResult) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- helpers
 
-_STATUS_RANK = {"pass": 0, "info": 1, "warn": 2, "fail": 3}
+_STATUS_RANK = {"pass": 0, "waived": 1, "info": 2, "warn": 3, "fail": 4}
 
 
 def _worst(statuses: Iterable[Status]) -> Status:
@@ -327,7 +330,7 @@ def _rule_checks(
     for rule in rules:
         findings = tuple(by_rule.get(rule.id, ()))
         if findings:
-            status = _SEVERITY_STATUS[rule.severity]
+            status = _findings_status(findings)
             evidence = "; ".join(f.message for f in findings)
         else:
             status, evidence = "pass", rule_evidence(record, rule)
@@ -346,7 +349,7 @@ def _rule_checks(
             )
             evidence = "; ".join(f.message for f in undeclared)
             checks.append(
-                RuleCheck(rule, _SEVERITY_STATUS[first.severity], evidence, tuple(undeclared))
+                RuleCheck(rule, _findings_status(undeclared), evidence, tuple(undeclared))
             )
     return tuple(
         sorted(
@@ -354,6 +357,14 @@ def _rule_checks(
             key=lambda c: (-_STATUS_RANK[c.status], -SEVERITY_RANK[c.rule.severity]),
         )
     )
+
+
+def _findings_status(findings: Sequence[Finding]) -> Status:
+    """A rule's outcome on a run: by its open findings; waived when a waiver accepts them all."""
+    open_findings = [f for f in findings if f.waiver is None]
+    if not open_findings:
+        return "waived"
+    return _worst(_SEVERITY_STATUS[f.severity] for f in open_findings)
 
 
 def _matrix(checks: Sequence[RuleCheck]) -> tuple[MatrixGroup, ...]:
@@ -378,7 +389,7 @@ def _matrix(checks: Sequence[RuleCheck]) -> tuple[MatrixGroup, ...]:
 
 def _category_status(run: RunResult) -> dict[str, Status]:
     worst: dict[str, Status] = {}
-    for finding in run.findings:
+    for finding in run.open_findings:
         status = _SEVERITY_STATUS[finding.severity]
         worst[finding.category] = _worst((worst.get(finding.category, "pass"), status))
     return worst
@@ -396,7 +407,7 @@ def _worst_gaps(result: AuditResult) -> tuple[WorstGap, ...]:
     runs_by_rule: Counter[str] = Counter()
     example: dict[str, Finding] = {}
     for run in result.runs:
-        for finding in run.findings:
+        for finding in run.open_findings:
             example.setdefault(finding.rule_id, finding)
         runs_by_rule.update(run.failed_rule_ids)
     gaps = [
@@ -414,8 +425,13 @@ def _worst_gaps(result: AuditResult) -> tuple[WorstGap, ...]:
 
 
 def _counts(runs: Iterable[RunResult]) -> dict[str, int]:
-    counts = Counter(f.severity for run in runs for f in run.findings)
-    return {severity: counts.get(severity, 0) for severity in SEVERITIES}
+    """Open findings by severity, and the waived ones."""
+    runs = list(runs)
+    counts = Counter(f.severity for run in runs for f in run.open_findings)
+    return {
+        **{severity: counts.get(severity, 0) for severity in SEVERITIES},
+        "waived": sum(len(run.waived_findings) for run in runs),
+    }
 
 
 def _policy_text(result: AuditResult) -> str:
