@@ -39,6 +39,20 @@ exit codes:
 """
 
 
+#: Extra outputs of one audit: format -> (flag, what it writes). Flags follow pytest
+#: (--junit-xml) and linters (--sarif).
+_OUTPUT_FLAGS = {
+    "junit": ("--junit-xml", "JUnit XML (one testsuite per run, one testcase per rule)"),
+    "sarif": ("--sarif", "SARIF 2.1.0 for code scanning"),
+    "markdown": ("--markdown", "a Markdown summary for a pull-request comment"),
+    "csv": ("--csv", "CSV, one row per finding"),
+    "json": ("--json", "the JSON result (schemas/audit-result.schema.json)"),
+}
+_OUTPUT_FILES = {
+    fmt: flag.lstrip("-").replace("-", "_") + "_file" for fmt, (flag, _) in _OUTPUT_FLAGS.items()
+}
+
+
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line errors in the tool's own voice (exit code 2, as argparse does)."""
 
@@ -80,12 +94,24 @@ def build_parser() -> argparse.ArgumentParser:
         "-f",
         "--format",
         choices=FORMATS,
-        default="table",
-        help="table for people (default), json for machines (schemas/audit-result.schema.json)",
+        default=None,  # from the configuration, else table
+        help="table for people (default); json (schemas/audit-result.schema.json), junit, "
+        "sarif, markdown, csv; github: workflow annotations, plus the Markdown summary "
+        "appended to $GITHUB_STEP_SUMMARY when set",
     )
     output.add_argument(
-        "-o", "--output", metavar="FILE", help="write the report to FILE instead of stdout"
+        "-o", "--output", metavar="FILE", help="write the --format output to FILE, not stdout"
     )
+    output.add_argument(
+        "--sarif-artifact",
+        metavar="PATH",
+        help="repository file every SARIF result points at (GitHub code scanning needs one), "
+        "e.g. pyproject.toml or the training script",
+    )
+    for fmt, (flag, what) in _OUTPUT_FLAGS.items():
+        output.add_argument(
+            flag, dest=_OUTPUT_FILES[fmt], metavar="FILE", help=f"also write {what}"
+        )
     output.add_argument(
         "--color",
         choices=("auto", "always", "never"),
@@ -109,9 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     documents = report.add_argument_group("documents")
     documents.add_argument(
         "--out",
-        required=True,
+        default=None,  # from the configuration (report.out) if not given
         metavar="DIR",
-        help="folder to write into (created if missing; files of the same names are replaced)",
+        help="folder to write into (created if missing; files of the same names are replaced); "
+        "required here or as report.out in the configuration",
     )
     documents.add_argument("--organisation", metavar="NAME", help="organisation on the cover")
     documents.add_argument("--author", metavar="NAME", help="author on the cover and in the PDF")
@@ -125,7 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--page-size",
         type=_page_size,
         choices=("A4", "letter"),
-        default="A4",
+        default=None,  # from the configuration, else A4
         help="PDF page size (default: A4)",
     )
     documents.add_argument(
@@ -165,6 +192,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     validate.add_argument("policy", metavar="FILE")
 
+    config_cmd = commands.add_parser(
+        "config",
+        help="show the effective configuration and where each value comes from",
+        description=_fill(
+            "Print every setting of check and report with its effective value and its source: "
+            "the command line, the environment (MLFLOW_TRACKING_URI, MLFLOW_AUDIT_*), the "
+            "configuration file ([tool.mlflow-audit] in pyproject.toml, or mlflow-audit.toml, "
+            "found from the working directory upwards) or the built-in default."
+        ),
+    )
+    _add_config_arguments(config_cmd)
+    config_cmd.add_argument("-f", "--format", choices=("text", "json"), default="text")
+
     provisions = commands.add_parser(
         "provisions",
         help="list the provisions a finding can cite",
@@ -180,6 +220,7 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
     """Store, selection and policy options: the same for every command that audits runs."""
     from audit.result import FAIL_ON_CHOICES
 
+    _add_config_arguments(parser)
     store = parser.add_argument_group("tracking store")
     store.add_argument(
         "--tracking-uri",
@@ -227,7 +268,7 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
     selection.add_argument(
         "--search-page-size",
         type=_positive_int,
-        default=50_000,
+        default=None,  # from the configuration, else 50000
         metavar="N",
         help="runs per search request (default: 50000, MLflow's maximum)",
     )
@@ -241,7 +282,7 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
     policy.add_argument(
         "--fail-on",
         choices=FAIL_ON_CHOICES,
-        default=fail_on_default,
+        default=None,  # from the configuration, else fail_on_default
         help=f"lowest severity that fails (exit 1); default: {fail_on_default}",
     )
     policy.add_argument(
@@ -255,6 +296,22 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
         metavar="FILE",
         help="YAML or TOML file of accepted gaps (rule, scope, reason, approved_by, expires); "
         "waived findings are reported but do not fail (schemas/waivers.schema.json)",
+    )
+
+
+def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "configuration",
+        "Settings also come from [tool.mlflow-audit] in pyproject.toml or mlflow-audit.toml "
+        "(found from the working directory upwards) and MLFLOW_AUDIT_* variables; flags win. "
+        "See 'mlflow-audit config'.",
+    )
+    choice = group.add_mutually_exclusive_group()
+    choice.add_argument("--config", metavar="FILE", help="use this configuration file")
+    choice.add_argument(
+        "--no-config",
+        action="store_true",
+        help="ignore configuration files and MLFLOW_AUDIT_CONFIG",
     )
 
 
@@ -291,6 +348,34 @@ def _positive_int(text: str) -> int:
 # --------------------------------------------------------------------------- commands
 
 
+def _configure(args: argparse.Namespace, command: str) -> None:
+    """Fill in what the command line left open from the environment, the configuration file
+    and the defaults, in that order."""
+    from audit.config import apply_settings, defaults, given_options, resolve
+
+    settings = resolve(
+        _load_config(args), given_options(args, command), os.environ, defaults(command)
+    )
+    apply_settings(args, settings, command)
+
+
+def _load_config(args: argparse.Namespace) -> Any:
+    from audit.config import find_config, load_config
+
+    return load_config(
+        find_config(Path.cwd(), os.environ, explicit=args.config, disabled=args.no_config)
+    )
+
+
+def _run_config(args: argparse.Namespace) -> int:
+    from audit.config import defaults, render_settings, resolve
+
+    config = _load_config(args)
+    settings = resolve(config, {}, os.environ, defaults())
+    sys.stdout.write(render_settings(settings, config, args.format))
+    return EXIT_OK
+
+
 def _audit_options(args: argparse.Namespace) -> dict[str, Any]:
     """The options `_add_audit_arguments` declares, as the API takes them."""
     return {
@@ -312,8 +397,12 @@ def _run_check(args: argparse.Namespace) -> int:
     from audit.api import check
     from audit.formats import render
 
-    if args.output and not Path(args.output).resolve().parent.is_dir():
-        raise AuditError(f"cannot write {args.output}: its folder does not exist")
+    _configure(args, "check")
+    files = {fmt: getattr(args, dest) for fmt, dest in _OUTPUT_FILES.items() if getattr(args, dest)}
+    for target in (args.output, *files.values()):
+        # Checked before the audit: a gate that ran for minutes must not fail on a typo here.
+        if target and not Path(target).resolve().parent.is_dir():
+            raise AuditError(f"cannot write {target}: its folder does not exist")
     progress = _Progress(sys.stderr)
     result = check(
         args.tracking_uri,
@@ -321,10 +410,30 @@ def _run_check(args: argparse.Namespace) -> int:
         on_run=progress.update,
     )
     progress.done()
-    _warn_about_waivers(result)
+    if args.format not in ("table", "github") or args.output:
+        _warn_about_waivers(result)  # the table and the annotations show them themselves
+    # One audit, every rendering: the files first, so that a reader of the terminal output
+    # (or a CI step after it) finds them complete.
+    for fmt, target in files.items():
+        _emit(render(result, fmt, artifact_uri=args.sarif_artifact), target)
     color = args.output is None and _use_color(args.color, sys.stdout)
     width = min(_terminal_width(), 100) if args.output is None else 80
-    _emit(render(result, args.format, color=color, width=width), args.output)
+    text = render(result, args.format, color=color, width=width, artifact_uri=args.sarif_artifact)
+    if args.output is None and args.format != "github" and os.environ.get("GITHUB_ACTIONS"):
+        from audit.formats.github import stop_commands
+
+        # Run names and messages from MLflow must not become workflow commands in the log.
+        text = stop_commands(text)
+    _emit(text, args.output)
+    if args.format == "github":
+        from audit.formats.github import write_step_summary
+
+        try:
+            write_step_summary(result)
+        except OSError as error:
+            raise AuditError(
+                f"cannot append to $GITHUB_STEP_SUMMARY: {error.strerror or error}"
+            ) from None
     return result.exit_code
 
 
@@ -332,6 +441,9 @@ def _run_report(args: argparse.Namespace) -> int:
     from audit.api import report
     from audit.report import ReportSettings, parse_date
 
+    _configure(args, "report")
+    if args.out is None:
+        raise AuditError("report: give --out DIR, or report.out in the configuration")
     try:
         date = parse_date(args.date)
     except ValueError as error:
@@ -549,6 +661,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "check": _run_check,
         "report": _run_report,
+        "config": _run_config,
         "policy": _run_policy,
         "provisions": _run_provisions,
     }

@@ -9,11 +9,14 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from audit.policy import CATEGORIES, SEVERITIES, SEVERITY_RANK, Rule, Severity
 from audit.provisions import load_catalog
 from audit.waivers import Waiver, WaiverUse
+
+if TYPE_CHECKING:
+    import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 
 SCHEMA_VERSION = "1.0"
 FailOn = Literal["error", "warning", "info", "never"]
@@ -267,6 +270,21 @@ class AuditResult:
             "matrix": self.provisions_matrix(),
             "waivers": [use.to_dict() for use in self.waivers],
         }
+
+    def to_pandas(self) -> pd.DataFrame:
+        """One row per run x rule: every rule of the policy on every run, plus the rule ids only
+        findings name. Columns: run_id, run_name, experiment_id, experiment_name, rule_id,
+        title, category, severity, status (``pass``; ``fail``: an open finding; ``waived``:
+        findings, all waived), findings (count), provisions and citations (tuples), message
+        (the findings' messages, ``; ``-joined; empty when the rule passes).
+
+        Needs pandas, imported here only: ``mlflow-audit check`` never loads it.
+        """
+        import pandas as pd  # type: ignore[import-untyped,unused-ignore]
+
+        from audit.formats.rows import RULE_COLUMNS, rule_rows
+
+        return pd.DataFrame(rule_rows(self), columns=list(RULE_COLUMNS))
 
 
 def sort_findings(

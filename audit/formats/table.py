@@ -27,6 +27,12 @@ def printable(text: str) -> str:
     return _CONTROL.sub(lambda m: f"\\x{ord(m.group()):02x}", text)
 
 
+def _one_line(text: str) -> str:
+    """`printable`, with line breaks escaped too: for lines that are not wrapped (wrapping
+    turns a line break into a space)."""
+    return printable(text).replace("\n", "\\x0a")
+
+
 class _Painter:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
@@ -45,9 +51,9 @@ def render_table(result: AuditResult, *, color: bool = False, width: int = 80) -
     version = f" {policy['version']}" if policy.get("version") else ""
     lines.append(
         paint(f"mlflow-audit {result.tool_version}", "bold")
-        + f" · policy {printable(str(policy['name']))}{version} · {len(result.rules)} rules"
+        + f" · policy {_one_line(str(policy['name']))}{version} · {len(result.rules)} rules"
     )
-    lines.append(f"store {printable(result.store)}")
+    lines.append(f"store {_one_line(result.store)}")
     lines.append("")
     for run in result.runs:
         lines.extend(_run_block(run, paint, width))
@@ -56,14 +62,17 @@ def render_table(result: AuditResult, *, color: bool = False, width: int = 80) -
 
 
 def _run_block(run: RunResult, paint: _Painter, width: int) -> list[str]:
-    name = _shorten(printable(run.run_name or "(unnamed run)"), width - 6)
+    name = _shorten(_one_line(run.run_name or "(unnamed run)"), width - 6)
     experiment = printable(run.experiment_name or run.experiment_id)
     lines = [f"{paint(_STATUS_LABEL[run.status], run.status)}  {name}"]
     lines += wrap(f"run {run.run_id} · experiment {experiment}", " " * 6, width, hang=4)
     for version in run.model_versions:
         lines += wrap(f"model version {printable(version)}", " " * 6, width, hang=4)
-    for _, group in groupby(run.findings, key=lambda f: f.rule_id):
+    # Open gaps first, most severe first; accepted ones after them, marked as waived.
+    for _, group in groupby(run.open_findings, key=lambda f: f.rule_id):
         lines.extend(_finding_block(list(group), paint, width))
+    for _, group in groupby(run.waived_findings, key=lambda f: (f.rule_id, f.waiver)):
+        lines.extend(_waived_block(list(group), paint, width))
     lines.append("")
     return lines
 
@@ -95,6 +104,28 @@ def _finding_block(findings: list[Finding], paint: _Painter, width: int) -> list
     return lines
 
 
+def _waived_block(findings: list[Finding], paint: _Painter, width: int) -> list[str]:
+    first = findings[0]
+    waiver = first.waiver
+    assert waiver is not None
+    indent = " " * 6
+    lines = [f"  {paint('waived  ', 'dim')}{paint(first.rule_id, 'bold')}"]
+    lines += wrap(printable(first.title), indent, width)
+    shown = findings[:5]
+    for finding in shown:
+        lines += wrap("found: " + printable(finding.message), indent, width, hang=7)
+    if len(findings) > len(shown):
+        lines.append(f"{indent}... and {len(findings) - len(shown)} more like it")
+    lines += wrap(
+        f"waived: {printable(waiver.reason)} (approved by {printable(waiver.approved_by)}, "
+        f"expires {waiver.expires.isoformat()}; {printable(waiver.origin)})",
+        indent,
+        width,
+        hang=8,
+    )
+    return lines
+
+
 def wrap(text: str, indent: str, width: int = 80, hang: int = 0) -> list[str]:
     """Wrap text at width, every line indented, continuation lines by `hang` more."""
     return textwrap.wrap(
@@ -112,30 +143,54 @@ def _summary_block(result: AuditResult, paint: _Painter, width: int) -> list[str
     severities = result.severity_counts()
     experiments = {run.experiment_id for run in result.runs}
     runs_word = "run" if len(result.runs) == 1 else "runs"
+    waived = sum(len(run.waived_findings) for run in result.runs)
+    # Waived findings are counted apart: the severities count the open ones, which the gate
+    # and the run statuses go by. Shown whenever waivers are in play, even when none applied.
+    waived_text = f", {waived} waived" if waived or result.waivers else ""
+    minimum = f" (min {result.min_score:g}%)" if result.min_score is not None else ""
     lines = wrap(
         f"{len(result.runs)} {runs_word} in {len(experiments)} "
         f"experiment{'s' if len(experiments) != 1 else ''}: "
         f"{statuses['pass']} pass, {statuses['warn']} warn, {statuses['fail']} fail · "
         f"{_count(severities['error'], 'error')}, {_count(severities['warning'], 'warning')}, "
-        f"{severities['info']} info · score {result.score:g}%",
+        f"{severities['info']} info{waived_text} · score {result.score:g}%{minimum}",
         "",
         width,
     )
     if result.truncated:
         lines.append(f"stopped after --max-runs {len(result.runs)}")
+    for use in result.waivers:
+        if use.state != "applied":
+            lines += wrap(
+                f"{paint('warning', 'warning')}: waiver {use.state}: {printable(use.message)}",
+                "",
+                width,
+                hang=2,
+            )
+    lines += wrap(f"gate {_verdict(result, paint)}", "", width, hang=5)
+    return lines
+
+
+def _verdict(result: AuditResult, paint: _Painter) -> str:
     failing = len(result.failing_runs())
-    if result.fail_on == "never":
-        verdict = paint("gate off", "dim") + " (--fail-on never)"
-    elif failing:
-        verdict = (
-            paint("FAILED", "fail")
-            + f": {failing} {'run has' if failing == 1 else 'runs have'} findings at or above "
+    if result.fail_on == "never" and result.min_score is None:
+        return paint("gate off", "dim") + " (--fail-on never)"
+    reasons = []
+    if failing:
+        reasons.append(
+            f"{failing} {'run has' if failing == 1 else 'runs have'} findings at or above "
             f"{result.fail_on} (--fail-on {result.fail_on})"
         )
-    else:
-        verdict = paint("passed", "pass") + f": no findings at or above {result.fail_on}"
-    lines.append(f"gate {verdict}")
-    return lines
+    if result.score_too_low:
+        reasons.append(f"score {result.score:g}% is below --min-score {result.min_score:g}%")
+    if reasons:
+        return paint("FAILED", "fail") + ": " + "; ".join(reasons)
+    passed = []
+    if result.fail_on != "never":
+        passed.append(f"no findings at or above {result.fail_on}")
+    if result.min_score is not None:
+        passed.append(f"score at least {result.min_score:g}%")
+    return paint("passed", "pass") + ": " + ", ".join(passed)
 
 
 def _count(number: int, noun: str) -> str:

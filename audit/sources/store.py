@@ -64,6 +64,9 @@ def redact_uri(uri: str) -> str:
         ],
         safe="*/:",
     )
+    if netloc == parts.netloc and query == parts.query:
+        # Nothing to hide: rebuilding would lose the empty authority of sqlite:////abs/path.
+        return uri
     return urlunsplit((parts.scheme, netloc, parts.path, query, parts.fragment))
 
 
