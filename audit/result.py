@@ -43,6 +43,12 @@ class Finding:
     def waived(self) -> bool:
         return self.waiver is not None
 
+    def fails_gate(self, fail_on: FailOn) -> bool:
+        """Whether this finding fails the gate at `fail_on`: open, and severe enough."""
+        if self.waiver is not None or fail_on == "never":
+            return False
+        return SEVERITY_RANK[self.severity] >= SEVERITY_RANK[fail_on]
+
     @property
     def citations(self) -> list[str]:
         catalog = load_catalog()
@@ -95,10 +101,7 @@ class RunResult:
         return {f.rule_id for f in self.open_findings}
 
     def worst_at_or_above(self, fail_on: FailOn) -> bool:
-        if fail_on == "never":
-            return False
-        threshold = SEVERITY_RANK[fail_on]
-        return any(SEVERITY_RANK[f.severity] >= threshold for f in self.open_findings)
+        return any(f.fails_gate(fail_on) for f in self.findings)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -112,6 +115,63 @@ class RunResult:
             "model_versions": list(self.model_versions),
             "findings": [f.to_dict() for f in self.findings],
         }
+
+
+@dataclass(frozen=True)
+class RuleOutcome:
+    """One rule on one run, with the findings it raised there (open and waived)."""
+
+    run: RunResult
+    rule: Rule
+    findings: tuple[Finding, ...]
+
+    @property
+    def rule_id(self) -> str:
+        return self.rule.id
+
+    @property
+    def title(self) -> str:
+        return self.rule.title
+
+    @property
+    def category(self) -> str:
+        return self.rule.category
+
+    @property
+    def severity(self) -> Severity:
+        return self.rule.severity
+
+    @property
+    def provisions(self) -> tuple[str, ...]:
+        return self.rule.provisions
+
+    @property
+    def remediation(self) -> str:
+        return self.rule.remediation
+
+    @property
+    def open_findings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.waiver is None)
+
+    @property
+    def waived_findings(self) -> tuple[Finding, ...]:
+        return tuple(f for f in self.findings if f.waiver is not None)
+
+    @property
+    def status(self) -> Literal["pass", "fail", "waived"]:
+        """fail: an open finding; waived: findings, all of them waived; pass: no finding."""
+        if self.open_findings:
+            return "fail"
+        return "waived" if self.findings else "pass"
+
+    @property
+    def citations(self) -> tuple[str, ...]:
+        catalog = load_catalog()
+        return tuple(catalog[p].citation for p in self.provisions if p in catalog)
+
+    def gate_findings(self, fail_on: FailOn) -> tuple[Finding, ...]:
+        """The findings of this rule that fail the gate at `fail_on`."""
+        return tuple(f for f in self.findings if f.fails_gate(fail_on))
 
 
 @dataclass
@@ -132,6 +192,43 @@ class AuditResult:
     waivers: tuple[WaiverUse, ...] = ()
     #: Evidence records by run id, kept only when asked for (they can be large).
     records: dict[str, Mapping[str, Any]] | None = field(default=None, repr=False)
+
+    # ----------------------------------------------------------------- rules
+
+    def all_rules(self) -> tuple[Rule, ...]:
+        """The policy's rules, then one for each rule id only findings name (an unannotated
+        schema constraint, the built-in secrets.logged), as its first finding describes it."""
+        rules = list(self.rules)
+        known = {rule.id for rule in rules}
+        for run in self.runs:
+            for finding in run.findings:
+                if finding.rule_id not in known:
+                    known.add(finding.rule_id)
+                    rules.append(
+                        Rule(
+                            id=finding.rule_id,
+                            category=finding.category,
+                            severity=finding.severity,
+                            provisions=finding.provisions,
+                            title=finding.title,
+                            remediation=finding.remediation,
+                            annotated=False,
+                        )
+                    )
+        return tuple(rules)
+
+    def outcomes(self, run: RunResult) -> list[RuleOutcome]:
+        """Every rule evaluated on a run: the policy's, in its order, then those only this run's
+        findings name. The same evaluations `rule_evaluations` counts."""
+        by_rule: dict[str, list[Finding]] = {}
+        for finding in run.findings:
+            by_rule.setdefault(finding.rule_id, []).append(finding)
+        declared = {rule.id for rule in self.rules}
+        return [
+            RuleOutcome(run, rule, tuple(by_rule.get(rule.id, ())))
+            for rule in self.all_rules()
+            if rule.id in declared or rule.id in by_rule
+        ]
 
     # ----------------------------------------------------------------- counts
 

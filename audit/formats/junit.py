@@ -36,17 +36,14 @@ from __future__ import annotations
 import xml.etree.ElementTree as ET  # builds the document; nothing here parses untrusted XML
 
 from audit.formats.rows import (
-    RuleOutcome,
-    citations_of,
     experiment_label,
     located,
-    outcomes_of,
     run_label,
     waiver_text,
 )
 from audit.formats.text import one_line, plural, shorten, visible
 from audit.policy import SEVERITY_RANK
-from audit.result import AuditResult, Finding, RunResult
+from audit.result import AuditResult, Finding, RuleOutcome, RunResult
 
 _MESSAGE_LIMIT = 1_000  # a failure message is a one-line headline; the text has everything
 
@@ -91,7 +88,7 @@ def _run_suite(result: AuditResult, run: RunResult) -> ET.Element:
         f"mlflow-audit.{experiment.replace('.', '_')}.{name.replace('.', '_')} ({run.run_id})"
     )
     counts = {"tests": 0, "failures": 0, "skipped": 0}
-    for outcome in outcomes_of(result, run):
+    for outcome in result.outcomes(run):
         counts["tests"] += 1
         case = _sub(
             suite,
@@ -160,7 +157,7 @@ def _details(outcome: RuleOutcome, findings: tuple[Finding, ...]) -> str:
         lines.append(f"found: {located(finding)}")
         if finding.waiver is not None:
             lines.append(f"  waived: {waiver_text(finding.waiver)} [{finding.waiver.origin}]")
-    citations = citations_of(outcome.provisions)
+    citations = outcome.citations
     if citations:
         lines.append("breaks: " + ", ".join(citations))
     lines.append("fix: " + outcome.remediation)

@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from itertools import groupby
 
 from audit.formats.rows import (
-    citations_of,
     experiment_label,
     located,
     run_label,
@@ -212,7 +211,7 @@ def _gap_item(findings: list[Finding]) -> str:
     if len(findings) > len(shown):
         lines.append(f"  - … and {len(findings) - len(shown)} more like it")
     if first.severity != "info":  # an observation, not a gap: no fix to spell out
-        citations = citations_of(first.provisions)
+        citations = tuple(first.citations)
         if citations:
             lines.append("  - breaks: " + ", ".join(md(c) for c in citations))
         lines.append(f"  - fix: {md(first.remediation)}")

@@ -10,15 +10,10 @@ the score.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any
 
-from audit.policy import SEVERITY_RANK, Severity
-from audit.provisions import load_catalog
-from audit.result import AuditResult, FailOn, Finding, RunResult
+from audit.result import AuditResult, Finding, RuleOutcome, RunResult
 from audit.waivers import Waiver
-
-OutcomeStatus = Literal["pass", "fail", "waived"]
 
 FINDING_COLUMNS = (
     "run_id",
@@ -57,55 +52,6 @@ RULE_COLUMNS = (
 )
 
 
-@dataclass(frozen=True)
-class RuleOutcome:
-    """One rule on one run, with the findings it raised there (open and waived)."""
-
-    run: RunResult
-    rule_id: str
-    title: str
-    category: str
-    severity: Severity
-    provisions: tuple[str, ...]
-    remediation: str
-    findings: tuple[Finding, ...]
-
-    @property
-    def open_findings(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.waiver is None)
-
-    @property
-    def waived_findings(self) -> tuple[Finding, ...]:
-        return tuple(f for f in self.findings if f.waiver is not None)
-
-    @property
-    def status(self) -> OutcomeStatus:
-        """fail: an open finding; waived: findings, all of them waived; pass: no finding."""
-        if self.open_findings:
-            return "fail"
-        return "waived" if self.findings else "pass"
-
-    @property
-    def citations(self) -> tuple[str, ...]:
-        return citations_of(self.provisions)
-
-    def gate_findings(self, fail_on: FailOn) -> tuple[Finding, ...]:
-        """The open findings that fail the gate at `fail_on`."""
-        return tuple(f for f in self.findings if fails_gate(f, fail_on))
-
-
-def fails_gate(finding: Finding, fail_on: FailOn) -> bool:
-    """Whether this finding alone fails the gate, as `RunResult.worst_at_or_above` decides."""
-    if finding.waiver is not None or fail_on == "never":
-        return False
-    return SEVERITY_RANK[finding.severity] >= SEVERITY_RANK[fail_on]
-
-
-def citations_of(provisions: tuple[str, ...]) -> tuple[str, ...]:
-    catalog = load_catalog()
-    return tuple(catalog[p].citation for p in provisions if p in catalog)
-
-
 def run_label(run: RunResult) -> str:
     return run.run_name or run.run_id
 
@@ -126,45 +72,9 @@ def waiver_text(waiver: Waiver) -> str:
     )
 
 
-def outcomes_of(result: AuditResult, run: RunResult) -> list[RuleOutcome]:
-    """Every rule of the policy in its order, then the rules only findings name, in the order
-    the findings have (most severe first)."""
-    by_rule: dict[str, list[Finding]] = {}
-    for finding in run.findings:
-        by_rule.setdefault(finding.rule_id, []).append(finding)
-    outcomes = [
-        RuleOutcome(
-            run=run,
-            rule_id=rule.id,
-            title=rule.title,
-            category=rule.category,
-            severity=rule.severity,
-            provisions=rule.provisions,
-            remediation=rule.remediation,
-            findings=tuple(by_rule.pop(rule.id, ())),
-        )
-        for rule in result.rules
-    ]
-    for rule_id, findings in by_rule.items():
-        first = findings[0]
-        outcomes.append(
-            RuleOutcome(
-                run=run,
-                rule_id=rule_id,
-                title=first.title,
-                category=first.category,
-                severity=first.severity,
-                provisions=first.provisions,
-                remediation=first.remediation,
-                findings=tuple(findings),
-            )
-        )
-    return outcomes
-
-
 def rule_outcomes(result: AuditResult) -> Iterator[RuleOutcome]:
     for run in result.runs:
-        yield from outcomes_of(result, run)
+        yield from result.outcomes(run)
 
 
 def _run_columns(run: RunResult) -> dict[str, Any]:

@@ -45,7 +45,7 @@ _NOTIFICATIONS = {
 
 
 def render_sarif(result: AuditResult, *, artifact_uri: str | None = None) -> str:
-    rules = _rules(result)
+    rules = list(result.all_rules())
     index = {rule.id: position for position, rule in enumerate(rules)}
     log = {
         "$schema": SARIF_SCHEMA,
@@ -80,28 +80,6 @@ def render_sarif(result: AuditResult, *, artifact_uri: str | None = None) -> str
         ],
     }
     return json.dumps(log, indent=2, ensure_ascii=False, allow_nan=False) + "\n"
-
-
-def _rules(result: AuditResult) -> list[Rule]:
-    """The policy's rules, then a rule for each id only findings name, from its first finding."""
-    rules = list(result.rules)
-    known = {rule.id for rule in rules}
-    for run in result.runs:
-        for finding in run.findings:
-            if finding.rule_id not in known:
-                known.add(finding.rule_id)
-                rules.append(
-                    Rule(
-                        id=finding.rule_id,
-                        category=finding.category,
-                        severity=finding.severity,
-                        provisions=finding.provisions,
-                        title=finding.title,
-                        remediation=finding.remediation,
-                        annotated=False,
-                    )
-                )
-    return rules
 
 
 def _rule(rule: Rule) -> dict[str, Any]:

@@ -216,7 +216,7 @@ def run_document(
     settings: ReportSettings,
     name: str,
 ) -> RunDocument:
-    checks = _rule_checks(result.rules, run, record)
+    checks = _rule_checks(result, run, record)
     return RunDocument(
         name=name,
         cover=_run_cover(result, run, record, settings),
@@ -318,39 +318,20 @@ def _display_name(run: RunResult) -> str:
 
 
 def _rule_checks(
-    rules: Sequence[Rule], run: RunResult, record: Mapping[str, Any]
+    result: AuditResult, run: RunResult, record: Mapping[str, Any]
 ) -> tuple[RuleCheck, ...]:
-    """Every policy rule with its outcome, failures first, plus findings of rules the policy
-    does not declare (unannotated schema failures, logged secrets)."""
-    by_rule: dict[str, list[Finding]] = {}
-    for finding in run.findings:
-        by_rule.setdefault(finding.rule_id, []).append(finding)
-    checks = []
-    declared = {rule.id for rule in rules}
-    for rule in rules:
-        findings = tuple(by_rule.get(rule.id, ()))
-        if findings:
-            status = _findings_status(findings)
-            evidence = "; ".join(f.message for f in findings)
-        else:
-            status, evidence = "pass", rule_evidence(record, rule)
-        checks.append(RuleCheck(rule, status, evidence, findings))
-    for rule_id, undeclared in by_rule.items():
-        if rule_id not in declared:
-            first = undeclared[0]
-            rule = Rule(
-                id=rule_id,
-                category=first.category,
-                severity=first.severity,
-                provisions=first.provisions,
-                title=first.title,
-                remediation=first.remediation,
-                annotated=False,
-            )
-            evidence = "; ".join(f.message for f in undeclared)
-            checks.append(
-                RuleCheck(rule, _findings_status(undeclared), evidence, tuple(undeclared))
-            )
+    """Every rule evaluated on the run with its outcome and evidence, failures first."""
+    checks = [
+        RuleCheck(
+            outcome.rule,
+            _findings_status(outcome.findings) if outcome.findings else "pass",
+            "; ".join(f.message for f in outcome.findings)
+            if outcome.findings
+            else rule_evidence(record, outcome.rule),
+            outcome.findings,
+        )
+        for outcome in result.outcomes(run)
+    ]
     return tuple(
         sorted(
             checks,
