@@ -65,15 +65,18 @@ def collect(
     selection: Selection | None = None,
     needs: CollectionNeeds | None = None,
     page_size: int = MAX_PAGE_SIZE,
+    source: str = "auto",
 ) -> Iterator[CollectedRun]:
     """Stream one evidence record per selected run (all active experiments by default).
 
     `needs` says whether artifacts and the registry are read (default: both); pass
-    `load_policy(...).needs` to read exactly what a policy looks at.
+    `load_policy(...).needs` to read exactly what a policy looks at. `source`: "auto" (SQL for
+    SQLite stores, MLflow's client otherwise), "sql" or "client".
     """
+    chosen = selection or Selection()
     store = resolve_store(tracking_uri)
-    source = open_source(store, page_size=page_size)
-    return source.collect(selection or Selection(), needs or CollectionNeeds())
+    reader = open_source(store, page_size=page_size, selection=chosen, prefer=source)
+    return reader.collect(chosen, needs or CollectionNeeds())
 
 
 def _evaluate_selected(
@@ -87,6 +90,7 @@ def _evaluate_selected(
     waivers: str | Path | WaiverSet | None = None,
     keep_records: bool = False,
     page_size: int = MAX_PAGE_SIZE,
+    source: str = "auto",
     on_run: Callable[[int], None] | None = None,
     collected: list[CollectedRun] | None = None,
 ) -> AuditResult:
@@ -97,15 +101,15 @@ def _evaluate_selected(
         raise SelectionError(f"--min-score must be between 0 and 100, not {min_score:g}")
     accepted = waivers if isinstance(waivers, WaiverSet | None) else load_waivers(waivers)
     store = resolve_store(tracking_uri)
-    source = open_source(store, page_size=page_size)
-    runs: Iterable[CollectedRun] = source.collect(selection, needs or loaded.needs)
+    reader = open_source(store, page_size=page_size, selection=selection, prefer=source)
+    runs: Iterable[CollectedRun] = reader.collect(selection, needs or loaded.needs)
     if collected is not None:
         runs = _keeping(runs, collected)
     result = evaluate(
         runs,
         loaded,
         store=store.display,
-        source=source.name,
+        source=reader.name,
         selection=selection.to_dict(),
         fail_on=fail_on,
         min_score=min_score,
@@ -140,6 +144,7 @@ def check(
     waivers: str | Path | WaiverSet | None = None,
     keep_records: bool = False,
     page_size: int = MAX_PAGE_SIZE,
+    source: str = "auto",
     on_run: Callable[[int], None] | None = None,
 ) -> AuditResult:
     """Collect the selected runs, evaluate them against the policy, and return the result.
@@ -169,6 +174,7 @@ def check(
         waivers=waivers,
         keep_records=keep_records,
         page_size=page_size,
+        source=source,
         on_run=on_run,
     )
 
@@ -188,6 +194,7 @@ def report(
     min_score: float | None = None,
     waivers: str | Path | WaiverSet | None = None,
     page_size: int = MAX_PAGE_SIZE,
+    source: str = "auto",
     settings: ReportSettings | None = None,
     template_dir: str | Path | None = None,
     html_only: bool = False,
@@ -222,6 +229,7 @@ def report(
         min_score=min_score,
         waivers=waivers,
         page_size=page_size,
+        source=source,
         on_run=on_run,
         collected=collected,
     )

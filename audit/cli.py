@@ -229,6 +229,14 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
         "$MLFLOW_TRACKING_URI, else MLflow's default (./mlruns when it holds experiments, "
         "else sqlite:///mlflow.db)",
     )
+    store.add_argument(
+        "--source",
+        choices=("auto", "sql", "client"),
+        default="auto",
+        help="how to read the store: sql reads a SQLite store's tables directly (read-only, "
+        "no MLflow import), client goes through MLflow's client; auto (default) uses sql for "
+        "SQLite without --filter, client otherwise",
+    )
     selection = parser.add_argument_group(
         "selection",
         _fill(
@@ -390,6 +398,7 @@ def _audit_options(args: argparse.Namespace) -> dict[str, Any]:
         "min_score": args.min_score,
         "waivers": args.waivers,
         "page_size": args.search_page_size,
+        "source": args.source,
     }
 
 
@@ -637,6 +646,15 @@ def _emit(text: str, output: str | None) -> None:
     target = Path(output)
     if target.is_dir():
         raise AuditError(f"--output {output} is a directory")
+    if target.exists() and not target.is_file():
+        # /dev/null, a FIFO, /dev/stdout: written as they are; renaming a file over them
+        # would replace the device.
+        try:
+            with target.open("w", encoding="utf-8") as handle:
+                handle.write(text)
+        except OSError as error:
+            raise AuditError(f"cannot write {output}: {error.strerror or error}") from None
+        return
     partial: Path | None = None
     try:
         # Write next to the target and rename: a reader never sees half a report.

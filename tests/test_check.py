@@ -332,3 +332,25 @@ def test_output_file(cli, sqlite_store: Store, tmp_path: Path) -> None:
     assert result.code == 1 and result.out == ""
     assert json.loads(target.read_text())["summary"]["runs"] > 0
     assert [p.name for p in tmp_path.iterdir()] == ["result.json"]
+
+
+def test_output_to_a_device_writes_through_it(cli, sqlite_store: Store, tmp_path) -> None:
+    import os
+    import stat
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    # A reader on the other end, as a shell's process substitution would have.
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        # One run: the output must fit in the pipe's buffer, read only afterwards.
+        result = cli(
+            "check", "--tracking-uri", sqlite_store.uri, "--run-id",
+            sqlite_store.run_ids["no-metrics"], "--policy", "baseline", "-o", str(fifo),
+        )  # fmt: skip
+        received = os.read(reader, 1 << 20)
+    finally:
+        os.close(reader)
+    assert result.code == 1
+    assert stat.S_ISFIFO(fifo.stat().st_mode), "the FIFO was replaced by a file"
+    assert b"FAIL  no-metrics" in received

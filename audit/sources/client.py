@@ -3,32 +3,22 @@
 from __future__ import annotations
 
 import contextlib
-import functools
 import os
-import tempfile
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from audit.errors import ArtifactError, AuditError, SelectionError, StoreError, first_line
+from audit.errors import AuditError, SelectionError, StoreError, first_line
 from audit.evidence import (
-    ENVIRONMENT_FILES,
-    MAX_ARTIFACT_BYTES,
-    ArtifactFiles,
     DatasetFacts,
     LoggedModelFacts,
     MetricFacts,
     ModelMetricFacts,
-    RegisteredVersionFacts,
     RunFacts,
     build_record,
-    model_history,
 )
 from audit.sources import (
-    MAX_CHARTED_METRICS,
     MAX_PAGE_SIZE,
     CollectedRun,
     CollectionNeeds,
@@ -36,6 +26,15 @@ from audit.sources import (
     ModelVersionRef,
     Selection,
 )
+from audit.sources.artifacts import (
+    MlflowArtifacts,
+    ModelLocation,
+    RunFiles,
+    is_local,
+    no_files,
+    read_run_files,
+)
+from audit.sources.common import RegistryIndex, charted_metric_keys
 from audit.sources.store import TrackingStore, check_schema_revision
 
 if TYPE_CHECKING:
@@ -65,7 +64,7 @@ class ClientSource:
         self.store = store
         self.page_size = max(1, min(page_size, MAX_PAGE_SIZE))
         self._experiment_names: dict[str, str | None] = {}
-        self._registry: _RegistryIndex | None = None
+        self._registry: RegistryIndex | None = None
 
     # ----------------------------------------------------------------------- public
 
@@ -245,12 +244,12 @@ class ClientSource:
         runs = [item.run for item in page]
         logged_models = self._logged_models(runs)
         registry = self._registry_index() if needs.registry else None
-        read_files: Callable[[Run, Sequence[Any]], _RunFiles] = (
-            self._run_files if needs.artifacts else _no_files
+        read_files: Callable[[Run, Sequence[Any]], RunFiles] = (
+            self._run_files if needs.artifacts else no_files
         )
         models_of_runs = [logged_models.get(run.info.run_id, []) for run in runs]
         # Remote artifact stores answer in parallel; local folders are read faster in one thread.
-        remote = needs.artifacts and not all(_is_local(run.info.artifact_uri) for run in runs)
+        remote = needs.artifacts and not all(is_local(run.info.artifact_uri) for run in runs)
         with ThreadPoolExecutor(max_workers=_ARTIFACT_WORKERS if remote else 1) as pool:
             files = (
                 pool.map(read_files, runs, models_of_runs)
@@ -270,13 +269,7 @@ class ClientSource:
         self, record: Mapping[str, Any]
     ) -> dict[str, tuple[tuple[float, float], ...]]:
         """Every logged value of the run's metrics that have more than one step."""
-        keys = sorted(
-            {
-                metric["key"]
-                for metric in record["metrics"]
-                if isinstance(metric["step"], int) and metric["step"] > 0
-            }
-        )[:MAX_CHARTED_METRICS]
+        keys = charted_metric_keys(record)
         run_id = record["run"]["id"]
         histories = {}
         for key in keys:
@@ -329,10 +322,10 @@ class ClientSource:
                     known.add(output.model_id)
         return by_run
 
-    def _registry_index(self) -> _RegistryIndex:
+    def _registry_index(self) -> RegistryIndex:
         if self._registry is None:
             if not self.store.has_registry_folder:
-                self._registry = _RegistryIndex([], {})
+                self._registry = RegistryIndex([], {})
             else:
                 client = self._client
                 versions = list(_paged(client.search_model_versions, max_results=_REGISTRY_PAGE))
@@ -340,15 +333,15 @@ class ClientSource:
                 for model in _paged(client.search_registered_models, max_results=_REGISTRY_PAGE):
                     for alias, version in (getattr(model, "aliases", None) or {}).items():
                         aliases.setdefault((model.name, str(version)), []).append(alias)
-                self._registry = _RegistryIndex(versions, aliases)
+                self._registry = RegistryIndex(versions, aliases)
         return self._registry
 
     def _facts(
         self,
         run: Run,
         logged_models: Sequence[Any],
-        registry: _RegistryIndex | None,
-        files: _RunFiles,
+        registry: RegistryIndex | None,
+        files: RunFiles,
         needs: CollectionNeeds,
     ) -> RunFacts:
         info, data = run.info, run.data
@@ -416,134 +409,15 @@ class ClientSource:
 
     # ----------------------------------------------------------------------- artifacts
 
-    def _run_files(self, run: Run, logged_models: Sequence[Any]) -> _RunFiles:
+    def _run_files(self, run: Run, logged_models: Sequence[Any]) -> RunFiles:
         """Environment files of the run root, of each 2.x model folder and of each logged model."""
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-        run_id = run.info.run_id
-        if _missing_local_folder(run.info.artifact_uri):
-            # Most runs log no artifacts at all: one stat instead of an artifact repository.
-            return _RunFiles(ArtifactFiles(f"runs:/{run_id}"), {}, self._model_files(logged_models))
-        # The run's artifact URI is already at hand: no get_run round trip per listing.
-        artifacts = get_artifact_repository(
-            run.info.artifact_uri, tracking_uri=self.store.client_uri
+        return read_run_files(
+            MlflowArtifacts(self.store.client_uri),
+            run.info.run_id,
+            run.info.artifact_uri,
+            run.data.tags,
+            [ModelLocation(m.model_id, m.artifact_location) for m in logged_models],
         )
-        root = _read_environment_files(
-            f"runs:/{run_id}", artifacts.list_artifacts, artifacts.download_artifacts
-        )
-        history = {}
-        for entry in model_history(run.data.tags):
-            path = str(entry["artifact_path"]).strip("/")
-            history[str(entry["artifact_path"])] = _read_environment_files(
-                f"runs:/{run_id}/{path}",
-                functools.partial(artifacts.list_artifacts, path),
-                artifacts.download_artifacts,
-            )
-        return _RunFiles(root, history, self._model_files(logged_models))
-
-    def _model_files(self, logged_models: Sequence[Any]) -> dict[str, ArtifactFiles]:
-        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
-
-        files = {}
-        for model in logged_models:
-            repository = get_artifact_repository(
-                model.artifact_location, tracking_uri=self.store.client_uri
-            )
-            files[model.model_id] = _read_environment_files(
-                f"models:/{model.model_id}",
-                repository.list_artifacts,
-                repository.download_artifacts,
-            )
-        return files
-
-
-class _RunFiles:
-    def __init__(
-        self,
-        run: ArtifactFiles | None = None,
-        history: dict[str, ArtifactFiles] | None = None,
-        models: dict[str, ArtifactFiles] | None = None,
-    ) -> None:
-        self.run = run
-        self.history = history or {}
-        self.models = models or {}
-
-
-def _no_files(run: Run, logged_models: Sequence[Any]) -> _RunFiles:
-    return _RunFiles()
-
-
-def _read_environment_files(
-    uri: str,
-    list_files: Callable[[], Iterable[Any]],
-    download: Callable[[str, str], str],
-) -> ArtifactFiles:
-    """Read MLmodel, requirements.txt, python_env.yaml and conda.yaml from one folder, if there."""
-    try:
-        listing = {Path(f.path).name: f for f in list_files() if not f.is_dir}
-    except Exception as error:
-        raise ArtifactError(f"cannot list artifacts of {uri}: {first_line(error)}") from None
-    texts: dict[str, str] = {}
-    notes: list[str] = []
-    for name in ENVIRONMENT_FILES:
-        info = listing.get(name)
-        if info is None:
-            continue
-        if info.file_size is not None and info.file_size > MAX_ARTIFACT_BYTES:
-            notes.append(
-                f"{uri}/{name} is {info.file_size} bytes, over the {MAX_ARTIFACT_BYTES} byte "
-                "limit; not read"
-            )
-            continue
-        try:
-            with tempfile.TemporaryDirectory(prefix="mlflow-audit-") as scratch:
-                local = Path(download(info.path, scratch))
-                with local.open("rb") as handle:
-                    content = handle.read(MAX_ARTIFACT_BYTES + 1)
-        except Exception as error:
-            raise ArtifactError(f"cannot read {uri}/{name}: {first_line(error)}") from None
-        if len(content) > MAX_ARTIFACT_BYTES:
-            notes.append(f"{uri}/{name} is over the {MAX_ARTIFACT_BYTES} byte limit; not read")
-            continue
-        texts[name] = content.decode("utf-8", errors="replace")
-    return ArtifactFiles(uri=uri, texts=texts, notes=tuple(notes))
-
-
-class _RegistryIndex:
-    """Registered model versions by source run and by logged model id."""
-
-    def __init__(self, versions: Iterable[Any], aliases: dict[tuple[str, str], list[str]]) -> None:
-        self._by_run: dict[str, list[RegisteredVersionFacts]] = {}
-        self._by_model: dict[str, list[RegisteredVersionFacts]] = {}
-        for version in versions:
-            source = version.source or ""
-            model_id = getattr(version, "model_id", None) or (
-                source[len("models:/") :].strip("/") if source.startswith("models:/m-") else None
-            )
-            facts = RegisteredVersionFacts(
-                name=version.name,
-                version=str(version.version),
-                aliases=tuple(aliases.get((version.name, str(version.version)), ())),
-                stage=version.current_stage,
-                status=version.status,
-                description=version.description,
-                creation_time=version.creation_timestamp,
-                source=version.source,
-                run_id=version.run_id,
-                model_id=model_id,
-                tags=dict(version.tags or {}),
-            )
-            if version.run_id:
-                self._by_run.setdefault(version.run_id, []).append(facts)
-            if model_id:
-                self._by_model.setdefault(model_id, []).append(facts)
-
-    def for_run(self, run_id: str, model_ids: Iterable[str]) -> list[RegisteredVersionFacts]:
-        found = {(v.name, v.version): v for v in self._by_run.get(run_id, [])}
-        for model_id in model_ids:
-            for version in self._by_model.get(model_id, []):
-                found.setdefault((version.name, version.version), version)
-        return list(found.values())
 
 
 # --------------------------------------------------------------------------- helpers
@@ -572,20 +446,6 @@ def _merge_explicit(items: list[_Selected]) -> list[_Selected]:
             )
         merged[key] = item
     return list(merged.values())
-
-
-def _missing_local_folder(uri: str | None) -> bool:
-    """True when a local artifact URI names a folder that does not exist."""
-    if not uri or not _is_local(uri):
-        return False
-    from mlflow.utils.file_utils import local_file_uri_to_path
-
-    return not Path(local_file_uri_to_path(uri)).is_dir()  # type: ignore[no-untyped-call]
-
-
-def _is_local(uri: str | None) -> bool:
-    scheme = urlsplit(uri or "").scheme
-    return scheme in ("", "file") or len(scheme) == 1  # a Windows drive letter
 
 
 def _paged(search: Callable[..., Any], **arguments: Any) -> Iterator[Any]:

@@ -7,6 +7,8 @@ creates folders in a `./mlruns` file store. The guards here run before MLflow se
 
 from __future__ import annotations
 
+import ast
+import functools
 import os
 import re
 import sqlite3
@@ -213,11 +215,91 @@ def _read_database_revision(store: TrackingStore) -> str | None:
     return None if row is None else str(row[0])
 
 
+def installed_mlflow_version() -> str:
+    """The installed MLflow's version, from its package metadata: importing MLflow takes
+    seconds, and a SQL read of a local store never needs it."""
+    from importlib import metadata
+
+    try:
+        return metadata.version("mlflow")
+    except metadata.PackageNotFoundError:
+        import mlflow
+
+        return str(mlflow.__version__)
+
+
+@functools.lru_cache(maxsize=1)
 def installed_schema_revision() -> str:
-    """The schema revision the installed MLflow writes (the head of its alembic migrations)."""
+    """The schema revision the installed MLflow writes: the head of its alembic migrations.
+
+    Read from the migration scripts of the installed package (their `revision` and
+    `down_revision` assignments, parsed, never executed) rather than by importing MLflow, which
+    alone costs longer than a SQL read of thousands of runs. Should the package ever not have
+    that layout, MLflow's own answer is used."""
+    versions = _migrations_folder()
+    head = _single_head(versions) if versions is not None else None
+    if head is not None:
+        return head
     from mlflow.store.db.utils import _get_latest_schema_revision
 
     return str(_get_latest_schema_revision())  # type: ignore[no-untyped-call]
+
+
+def _migrations_folder() -> Path | None:
+    from importlib.util import find_spec
+
+    # find_spec of a top-level package locates it without importing it.
+    spec = find_spec("mlflow")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    folder = Path(next(iter(spec.submodule_search_locations))) / "store/db_migrations/versions"
+    return folder if folder.is_dir() else None
+
+
+def _single_head(versions: Path) -> str | None:
+    """The one revision no other revision names as its parent, or None if that is not clear."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for script in versions.glob("*.py"):
+        try:
+            assigned = _revision_assignments(script.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            return None
+        if assigned is None:
+            return None
+        if "revision" not in assigned:
+            continue  # not a migration (__init__.py)
+        if len(assigned["revision"]) != 1:
+            return None
+        revisions.update(assigned["revision"])
+        parents.update(assigned.get("down_revision", ()))
+    heads = revisions - parents
+    return next(iter(heads)) if len(heads) == 1 else None
+
+
+# `revision = "x"`, `down_revision: str | None = ("a", "b")`, possibly over several lines. Only
+# these two lines are evaluated, and only as literals: parsing every script whole costs 30 ms.
+_REVISION_LINE = re.compile(
+    r"^(revision|down_revision)\b[^=\n]*=\s*(\([^)]*\)|\[[^\]]*\]|[^\n]*)", re.MULTILINE
+)
+
+
+def _revision_assignments(text: str) -> dict[str, tuple[str, ...]] | None:
+    found: dict[str, tuple[str, ...]] = {}
+    for name, expression in _REVISION_LINE.findall(text):
+        try:
+            value = ast.literal_eval(expression.split("#", 1)[0].strip())
+        except (ValueError, SyntaxError):
+            return None
+        if isinstance(value, str):
+            found[name] = (value,)
+        elif isinstance(value, tuple | list) and all(isinstance(v, str) for v in value):
+            found[name] = tuple(value)
+        elif value is None:
+            found[name] = ()
+        else:
+            return None
+    return found
 
 
 def check_schema_revision(store: TrackingStore) -> None:
@@ -225,13 +307,11 @@ def check_schema_revision(store: TrackingStore) -> None:
     if store.kind not in ("sqlite", "database"):
         return
     found = read_schema_revision(store)
-    import mlflow
-
     expected = installed_schema_revision()
     if found != expected:
         raise StoreError(
             f"{store.display} is at MLflow schema revision {found or 'none'}, but the installed "
-            f"MLflow {mlflow.__version__} expects {expected} and would migrate the store when "
-            "opening it; an audit never changes the store. Audit it with the MLflow version that "
-            "wrote it, or audit a copy"
+            f"MLflow {installed_mlflow_version()} expects {expected} and would migrate the store "
+            "when opening it; an audit never changes the store. Audit it with the MLflow version "
+            "that wrote it, or audit a copy"
         )

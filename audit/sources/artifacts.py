@@ -1,0 +1,342 @@
+"""Environment files of runs and logged models, read from their artifact stores.
+
+Both sources read the same folders in the same way (`read_run_files`), so that their records stay
+identical; they differ only in how a folder is opened. The client source opens every artifact URI
+with MLflow's artifact repositories (`MlflowArtifacts`). The SQL source reads local folders itself
+(`DirectArtifacts`), reproducing what MLflow's `LocalArtifactRepository` does, so that a store
+with local artifacts is audited without importing MLflow at all; other URIs (s3:,
+mlflow-artifacts:, ...) still go through MLflow's repositories, imported only then.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import posixpath
+import stat
+import tempfile
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Any, Protocol, cast
+
+from audit.errors import ArtifactError, first_line
+from audit.evidence import ENVIRONMENT_FILES, MAX_ARTIFACT_BYTES, ArtifactFiles, model_history
+
+__all__ = [
+    "ArtifactFolder",
+    "ArtifactStores",
+    "DirectArtifacts",
+    "MlflowArtifacts",
+    "ModelLocation",
+    "RunFiles",
+    "is_local",
+    "no_files",
+    "read_environment_files",
+    "read_model_files",
+    "read_run_files",
+]
+
+#: MLflow's `LocalArtifactRepository` hides files it is still writing under this prefix.
+_UPLOADING_PREFIX = ".artifact.uploading."
+
+
+class ArtifactFolder(Protocol):
+    """An artifact root, as much of MLflow's `ArtifactRepository` as reading files needs."""
+
+    def list_artifacts(self, path: str | None = None) -> Iterable[Any]:
+        """Entries directly under `path` (relative to the root), each with `path`, `is_dir` and
+        `file_size`, like MLflow's `FileInfo`."""
+        ...
+
+    def read_head(self, path: str, limit: int) -> bytes:
+        """The first `limit` bytes of the file at `path` (relative to the root)."""
+        ...
+
+
+class ArtifactStores(Protocol):
+    def missing(self, uri: str | None) -> bool:
+        """True when `uri` is a local folder that does not exist (most runs log no artifact)."""
+        ...
+
+    def open(self, uri: str | None) -> ArtifactFolder:
+        """The folder at `uri`; MLflow's own error for a URI no repository serves."""
+        ...
+
+
+@dataclass(frozen=True)
+class ModelLocation:
+    """An MLflow 3 logged model, as far as reading its files goes."""
+
+    model_id: str
+    artifact_location: str
+
+
+class RunFiles:
+    """Environment files of one run: its artifact root, each 2.x model folder, each logged
+    model."""
+
+    def __init__(
+        self,
+        run: ArtifactFiles | None = None,
+        history: dict[str, ArtifactFiles] | None = None,
+        models: dict[str, ArtifactFiles] | None = None,
+    ) -> None:
+        self.run = run
+        self.history = history or {}
+        self.models = models or {}
+
+
+def no_files(*_: Any) -> RunFiles:
+    """What a policy that needs no artifacts gets: nothing read."""
+    return RunFiles()
+
+
+def is_local(uri: str | None) -> bool:
+    scheme = urllib.parse.urlsplit(uri or "").scheme
+    return scheme in ("", "file") or len(scheme) == 1  # a Windows drive letter
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def read_run_files(
+    stores: ArtifactStores,
+    run_id: str,
+    artifact_uri: str | None,
+    tags: Mapping[str, str],
+    logged_models: Sequence[ModelLocation],
+) -> RunFiles:
+    """Environment files of the run root, of each 2.x model folder and of each logged model."""
+    if stores.missing(artifact_uri):
+        # Most runs log no artifacts at all: one stat instead of an artifact repository.
+        return RunFiles(
+            ArtifactFiles(f"runs:/{run_id}"), {}, read_model_files(stores, logged_models)
+        )
+    # The run's artifact URI is already at hand: no get_run round trip per listing.
+    artifacts = stores.open(artifact_uri)
+    root = read_environment_files(f"runs:/{run_id}", artifacts.list_artifacts, artifacts.read_head)
+    history = {}
+    for entry in model_history(tags):
+        path = str(entry["artifact_path"]).strip("/")
+        history[str(entry["artifact_path"])] = read_environment_files(
+            f"runs:/{run_id}/{path}",
+            functools.partial(artifacts.list_artifacts, path),
+            artifacts.read_head,
+        )
+    return RunFiles(root, history, read_model_files(stores, logged_models))
+
+
+def read_model_files(
+    stores: ArtifactStores, logged_models: Sequence[ModelLocation]
+) -> dict[str, ArtifactFiles]:
+    files = {}
+    for model in logged_models:
+        repository = stores.open(model.artifact_location)
+        files[model.model_id] = read_environment_files(
+            f"models:/{model.model_id}", repository.list_artifacts, repository.read_head
+        )
+    return files
+
+
+def read_environment_files(
+    uri: str,
+    list_files: Callable[[], Iterable[Any]],
+    read_head: Callable[[str, int], bytes],
+) -> ArtifactFiles:
+    """Read MLmodel, requirements.txt, python_env.yaml and conda.yaml from one folder, if there."""
+    try:
+        listing = {Path(f.path).name: f for f in list_files() if not f.is_dir}
+    except Exception as error:
+        raise ArtifactError(f"cannot list artifacts of {uri}: {first_line(error)}") from None
+    texts: dict[str, str] = {}
+    notes: list[str] = []
+    for name in ENVIRONMENT_FILES:
+        info = listing.get(name)
+        if info is None:
+            continue
+        if info.file_size is not None and info.file_size > MAX_ARTIFACT_BYTES:
+            notes.append(
+                f"{uri}/{name} is {info.file_size} bytes, over the {MAX_ARTIFACT_BYTES} byte "
+                "limit; not read"
+            )
+            continue
+        try:
+            content = read_head(info.path, MAX_ARTIFACT_BYTES + 1)
+        except Exception as error:
+            raise ArtifactError(f"cannot read {uri}/{name}: {first_line(error)}") from None
+        if len(content) > MAX_ARTIFACT_BYTES:
+            notes.append(f"{uri}/{name} is over the {MAX_ARTIFACT_BYTES} byte limit; not read")
+            continue
+        texts[name] = content.decode("utf-8", errors="replace")
+    return ArtifactFiles(uri=uri, texts=texts, notes=tuple(notes))
+
+
+# --------------------------------------------------------------------------- MLflow's repositories
+
+
+class MlflowArtifacts:
+    """Every artifact URI through MLflow's artifact repositories (imported on first use)."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self.tracking_uri = tracking_uri
+
+    def missing(self, uri: str | None) -> bool:
+        if not uri or not is_local(uri):
+            return False
+        from mlflow.utils.file_utils import local_file_uri_to_path
+
+        return not Path(local_file_uri_to_path(uri)).is_dir()  # type: ignore[no-untyped-call]
+
+    def open(self, uri: str | None) -> ArtifactFolder:
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        # The URI goes to MLflow as it is, None included: its error is the client source's.
+        repository = get_artifact_repository(cast(str, uri), tracking_uri=self.tracking_uri)
+        return _MlflowFolder(repository)
+
+
+class _MlflowFolder:
+    def __init__(self, repository: Any) -> None:
+        self._repository = repository
+
+    def list_artifacts(self, path: str | None = None) -> Iterable[Any]:
+        if path is None:
+            return self._repository.list_artifacts()  # type: ignore[no-any-return]
+        return self._repository.list_artifacts(path)  # type: ignore[no-any-return]
+
+    def read_head(self, path: str, limit: int) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="mlflow-audit-") as scratch:
+            local = Path(self._repository.download_artifacts(path, scratch))
+            with local.open("rb") as handle:
+                return handle.read(limit)
+
+
+# --------------------------------------------------------------------------- local folders, direct
+
+
+class DirectArtifacts:
+    """Local artifact folders read directly, as MLflow's `LocalArtifactRepository` reads them;
+    other URIs through MLflow's repositories."""
+
+    def __init__(self, tracking_uri: str) -> None:
+        self._mlflow = MlflowArtifacts(tracking_uri)
+
+    def missing(self, uri: str | None) -> bool:
+        if not uri or not is_local(uri):
+            return False
+        return not Path(local_artifact_path(uri)).is_dir()
+
+    def open(self, uri: str | None) -> ArtifactFolder:
+        # A falsy URI goes to MLflow too, which fails on it exactly as it does for the client.
+        if uri and is_local(uri):
+            return LocalFolder(local_artifact_path(uri))
+        return self._mlflow.open(uri)
+
+
+@dataclass(frozen=True)
+class _FileInfo:
+    path: str
+    is_dir: bool
+    file_size: int | None
+
+
+class LocalFolder:
+    """One local artifact root. The checks are MLflow's own (`LocalArtifactRepository`,
+    `validate_path_is_safe`, `validate_path_within_directory`): artifact paths come from run tags,
+    which anyone who can log to the store can set, so nothing outside the root is ever read."""
+
+    def __init__(self, directory: str) -> None:
+        self.directory = directory
+
+    def list_artifacts(self, path: str | None = None) -> Iterable[Any]:
+        if path:
+            path = os.path.normpath(path)
+        folder = os.path.join(self.directory, path) if path else self.directory  # noqa: PTH118
+        _check_within(self.directory, folder)
+        if not os.path.isdir(folder):  # noqa: PTH112
+            return []
+        infos = []
+        for name in os.listdir(folder):  # noqa: PTH208
+            if name.startswith(_UPLOADING_PREFIX):
+                continue
+            full = os.path.join(folder, name)  # noqa: PTH118
+            relative = _artifact_path(os.path.relpath(full, self.directory))
+            if os.path.isdir(full):  # noqa: PTH112
+                infos.append(_FileInfo(relative, True, None))
+            else:
+                infos.append(_FileInfo(relative, False, os.path.getsize(full)))  # noqa: PTH202
+        return sorted(infos, key=lambda f: f.path)
+
+    def read_head(self, path: str, limit: int) -> bytes:
+        safe = _safe_relative_path(path)
+        full = os.path.join(self.directory, os.path.normpath(safe))  # noqa: PTH118
+        _check_within(self.directory, full)
+        if not os.path.exists(full):  # noqa: PTH110
+            raise FileNotFoundError(f"No such artifact: '{os.path.relpath(full, self.directory)}'")
+        with open(full, "rb") as handle:  # noqa: PTH123
+            # MLflow copies the file before reading it, which fails for anything but a regular
+            # file (a named pipe would block this read forever).
+            if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
+                raise OSError(f"'{safe}' is not a regular file")
+            return handle.read(limit)
+
+
+def local_artifact_path(uri: str) -> str:
+    """A local artifact URI as a path, as MLflow's `local_file_uri_to_path` gives it."""
+    path = uri
+    if uri.startswith("file:"):
+        parsed = urllib.parse.urlparse(uri)
+        path = parsed.path
+        if os.name == "nt" and parsed.netloc:  # keep the server of a UNC path
+            return urllib.request.url2pathname(rf"\\{parsed.netloc}{path}")
+    return urllib.request.url2pathname(path)
+
+
+def _artifact_path(relative: str) -> str:
+    if os.path == posixpath:
+        return relative
+    return urllib.parse.unquote(urllib.request.pathname2url(relative))
+
+
+def _check_within(base: str, candidate: str) -> None:
+    real_base = Path(base).resolve()
+    target = Path(candidate)
+    if target.is_symlink() or target.exists():
+        real = target.resolve()
+    else:
+        real = target.parent.resolve() / target.name
+    if not real.is_relative_to(real_base):
+        raise ValueError("Invalid path: resolved path is outside the artifact directory")
+
+
+def _safe_relative_path(path: str) -> str:
+    decoded = _decode(path)
+    escaped = "".join(f"%{ord(c):02x}" if ord(c) <= 31 or ord(c) == 127 else c for c in decoded)
+    if "#" in escaped:
+        raise ValueError("Invalid path")
+    if urllib.parse.urlparse(escaped).scheme == "file":
+        escaped = local_artifact_path(escaped)
+    alternative_separators = [s for s in (os.sep, os.path.altsep) if s is not None and s != "/"]
+    if (
+        any(s in escaped for s in alternative_separators)
+        or ".." in escaped.split("/")
+        or PureWindowsPath(escaped).is_absolute()
+        or PurePosixPath(escaped).is_absolute()
+        or (os.name == "nt" and len(escaped) >= 2 and escaped[1] == ":")
+    ):
+        raise ValueError("Invalid path")
+    return escaped
+
+
+def _decode(url: str) -> str:
+    # Percent-decode until stable, as MLflow does before it validates a path.
+    for _ in range(10):
+        decoded = urllib.parse.unquote(url)
+        parsed = urllib.parse.urlunparse(urllib.parse.urlparse(decoded))
+        if parsed == url:
+            return url
+        url = parsed
+    raise ValueError("Failed to decode url")

@@ -1,0 +1,511 @@
+"""The SQL source gives the client source's records, byte for byte, on real MLflow stores.
+
+Every comparison runs both sources over the same store and selection: the client source is the
+reference, since it reads through MLflow itself.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from audit.errors import ArtifactError, AuditError, SelectionError, StoreError
+from audit.evidence import canonical_json
+from audit.sources import (
+    MAX_PAGE_SIZE,
+    CollectedRun,
+    CollectionNeeds,
+    ModelSpec,
+    Selection,
+    open_source,
+    resolve_store,
+)
+from audit.sources.artifacts import LocalFolder, local_artifact_path
+from audit.sources.client import ClientSource
+from audit.sources.sql import SCHEMA_REVISION, SqlSource
+from audit.sources.store import installed_mlflow_version, installed_schema_revision
+from tests import stores
+from tests.conftest import Store
+
+EVERYTHING = CollectionNeeds(artifacts=True, registry=True, metric_history=True)
+NO_ARTIFACTS = CollectionNeeds(artifacts=False, registry=True, metric_history=True)
+NOTHING_EXTRA = CollectionNeeds(artifacts=False, registry=False, metric_history=False)
+
+
+def collect(
+    source: type[ClientSource] | type[SqlSource],
+    uri: str,
+    selection: Selection,
+    needs: CollectionNeeds = EVERYTHING,
+    page_size: int = MAX_PAGE_SIZE,
+) -> list[CollectedRun]:
+    return list(source(resolve_store(uri), page_size=page_size).collect(selection, needs))
+
+
+def outcome(runs: list[CollectedRun]) -> list[tuple[Any, ...]]:
+    """Everything a collected run carries, in a comparable form (NaN included)."""
+    return [
+        (
+            run.record["run"]["id"],
+            run.selected_by,
+            run.model_versions,
+            canonical_json(run.record),
+            repr(sorted(run.metric_histories.items())),
+        )
+        for run in runs
+    ]
+
+
+def both(
+    uri: str, selection: Selection, needs: CollectionNeeds = EVERYTHING, page_size: int = 50_000
+) -> tuple[Any, Any]:
+    """What each source yields, or the error it raises (type and message)."""
+    results = []
+    for source in (ClientSource, SqlSource):
+        try:
+            results.append(outcome(collect(source, uri, selection, needs, page_size)))
+        except AuditError as error:
+            results.append((type(error).__name__, str(error)))
+    return results[0], results[1]
+
+
+def models(*specs: str) -> tuple[ModelSpec, ...]:
+    return tuple(ModelSpec.parse(spec) for spec in specs)
+
+
+@pytest.fixture(params=["sqlite_store", "demo_store"])
+def any_store(request: pytest.FixtureRequest) -> Store:
+    store: Store = request.getfixturevalue(request.param)
+    return store
+
+
+# --------------------------------------------------------------------------- records
+
+
+@pytest.mark.parametrize("needs", [EVERYTHING, NO_ARTIFACTS, NOTHING_EXTRA], ids=str)
+def test_every_record_equals_the_client_sources(any_store: Store, needs: CollectionNeeds) -> None:
+    selection = Selection(include_deleted=True)
+    client = collect(ClientSource, any_store.uri, selection, needs)
+    sql = collect(SqlSource, any_store.uri, selection, needs)
+    assert len(client) > 5
+    assert [r.record["run"]["id"] for r in sql] == [r.record["run"]["id"] for r in client]
+    for expected, got in zip(client, sql, strict=True):
+        name = expected.record["run"]["name"]
+        assert canonical_json(got.record) == canonical_json(expected.record), name
+        assert repr(got.metric_histories) == repr(expected.metric_histories), name
+    if needs.artifacts:
+        # Not vacuous: environments from files, models with registered versions, charts.
+        records = [r.record for r in sql]
+        assert any(r["environment"]["requirements_from"] for r in records)
+        assert any(v for r in records for m in r["models"] for v in m["registered_versions"])
+        assert any(r.metric_histories for r in sql)
+
+
+def test_hostile_values_survive_identically(sqlite_store: Store) -> None:
+    """NaN (stored as 0 with is_nan), ±inf (stored as ±1.797e308), markup, long values."""
+    selection = Selection(run_ids=(sqlite_store.run_ids["hostile"],))
+    client, sql = both(sqlite_store.uri, selection)
+    assert sql == client
+    (record,) = [r.record for r in collect(SqlSource, sqlite_store.uri, selection)]
+    values = {m["key"]: m["value"] for m in record["metrics"]}
+    assert values["nan_metric"] == "NaN"
+    assert values["inf_metric"] == 1.7976931348623157e308
+    assert record["tags"]["long"] == stores.HOSTILE_LONG
+
+
+# --------------------------------------------------------------------------- selection
+
+
+def _selections(ids: dict[str, str], truth_table_id: str) -> list[Selection]:
+    return [
+        Selection(),
+        Selection(experiments=("truth-table",)),
+        Selection(experiments=(truth_table_id, "models", "truth-table")),
+        Selection(experiments=("models",), include_deleted=True),
+        Selection(run_ids=(ids["complete"], ids["hostile"], ids["complete"], ids["deleted"])),
+        Selection(models=models("audit-test-model")),
+        Selection(models=models("audit-test-model@champion", "audit-test-model@legacy")),
+        Selection(models=models("audit-test-model/latest", "audit-test-model/1")),
+        Selection(models=models("audit-test-model@latest", "audit-test-model@LATEST")),
+        Selection(
+            experiments=("models",),
+            run_ids=(ids["logged-model"],),
+            models=models("audit-test-model@champion"),
+        ),
+        Selection(max_runs=3),
+        Selection(max_runs=4, include_deleted=True, run_ids=(ids["no-data"],)),
+    ]
+
+
+@pytest.mark.parametrize("page_size", [1, 2, 3, MAX_PAGE_SIZE])
+def test_selections_give_the_same_runs_in_the_same_order(
+    sqlite_store: Store, page_size: int
+) -> None:
+    truth_table_id = collect(
+        SqlSource, sqlite_store.uri, Selection(experiments=("truth-table",), max_runs=1)
+    )[0].record["run"]["experiment_id"]
+    for selection in _selections(sqlite_store.run_ids, truth_table_id):
+        client, sql = both(sqlite_store.uri, selection, NO_ARTIFACTS, page_size)
+        assert isinstance(client, list) and client, selection
+        assert sql == client, selection
+
+
+def test_selected_by_and_model_versions(sqlite_store: Store) -> None:
+    ids = sqlite_store.run_ids
+    selection = Selection(
+        experiments=("models",),
+        run_ids=(ids["logged-model"],),
+        models=models("audit-test-model@champion", "audit-test-model"),
+    )
+    runs = collect(SqlSource, sqlite_store.uri, selection)
+    first = runs[0]
+    assert first.record["run"]["id"] == ids["logged-model"]
+    assert first.selected_by == (
+        "run id",
+        "model audit-test-model@champion",
+        "model audit-test-model",
+    )
+    assert [str(v) for v in first.model_versions] == [
+        "audit-test-model/1 (@champion)",
+        "audit-test-model/1",
+    ]
+    assert [r.selected_by for r in runs[2:]] == [("search",)] * (len(runs) - 2)
+
+
+@pytest.mark.parametrize(
+    ("selection", "message"),
+    [
+        (Selection(experiments=("no-such-experiment",)), "unknown experiment"),
+        (Selection(experiments=("999999",)), "unknown experiment"),
+        (Selection(run_ids=("0" * 32,)), "unknown run id"),
+        (Selection(run_ids=("not a run id; --",)), "unknown run id"),
+        (Selection(models=models("no-such-model")), "unknown registered model"),
+        (Selection(models=models("no-such-model/latest")), "unknown registered model"),
+        (Selection(models=models("no-such-model@latest")), "unknown registered model"),
+        (Selection(models=models("audit-test-model@nope")), "unknown registered model"),
+        (Selection(models=models("audit-test-model/99")), "unknown registered model"),
+        (Selection(models=models("bad:name/1")), "unknown registered model"),
+    ],
+)
+def test_unknown_names_fail_with_the_client_sources_error(
+    sqlite_store: Store, selection: Selection, message: str
+) -> None:
+    client, sql = both(sqlite_store.uri, selection)
+    assert client[0] == "SelectionError" and message in client[1]
+    assert sql == client
+
+
+@pytest.fixture(scope="module")
+def edge_store(sqlite_store: Store, tmp_path_factory: pytest.TempPathFactory) -> str:
+    """The varied store with what real stores accumulate: a prompt (a registered model MLflow
+    hides), a deleted model version (its alias gone), a version without a source run, a run
+    without a name, runs started in the same millisecond."""
+    from mlflow import MlflowClient
+
+    directory = tmp_path_factory.mktemp("edge-store")
+    database = directory / "mlflow.db"
+    database.write_bytes(sqlite_store.root.read_bytes())
+    uri = f"sqlite:///{database}"
+    client = MlflowClient(uri, uri)
+    client.register_prompt(name="greeting", template="Hello {{name}}")
+    client.register_prompt(name="greeting", template="Hi {{name}}")
+    client.set_prompt_alias("greeting", "production", 1)
+    client.create_model_version(stores.MODEL_NAME, source="s3://bucket/model")
+    client.delete_model_version(stores.MODEL_NAME, "1")
+    ids = sqlite_store.run_ids
+    with sqlite3.connect(database) as connection:
+        connection.execute("UPDATE runs SET name = NULL WHERE run_uuid = ?", (ids["complete"],))
+        connection.execute(
+            "UPDATE runs SET start_time = 1000 WHERE run_uuid IN (?, ?, ?)",
+            (ids["no-data"], ids["no-metrics"], ids["hostile"]),
+        )
+    connection.close()
+    return uri
+
+
+@pytest.mark.parametrize(
+    "selection",
+    [
+        Selection(include_deleted=True),
+        Selection(models=models("audit-test-model")),
+        Selection(models=models("audit-test-model@latest")),
+        Selection(models=models("audit-test-model/1")),
+        Selection(models=models("audit-test-model@champion")),
+        Selection(models=models("audit-test-model@legacy")),
+        Selection(models=models("greeting")),
+        Selection(models=models("greeting@production")),
+        Selection(models=models("greeting/1")),
+        Selection(models=models("greeting@latest")),
+    ],
+    ids=Selection.describe,
+)
+def test_registry_and_ordering_edge_cases(edge_store: str, selection: Selection) -> None:
+    for page_size in (1, 2, MAX_PAGE_SIZE):
+        client, sql = both(edge_store, selection, EVERYTHING, page_size)
+        assert sql == client, (selection, page_size)
+
+
+def test_a_run_mlflow_cannot_read_fails_alike(sqlite_store: Store, copy_of) -> None:
+    copy = copy_of(sqlite_store.root)
+    with sqlite3.connect(copy) as connection:
+        connection.execute(
+            "UPDATE runs SET start_time = NULL WHERE run_uuid = ?",
+            (sqlite_store.run_ids["no-data"],),
+        )
+    connection.close()
+    client, sql = both(f"sqlite:///{copy}", Selection())
+    assert client[0] == "StoreError" and "start_time cannot be None" in client[1]
+    assert sql == client
+
+
+def test_a_deleted_output_model_fails_alike(sqlite_store: Store, copy_of) -> None:
+    copy = copy_of(sqlite_store.root)
+    with sqlite3.connect(copy) as connection:
+        connection.execute("UPDATE logged_models SET lifecycle_stage = 'deleted'")
+    connection.close()
+    client, sql = both(f"sqlite:///{copy}", Selection(experiments=("models",)))
+    assert client[0] == "StoreError" and "not found" in client[1]
+    assert sql == client
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def _point_run_at(copy: Path, run_id: str, artifact_uri: str, history: object = None) -> None:
+    with sqlite3.connect(copy) as connection:
+        connection.execute(
+            "UPDATE runs SET artifact_uri = ? WHERE run_uuid = ?", (artifact_uri, run_id)
+        )
+        if history is not None:
+            connection.execute(
+                "UPDATE tags SET value = ? WHERE run_uuid = ? AND key = 'mlflow.log-model.history'",
+                (json.dumps(history), run_id),
+            )
+    connection.close()
+
+
+def test_a_model_path_outside_the_artifacts_is_refused_alike(sqlite_store: Store, copy_of) -> None:
+    copy = copy_of(sqlite_store.root)
+    run_id = sqlite_store.run_ids["legacy-2x-layout"]
+    with sqlite3.connect(copy) as connection:
+        (uri,) = connection.execute(
+            "SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)
+        ).fetchone()
+    connection.close()
+    _point_run_at(copy, run_id, uri, [{"artifact_path": "../../../../../../../etc"}])
+    client, sql = both(f"sqlite:///{copy}", Selection(run_ids=(run_id,)))
+    assert client[0] == "ArtifactError" and "outside the artifact directory" in client[1]
+    assert sql == client
+
+
+def test_a_symlink_out_of_the_artifacts_is_not_followed(
+    sqlite_store: Store, copy_of, tmp_path: Path
+) -> None:
+    secret = tmp_path / "secret.txt"
+    secret.write_text("password=hunter2\n")
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir()
+    (artifacts / "requirements.txt").symlink_to(secret)
+    copy = copy_of(sqlite_store.root)
+    run_id = sqlite_store.run_ids["complete"]
+    _point_run_at(copy, run_id, artifacts.as_uri())
+    for source in (ClientSource, SqlSource):
+        with pytest.raises(ArtifactError, match=r"cannot read runs:/.*/requirements\.txt"):
+            collect(source, f"sqlite:///{copy}", Selection(run_ids=(run_id,)))
+
+
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "/tmp/a b/artifacts",
+        "file:///tmp/a%20b/artifacts",
+        "file:/tmp/artifacts",
+        "file://localhost/tmp/artifacts",
+        "relative/artifacts",
+        "/tmp/100%25/%41",
+        "C:/artifacts",
+    ],
+)
+def test_local_artifact_uris_resolve_as_in_mlflow(uri: str) -> None:
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    assert local_artifact_path(uri) == local_file_uri_to_path(uri)
+
+
+def test_local_listing_matches_mlflows(sqlite_store: Store) -> None:
+    from mlflow.store.artifact.local_artifact_repo import LocalArtifactRepository
+
+    run_id = sqlite_store.run_ids["legacy-2x-layout"]
+    with sqlite3.connect(f"file:{sqlite_store.root}?mode=ro", uri=True) as connection:
+        (uri,) = connection.execute(
+            "SELECT artifact_uri FROM runs WHERE run_uuid = ?", (run_id,)
+        ).fetchone()
+    connection.close()
+    mlflow_repository = LocalArtifactRepository(uri)
+    ours = LocalFolder(local_artifact_path(uri))
+    for path in (None, "model", "model/", "no-such-folder"):
+        expected = [(f.path, f.is_dir, f.file_size) for f in mlflow_repository.list_artifacts(path)]
+        assert [(f.path, f.is_dir, f.file_size) for f in ours.list_artifacts(path)] == expected
+    assert ours.read_head("model/MLmodel", 10) == Path(uri, "model", "MLmodel").read_bytes()[:10]
+
+
+# --------------------------------------------------------------------------- read-only
+
+
+def test_the_store_is_byte_identical_after_sql_reads(sqlite_store: Store) -> None:
+    before = stores.tree_digest(sqlite_store.root.parent)
+    for selection in (
+        Selection(include_deleted=True),
+        Selection(models=models("audit-test-model@champion")),
+        Selection(experiments=("no-such-experiment",)),
+    ):
+        expect_error = pytest.raises(SelectionError) if selection.experiments else None
+        with expect_error or contextlib.nullcontext():
+            collect(SqlSource, sqlite_store.uri, selection)
+    assert stores.tree_digest(sqlite_store.root.parent) == before
+
+
+def test_a_wal_mode_store_file_is_unchanged(sqlite_store: Store, copy_of) -> None:
+    """The database file stays byte-identical. (SQLite itself still creates the -wal and -shm
+    files next to a WAL-mode database that a read-only connection opens, as it does for the
+    client source.)"""
+    copy = copy_of(sqlite_store.root)
+    with sqlite3.connect(copy) as connection:
+        connection.execute("PRAGMA journal_mode=WAL")
+    connection.close()
+    before = stores.tree_digest(copy)
+    assert collect(SqlSource, f"sqlite:///{copy}", Selection(include_deleted=True))
+    assert stores.tree_digest(copy) == before
+
+
+def test_another_schema_revision_is_refused_untouched(sqlite_store: Store, copy_of) -> None:
+    copy = copy_of(sqlite_store.root)
+    stores.set_schema_revision(copy, "0584bdc529eb")  # what MLflow 2.22 writes
+    before = stores.tree_digest(copy)
+    uri = f"sqlite:///{copy}"
+    assert isinstance(open_source(resolve_store(uri)), SqlSource)
+    client, sql = both(uri, Selection())
+    assert sql == client
+    assert sql[0] == "StoreError"
+    assert "schema revision 0584bdc529eb" in sql[1] and "would migrate" in sql[1]
+    assert f"MLflow {installed_mlflow_version()} expects {SCHEMA_REVISION}" in sql[1]
+    assert stores.tree_digest(copy) == before
+
+
+def test_the_schema_revision_read_is_mlflows() -> None:
+    """The SQL source's queries were checked against this revision; when the installed MLflow
+    moves on, `open_source` falls back to the client source until they are checked again."""
+    import mlflow
+    from mlflow.store.db.utils import _get_latest_schema_revision
+
+    assert installed_schema_revision() == _get_latest_schema_revision() == SCHEMA_REVISION
+    assert installed_mlflow_version() == mlflow.__version__
+
+
+def test_another_installed_mlflow_falls_back_to_the_client_source(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import audit.sources.sql as sql
+
+    store = resolve_store(sqlite_store.uri)
+    monkeypatch.setattr(sql, "SCHEMA_REVISION", "0000000000ff")
+    assert open_source(store).name == "client"
+    with pytest.raises(StoreError, match="reads MLflow schema revision 0000000000ff"):
+        open_source(store, prefer="sql")
+
+
+def test_the_revision_comes_from_mlflow_when_its_scripts_are_not_found(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import audit.sources.store as store_module
+
+    expected = installed_schema_revision()
+    installed_schema_revision.cache_clear()
+    monkeypatch.setattr(store_module, "_migrations_folder", lambda: None)
+    try:
+        assert installed_schema_revision() == expected
+    finally:
+        installed_schema_revision.cache_clear()
+
+
+def test_a_sqlite_audit_with_local_artifacts_never_imports_mlflow(any_store: Store) -> None:
+    script = (
+        "import sys\n"
+        "from audit.api import check\n"
+        "result = check(sys.argv[1], include_deleted=True)\n"
+        "assert result.source == 'sql', result.source\n"
+        "loaded = [m for m in sys.modules if m == 'mlflow' or m.startswith('mlflow.')]\n"
+        "assert not loaded, loaded[:5]\n"
+        "print(len(result.runs))\n"
+    )
+    completed = subprocess.run(
+        [sys.executable, "-c", script, any_store.uri],
+        capture_output=True,
+        text=True,
+        env=stores.environment(),
+        check=False,
+    )
+    assert completed.returncode == 0, completed.stderr
+    assert int(completed.stdout) > 5
+
+
+# --------------------------------------------------------------------------- choosing
+
+
+def test_open_source_chooses_sql_for_sqlite_unless_told_otherwise(sqlite_store: Store) -> None:
+    store = resolve_store(sqlite_store.uri)
+    assert open_source(store).name == "sql"
+    assert open_source(store, selection=Selection(experiments=("models",))).name == "sql"
+    assert open_source(store, selection=Selection(filter="params.alpha = '0.1'")).name == "client"
+    assert open_source(store, prefer="client").name == "client"
+    assert open_source(store, prefer="sql").name == "sql"
+    with pytest.raises(SelectionError, match="--filter"):
+        open_source(store, prefer="sql", selection=Selection(filter="params.alpha = '0.1'"))
+    with pytest.raises(AuditError, match="unknown source"):
+        open_source(store, prefer="fastest")
+
+
+def test_sql_on_other_stores_is_a_clear_error() -> None:
+    server = resolve_store("http://127.0.0.1:9")  # resolving does not connect
+    assert open_source(server).name == "client"
+    with pytest.raises(StoreError, match="SQLite stores only"):
+        open_source(server, prefer="sql")
+    with pytest.raises(StoreError, match="SQLite stores only"):
+        SqlSource(server)
+
+
+def test_a_filter_is_handed_to_the_client_source(sqlite_store: Store) -> None:
+    """A caller that opened the source before knowing the selection still gets the filter
+    applied, and the source's name says who read the runs."""
+    selection = Selection(experiments=("truth-table",), filter="params.alpha = '0.1'")
+    source = open_source(resolve_store(sqlite_store.uri))
+    runs = list(source.collect(selection, NOTHING_EXTRA))
+    assert source.name == "client"
+    assert outcome(runs) == outcome(
+        collect(ClientSource, sqlite_store.uri, selection, NOTHING_EXTRA)
+    )
+    assert {r.record["run"]["name"] for r in runs} == set(stores.TRUTH_TABLE) - {
+        "no-hyperparameters"
+    }
+    strict = SqlSource(resolve_store(sqlite_store.uri), hand_filters_to_client=False)
+    with pytest.raises(SelectionError, match="--filter"):
+        strict.collect(selection, NOTHING_EXTRA)
+
+
+def test_records_do_not_depend_on_the_batch_size(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Details are loaded for batches of runs: a batch boundary inside a page changes nothing."""
+    import audit.sources.sql as sql
+
+    whole = outcome(collect(SqlSource, sqlite_store.uri, Selection(include_deleted=True)))
+    monkeypatch.setattr(sql, "_BATCH", 2)
+    batched = outcome(collect(SqlSource, sqlite_store.uri, Selection(include_deleted=True)))
+    assert batched == whole
