@@ -274,16 +274,20 @@ def test_not_a_database_and_truncated_database(cli, sqlite_store: Store, tmp_pat
     assert "truncated.db" in result.err and len(result.err.strip().splitlines()) == 1
 
 
-def test_store_of_another_mlflow_version_is_refused_untouched(
+def test_store_of_another_mlflow_version_is_read_untouched(
     cli, sqlite_store: Store, copy_of
 ) -> None:
     copy = copy_of(sqlite_store.root)
     stores.set_schema_revision(copy, "0584bdc529eb")  # what MLflow 2.22 writes
     before = stores.tree_digest(copy)
-    result = cli("check", "--tracking-uri", f"sqlite:///{copy}")
-    assert result.code == 2
-    assert "schema revision 0584bdc529eb" in result.err
-    assert "would migrate" in result.err
+    # MLflow's client would migrate it: that source refuses, and says what reads it as it is.
+    refused = cli("check", "--tracking-uri", f"sqlite:///{copy}", "--source", "client")
+    assert refused.code == 2
+    assert "schema revision 0584bdc529eb" in refused.err
+    assert "would migrate" in refused.err and "--source sql" in refused.err
+    # The SQL source (the default for SQLite) reads it.
+    read = cli("check", "--tracking-uri", f"sqlite:///{copy}", "-f", "json")
+    assert read.code == 1 and read.json()["source"] == "sql"
     assert stores.tree_digest(copy) == before
 
 

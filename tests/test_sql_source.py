@@ -385,17 +385,51 @@ def test_a_wal_mode_store_file_is_unchanged(sqlite_store: Store, copy_of) -> Non
     assert stores.tree_digest(copy) == before
 
 
-def test_another_schema_revision_is_refused_untouched(sqlite_store: Store, copy_of) -> None:
+def test_another_schema_revision_is_read_untouched_by_sql_and_refused_by_the_client(
+    sqlite_store: Store, copy_of
+) -> None:
+    """An older revision (here a head store relabelled) is read as it is by the SQL source;
+    the client source, whose MLflow would migrate it, refuses and names the SQL source.
+    tests/test_old_stores.py reads real stores of older MLflow versions."""
     copy = copy_of(sqlite_store.root)
     stores.set_schema_revision(copy, "0584bdc529eb")  # what MLflow 2.22 writes
     before = stores.tree_digest(copy)
     uri = f"sqlite:///{copy}"
     assert isinstance(open_source(resolve_store(uri)), SqlSource)
     client, sql = both(uri, Selection())
-    assert sql == client
-    assert sql[0] == "StoreError"
-    assert "schema revision 0584bdc529eb" in sql[1] and "would migrate" in sql[1]
-    assert f"MLflow {installed_mlflow_version()} expects {SCHEMA_REVISION}" in sql[1]
+    assert client[0] == "StoreError"
+    assert "schema revision 0584bdc529eb" in client[1] and "would migrate" in client[1]
+    assert f"MLflow {installed_mlflow_version()} expects {SCHEMA_REVISION}" in client[1]
+    assert "--source sql" in client[1]
+    assert sql == both(sqlite_store.uri, Selection())[1]
+    assert stores.tree_digest(copy) == before
+
+
+def test_an_unknown_revision_with_every_table_read_is_read(sqlite_store: Store, copy_of) -> None:
+    copy = copy_of(sqlite_store.root)
+    stores.set_schema_revision(copy, "0000deadbeef")
+    before = stores.tree_digest(copy)
+    sql = both(f"sqlite:///{copy}", Selection())[1]
+    assert sql == both(sqlite_store.uri, Selection())[1]
+    assert stores.tree_digest(copy) == before
+
+
+def test_an_unknown_revision_lacking_a_column_is_refused_in_one_line(
+    sqlite_store: Store, copy_of
+) -> None:
+    copy = copy_of(sqlite_store.root)
+    stores.set_schema_revision(copy, "0000deadbeef")
+    connection = sqlite3.connect(copy)
+    with connection:
+        connection.execute("ALTER TABLE datasets DROP COLUMN dataset_profile")
+    connection.close()
+    before = stores.tree_digest(copy)
+    with pytest.raises(StoreError) as raised:
+        collect(SqlSource, f"sqlite:///{copy}", Selection())
+    message = str(raised.value)
+    assert len(message.splitlines()) == 1
+    assert "schema revision 0000deadbeef" in message
+    assert message.endswith("it lacks column datasets.dataset_profile")
     assert stores.tree_digest(copy) == before
 
 

@@ -171,7 +171,9 @@ def open_source(
     every other store through MLflow's client (`ClientSource`). SQLite goes through the client
     too when the selection has a ``filter`` (MLflow's search grammar is not reimplemented), or
     when the installed MLflow writes another schema revision than the one the SQL source was
-    verified against. Both sources give identical evidence records.
+    verified against. Both sources give identical evidence records. A SQLite store written by
+    an older MLflow (2.9 on) is read by the SQL source as it is; the client source refuses it,
+    since MLflow's client would migrate it.
 
     ``prefer="client"`` always uses the client; ``prefer="sql"`` insists on SQL and is an
     error where it cannot be used. A caller that does not pass the selection still gets the

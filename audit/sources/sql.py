@@ -14,9 +14,16 @@ does something particular, the query says what and where (`mlflow/store/tracking
 sqlalchemy_store.py`, `mlflow/store/model_registry/sqlalchemy_store.py`, `mlflow/tracking/
 client.py`), and `tests/test_sql_source.py` compares the two sources run by run.
 
+Stores written by older MLflow versions (2.9 on, `KNOWN_REVISIONS`) are read as they are, where
+MLflow 3's client would migrate them first (and the client source therefore refuses them): the
+tables and columns are inspected once per connection, and what a revision lacks (dataset inputs
+before 2.4, logged models before 3.0, the registry's workspace column before 3.10) gives absent
+facts, as the client reports for a migrated copy (`tests/test_old_stores.py` compares the two on
+stores logged by MLflow 2.9, 2.22, 3.0 and 3.5). A store at a revision this source does not know
+is read when it has every table and column read here, else refused naming what it lacks.
+
 Not in this slice: MLflow search expressions (`Selection.filter`; `open_source` picks the client
-source for them) and stores at another schema revision than the installed MLflow's, which are
-refused exactly as the client source refuses them.
+source for them).
 """
 
 from __future__ import annotations
@@ -59,17 +66,86 @@ from audit.sources.artifacts import (
 from audit.sources.common import RegistryIndex, charted_metric_keys
 from audit.sources.store import (
     TrackingStore,
-    check_schema_revision,
     installed_schema_revision,
+    read_schema_revision,
 )
 
-__all__ = ["SCHEMA_REVISION", "SqlSource", "check_sql_usable"]
+__all__ = ["KNOWN_REVISIONS", "SCHEMA_REVISION", "SqlSource", "check_sql_usable"]
 
-#: The MLflow schema revision (alembic head of MLflow 3.17) whose tables these queries read.
-#: `open_source` uses this source only when the installed MLflow writes this revision, so that
-#: an MLflow upgrade falls back to the client source instead of reading a changed schema;
-#: tests/test_sql_source.py fails when the installed MLflow moves on, to have it checked again.
+#: The newest MLflow schema revision (alembic head of MLflow 3.17) whose tables these queries
+#: were checked against. `open_source` uses this source only when the installed MLflow writes
+#: this revision, so that an MLflow upgrade falls back to the client source instead of reading a
+#: changed schema; tests/test_sql_source.py fails when the installed MLflow moves on, to have it
+#: checked again. The stores read may be at this revision or any older one of KNOWN_REVISIONS.
 SCHEMA_REVISION = "dc11669786a5"
+
+#: The schema revisions MLflow 2.9 (acf3f17fdcc7) to SCHEMA_REVISION write, oldest first (the
+#: alembic chain of MLflow's migrations; tests/test_old_stores.py checks it against the installed
+#: MLflow's). Such a store is read as it is, never migrated: what an older revision lacks (the
+#: logged model tables before MLflow 3.0, the registry's workspace column before 3.10) holds no
+#: data, and the client reads none from it after migrating either. A store at a revision outside
+#: this list is read only when it has every table and column this source reads.
+KNOWN_REVISIONS = (
+    "acf3f17fdcc7", "867495a8f9d4", "5b0e9adcef9c", "4465047574b1", "f5a4f2784254",
+    "0584bdc529eb", "400f98739977", "6953534de441", "bda7b8c39065", "cbc13b556ace",
+    "770bee3ae1dd", "a1b2c3d4e5f6", "de4033877273", "1a0cddfcaa16", "534353b11cbc",
+    "71994744cf8e", "3da73c924c2f", "bf29a5ff90ea", "1bd49d398cd23", "b7c8d9e0f1a2",
+    "5d2d30f0abce", "c9d4e5f6a7b8", "2c33131f4dae", "d3e4f5a6b7c8", "d0e1f2a3b4c5",
+    "c8d9e0f1a2b3", "1b5f0d9ad7c1", "e1f2a3b4c5d6", "76601a5f987d", "c3d6457b6d8a",
+    "a5b4c3d2e1f0", "ae8bbe7743c9", "7d34483879f0", "da6fb0208061", "89d3d66ed43f",
+    "b7e4c1a90f23", "a8b9c0d1e2f3", "c1d2e3f4a5b6", "c3d9e7f1a2b4", "6f8d9c3b2a1e",
+    "1971f2d9a75b", "17e22815139b", "b7e2c1a4d9f3", "75868b020152", SCHEMA_REVISION,
+)  # fmt: skip
+
+#: Table -> the columns this source reads, always needed.
+_CORE: dict[str, tuple[str, ...]] = {
+    "experiments": ("experiment_id", "name", "lifecycle_stage"),
+    "runs": (
+        "run_uuid", "name", "experiment_id", "user_id", "status", "start_time", "end_time",
+        "lifecycle_stage", "artifact_uri",
+    ),
+    "params": ("run_uuid", "key", "value"),
+    "tags": ("run_uuid", "key", "value"),
+    "latest_metrics": ("run_uuid", "key", "value", "timestamp", "step", "is_nan"),
+    "metrics": ("run_uuid", "key", "value", "timestamp", "step", "is_nan"),
+    "registered_models": ("name",),
+    "registered_model_tags": ("name", "key", "value"),
+    "model_versions": (
+        "name", "version", "creation_time", "description", "current_stage", "source", "run_id",
+        "status",
+    ),
+    "model_version_tags": ("name", "version", "key", "value"),
+    "registered_model_aliases": ("name", "alias", "version"),
+}  # fmt: skip
+#: Parts a known older revision may lack as a whole (then their facts are absent), keyed by the
+#: table whose presence says the part is there.
+_OPTIONAL: dict[str, dict[str, tuple[str, ...]]] = {
+    # Dataset inputs (MLflow 2.4).
+    "inputs": {
+        "inputs": ("input_uuid", "source_type", "source_id", "destination_type", "destination_id"),
+        "datasets": (
+            "dataset_uuid", "name", "digest", "dataset_source_type", "dataset_source",
+            "dataset_schema", "dataset_profile",
+        ),
+        "input_tags": ("input_uuid", "name", "value"),
+    },
+    # Logged models (MLflow 3.0).
+    "logged_models": {
+        "logged_models": (
+            "model_id", "name", "status", "creation_timestamp_ms", "artifact_location",
+            "source_run_id", "experiment_id", "lifecycle_stage",
+        ),
+        "logged_model_metrics": (
+            "model_id", "metric_name", "metric_value", "metric_step", "run_id", "dataset_name",
+            "dataset_digest",
+        ),
+    },
+}  # fmt: skip
+#: The registry tables that carry a workspace column from revision 1b5f0d9ad7c1 (MLflow 3.10) on.
+_WORKSPACE_TABLES = (
+    "registered_models", "registered_model_tags", "model_versions", "model_version_tags",
+    "registered_model_aliases",
+)  # fmt: skip
 
 #: Run ids per `IN (...)` query: SQLite allows 32,766 variables, and smaller batches keep the
 #: params and tags of only this many runs in memory, whatever the page size.
@@ -126,6 +202,50 @@ class _Run:
 
 class _Unreadable(Exception):
     """A row MLflow's client fails to read; reported as the client source reports it."""
+
+
+@dataclass(frozen=True)
+class _Schema:
+    """What a store's tables hold, inspected once per connection."""
+
+    revision: str | None
+    #: Optional parts present (keys of _OPTIONAL).
+    parts: frozenset[str]
+    #: Whether the registry tables have MLflow 3.10's workspace column.
+    workspaces: bool
+
+    @classmethod
+    def read(cls, db: sqlite3.Connection, revision: str | None, display: str) -> _Schema:
+        columns: dict[str, set[str]] = {}
+        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            columns[table] = {
+                row[1] for row in db.execute("SELECT * FROM pragma_table_info(?)", (table,))
+            }
+        known = revision in KNOWN_REVISIONS
+        needed = dict(_CORE)
+        parts: set[str] = set()
+        for part, tables in _OPTIONAL.items():
+            # A store at a revision this source does not know must have every part.
+            if part in columns or not known:
+                parts.add(part)
+                needed.update(tables)
+        workspaces = all("workspace" in columns.get(table, ()) for table in _WORKSPACE_TABLES)
+        if not known:
+            for table in _WORKSPACE_TABLES:
+                needed[table] = (*needed[table], "workspace")
+        missing: list[str] = []
+        for table, wanted in needed.items():
+            if table not in columns:
+                missing.append(f"table {table}")
+            else:
+                missing += [f"column {table}.{c}" for c in wanted if c not in columns[table]]
+        if missing:
+            which = "an MLflow schema revision" if known else "a schema revision"
+            raise StoreError(
+                f"{display} is at {which} {revision or 'none'} that the SQL source cannot read: "
+                f"it lacks {', '.join(missing)}"
+            )
+        return cls(revision, frozenset(parts), workspaces)
 
 
 @dataclass(frozen=True)
@@ -190,6 +310,7 @@ class SqlSource:
         self._artifacts = DirectArtifacts(store.client_uri)
         self._experiment_names: dict[str, str | None] = {}
         self._registry: RegistryIndex | None = None
+        self._schema = _Schema(SCHEMA_REVISION, frozenset(_OPTIONAL), workspaces=True)
 
     # ----------------------------------------------------------------------- public
 
@@ -209,8 +330,11 @@ class SqlSource:
 
     def _collect(self, selection: Selection, needs: CollectionNeeds) -> Iterator[CollectedRun]:
         with self._errors():
-            check_schema_revision(self.store)
+            # Any revision MLflow 2.9 to SCHEMA_REVISION writes is read as it is (the connection
+            # is read-only; nothing is ever migrated), others when they hold what is read.
+            revision = read_schema_revision(self.store)
             with contextlib.closing(self._connect()) as db:
+                self._schema = _Schema.read(db, revision, self.store.display)
                 yield from self._select(db, selection, needs)
 
     # ----------------------------------------------------------------------- setup
@@ -225,6 +349,13 @@ class SqlSource:
         )
         db.execute("PRAGMA query_only = ON")
         return db
+
+    def _ws(self, alias: str = "") -> str:
+        """The registry's workspace column, or the one workspace of a store from before MLflow
+        3.10, whose registry tables have no such column (migrating adds it as 'default')."""
+        if self._schema.workspaces:
+            return f"{alias}.workspace" if alias else "workspace"
+        return f"'{_WORKSPACE}'"
 
     @contextlib.contextmanager
     def _errors(self) -> Iterator[None]:
@@ -405,13 +536,15 @@ class SqlSource:
         self, db: sqlite3.Connection, name: str, *, refuse_prompts: bool = False
     ) -> bool:
         row = db.execute(
-            "SELECT 1 FROM registered_models WHERE workspace = ? AND name = ?", (_WORKSPACE, name)
+            f"SELECT 1 FROM registered_models WHERE {self._ws()} = ? AND name = ?",
+            (_WORKSPACE, name),
         ).fetchone()
         if row is None:
             return False
         if refuse_prompts:
             prompt = db.execute(
-                "SELECT 1 FROM registered_model_tags WHERE workspace = ? AND name = ? AND key = ?",
+                f"SELECT 1 FROM registered_model_tags WHERE {self._ws()} = ? AND name = ? "
+                "AND key = ?",
                 (_WORKSPACE, name, _PROMPT_TAG),
             ).fetchone()
             return prompt is None
@@ -419,7 +552,7 @@ class SqlSource:
 
     def _version(self, db: sqlite3.Connection, name: str, version: int) -> _Version | None:
         row = db.execute(
-            f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE workspace = ? AND name = ? "
+            f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE {self._ws()} = ? AND name = ? "
             "AND version = ? AND current_stage != ?",
             (_WORKSPACE, name, version, _DELETED_VERSION),
         ).fetchone()
@@ -429,7 +562,7 @@ class SqlSource:
         found.tags = dict(
             db.execute(
                 "SELECT key, value FROM model_version_tags "
-                "WHERE workspace = ? AND name = ? AND version = ?",
+                f"WHERE {self._ws()} = ? AND name = ? AND version = ?",
                 (_WORKSPACE, name, version),
             ).fetchall()
         )
@@ -440,7 +573,7 @@ class SqlSource:
             return None
         row = db.execute(
             "SELECT version FROM registered_model_aliases "
-            "WHERE workspace = ? AND name = ? AND alias = ?",
+            f"WHERE {self._ws()} = ? AND name = ? AND alias = ?",
             (_WORKSPACE, name, alias),
         ).fetchone()
         return None if row is None else self._version(db, name, row[0])
@@ -449,7 +582,7 @@ class SqlSource:
         if not self._registered_model_exists(db, name):
             return None
         row = db.execute(
-            "SELECT MAX(version) FROM model_versions WHERE workspace = ? AND name = ? "
+            f"SELECT MAX(version) FROM model_versions WHERE {self._ws()} = ? AND name = ? "
             f"AND current_stage IN ({_marks(_STAGES)})",
             (_WORKSPACE, name, *_STAGES),
         ).fetchone()
@@ -461,8 +594,8 @@ class SqlSource:
         condition, parameters = ("AND v.name = ?", [name]) if name is not None else ("", [])
         rows = db.execute(
             f"SELECT {_VERSION_COLUMNS} FROM model_versions AS v "
-            f"WHERE v.workspace = ? {condition} AND v.current_stage != ? AND NOT EXISTS ("
-            "  SELECT 1 FROM model_version_tags AS t WHERE t.workspace = v.workspace "
+            f"WHERE {self._ws('v')} = ? {condition} AND v.current_stage != ? AND NOT EXISTS ("
+            f"  SELECT 1 FROM model_version_tags AS t WHERE {self._ws('t')} = {self._ws('v')} "
             "  AND t.name = v.name AND t.key = ? AND t.value = 'true')",
             [_WORKSPACE, *parameters, _DELETED_VERSION, _PROMPT_TAG],
         ).fetchall()
@@ -471,7 +604,7 @@ class SqlSource:
         tags: dict[tuple[str, int], dict[str, str | None]] = {}
         for tag_name, version, key, value in db.execute(
             "SELECT name, version, key, value FROM model_version_tags "
-            f"WHERE workspace = ? {tag_condition}",
+            f"WHERE {self._ws()} = ? {tag_condition}",
             [_WORKSPACE, *parameters],
         ):
             tags.setdefault((tag_name, version), {})[key] = value
@@ -485,9 +618,10 @@ class SqlSource:
             aliases: dict[tuple[str, str], list[str]] = {}
             for name, alias, version in db.execute(
                 "SELECT a.name, a.alias, a.version FROM registered_model_aliases AS a "
-                "JOIN registered_models AS m ON m.workspace = a.workspace AND m.name = a.name "
-                "WHERE m.workspace = ? AND NOT EXISTS ("
-                "  SELECT 1 FROM registered_model_tags AS t WHERE t.workspace = m.workspace "
+                f"JOIN registered_models AS m ON {self._ws('m')} = {self._ws('a')} "
+                f"AND m.name = a.name WHERE {self._ws('m')} = ? AND NOT EXISTS ("
+                "  SELECT 1 FROM registered_model_tags AS t "
+                f"WHERE {self._ws('t')} = {self._ws('m')} "
                 "  AND t.name = m.name AND t.key = ? AND t.value = 'true')",
                 (_WORKSPACE, _PROMPT_TAG),
             ):
@@ -551,6 +685,8 @@ class SqlSource:
     def _datasets(
         self, db: sqlite3.Connection, ids: list[str], details: dict[str, _RunDetails]
     ) -> None:
+        if "inputs" not in self._schema.parts:
+            return  # a store from before MLflow 2.4 holds no dataset inputs
         # SqlAlchemyStore._get_run_inputs: one input per dataset, its tags joined in.
         inputs: dict[str, dict[str, tuple[tuple[Any, ...], list[tuple[str, str]]]]] = {}
         for row in db.execute(
@@ -582,6 +718,8 @@ class SqlSource:
     ) -> None:
         """MLflow 3 logged models of the runs: those they are the source run of (as
         search_logged_models finds them), then the models they output (get_logged_model)."""
+        if "logged_models" not in self._schema.parts:
+            return  # a store from before MLflow 3.0 holds no logged models
         # The experiments are matched here, not in SQL: a page can span more experiments than
         # SQLite takes variables.
         for *row, experiment_id in db.execute(

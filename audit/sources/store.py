@@ -309,9 +309,17 @@ def check_schema_revision(store: TrackingStore) -> None:
     found = read_schema_revision(store)
     expected = installed_schema_revision()
     if found != expected:
+        if store.kind == "sqlite":
+            # The SQL source reads the tables as they are (audit/sources/sql.py).
+            remedy = (
+                "`--source sql` (the default for SQLite without --filter) reads stores of MLflow "
+                "2.9 and later untouched; or audit it with the MLflow version that wrote it, or "
+                "audit a copy"
+            )
+        else:
+            remedy = "Audit it with the MLflow version that wrote it, or audit a copy"
         raise StoreError(
             f"{store.display} is at MLflow schema revision {found or 'none'}, but the installed "
             f"MLflow {installed_mlflow_version()} expects {expected} and would migrate the store "
-            "when opening it; an audit never changes the store. Audit it with the MLflow version "
-            "that wrote it, or audit a copy"
+            f"when opening it; an audit never changes the store. {remedy}"
         )
