@@ -11,6 +11,7 @@ are redacted (audit/redaction.py).
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import math
@@ -169,8 +170,173 @@ class RunFacts:
 
 
 def canonical_json(record: Any) -> bytes:
-    """RFC 8785 canonical JSON: sorted keys, no whitespace, one spelling per number."""
+    """RFC 8785 canonical JSON: sorted keys, no whitespace, one spelling per number.
+
+    Byte for byte what `rfc8785.dumps` returns (tests/test_canonical.py proves it on generated
+    and real records), about 4 times faster (42 against 150 to 190 us for a 2.5 KB record).
+    `_scan` looks at every value once; then `json.dumps` writes the record when Python's
+    spelling of every value is ECMAScript's, integral floats turned into ints first (2.0 is "2"
+    in ECMAScript); `_es_json` writes it when a float needs ECMAScript's own notation (1e-07 is
+    "1e-7", 1e+16 "10000000000000000").
+    Anything else goes to `rfc8785` itself, errors included: integers beyond 2**53, keys
+    outside the Basic Multilingual Plane (their UTF-16 order differs from code point order),
+    non-string keys, NaN and infinities, subclasses and other types, lone surrogates.
+    """
+    flags = _scan(record)
+    if not flags & _FALLBACK:
+        try:
+            if flags & _FLOAT:
+                text = _es_json(record)
+            else:
+                text = _FAST_ENCODER.encode(_ints_for_integral_floats(record) if flags else record)
+            # isascii() is constant time; the search runs only on non-ASCII text.
+            if text.isascii() or not _NON_BMP.search(text) or not _non_bmp_key(record):
+                return text.encode("utf-8")
+        except (ValueError, TypeError, RecursionError):
+            pass  # UnicodeEncodeError (a lone surrogate) is a ValueError: rfc8785 reports it
     return bytes(rfc8785.dumps(record))
+
+
+_FAST_ENCODER = json.JSONEncoder(
+    ensure_ascii=False, allow_nan=False, sort_keys=True, separators=(",", ":")
+)
+# The C string encoder json.dumps uses: escapes exactly what RFC 8785 escapes, the same way.
+_ENCODE_STRING = (
+    getattr(json.encoder, "c_encode_basestring", None) or json.encoder.encode_basestring
+)
+_NON_BMP = re.compile("[\\U00010000-\\U0010ffff]")
+#: `_scan` results: integral floats to write as ints; a float in ECMAScript's own notation;
+#: something only rfc8785 writes right.
+_FIX = 1
+_FLOAT = 2
+_FALLBACK = 4
+
+
+def _scan(node: Any, depth: int = 0) -> int:
+    """Whether `json.dumps` of `node` is its RFC 8785 form (0), is once integral floats are
+    ints (_FIX), `_es_json` is needed for a float (_FLOAT), or only rfc8785 will do
+    (_FALLBACK). Exact types only: subclasses go to rfc8785. Keys outside the Basic
+    Multilingual Plane are looked for in the text written, where they are rare and cheap to
+    rule out."""
+    kind = type(node)
+    if kind is dict:
+        if depth > 256:
+            return _FALLBACK
+        flags = 0
+        for key, value in node.items():
+            if type(key) is not str:
+                return _FALLBACK
+            kind = type(value)
+            if kind is str or value is None or kind is bool:
+                continue
+            if kind is int:  # inline: no call for the commonest numbers
+                if -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER:
+                    continue
+                return _FALLBACK
+            flags |= _scan(value, depth + 1)
+            if flags & _FALLBACK:
+                return flags
+        return flags
+    if kind is list or kind is tuple:
+        if depth > 256:
+            return _FALLBACK
+        flags = 0
+        for value in node:
+            kind = type(value)
+            if kind is str or value is None or kind is bool:
+                continue
+            if kind is int:
+                if -_MAX_SAFE_INTEGER <= value <= _MAX_SAFE_INTEGER:
+                    continue
+                return _FALLBACK
+            flags |= _scan(value, depth + 1)
+            if flags & _FALLBACK:
+                return flags
+        return flags
+    if kind is str or kind is bool or node is None:
+        return 0
+    if kind is int:
+        return 0 if -_MAX_SAFE_INTEGER <= node <= _MAX_SAFE_INTEGER else _FALLBACK
+    if kind is float:
+        text = float.__repr__(node)
+        if "e" not in text and not text.endswith(".0") and text[-1].isdigit():
+            return 0  # plain notation, not integral: Python and ECMAScript agree
+        if node.is_integer() and -_MAX_SAFE_INTEGER <= node <= _MAX_SAFE_INTEGER:
+            return _FIX  # also -0.0, which both write as 0
+        return _FLOAT if math.isfinite(node) else _FALLBACK
+    return _FALLBACK
+
+
+def _non_bmp_key(node: Any) -> bool:
+    """Whether a key outside the Basic Multilingual Plane is anywhere in `node`."""
+    if type(node) is dict:
+        return any(
+            _NON_BMP.search(key) is not None or _non_bmp_key(value) for key, value in node.items()
+        )
+    if type(node) is list or type(node) is tuple:
+        return any(_non_bmp_key(value) for value in node)
+    return False
+
+
+def _ints_for_integral_floats(node: Any) -> Any:
+    """A copy of what `_scan` marked _FIX with each integral float as its int."""
+    kind = type(node)
+    if kind is dict:
+        return {key: _ints_for_integral_floats(value) for key, value in node.items()}
+    if kind is list or kind is tuple:
+        return [_ints_for_integral_floats(value) for value in node]
+    if kind is float:
+        return int(node) if node.is_integer() else node
+    return node
+
+
+def _es_json(node: Any) -> str:
+    """JSON text of a value `_scan` vouched for, with ECMAScript's spelling of every float."""
+    kind = type(node)
+    if kind is str:
+        return str(_ENCODE_STRING(node))
+    if kind is dict:
+        # Keys are strings in the Basic Multilingual Plane: code point order is UTF-16 order.
+        return (
+            "{"
+            + ",".join(f"{_ENCODE_STRING(key)}:{_es_json(node[key])}" for key in sorted(node))
+            + "}"
+        )
+    if kind is list or kind is tuple:
+        return "[" + ",".join([_es_json(value) for value in node]) + "]"
+    if kind is float:
+        return _es_float(node)
+    if node is None:
+        return "null"
+    if kind is bool:
+        return "true" if node else "false"
+    return str(int(node))
+
+
+def _es_float(value: float) -> str:
+    """ECMAScript's Number::toString of a finite float (ECMA-262 7.1.12.1, RFC 8785 3.2.2.3)."""
+    if value == 0:
+        return "0"
+    sign = "-" if value < 0 else ""
+    mantissa, _, exponent = float.__repr__(abs(value)).partition("e")
+    whole, _, fraction = mantissa.partition(".")
+    digits = whole + fraction
+    point = len(whole) + (int(exponent) if exponent else 0)
+    stripped = digits.lstrip("0")
+    point -= len(digits) - len(stripped)
+    digits = stripped.rstrip("0")
+    # `digits` are the shortest round-trip digits, the value is 0.digits * 10**point
+    count = len(digits)
+    if count <= point <= 21:
+        return sign + digits + "0" * (point - count)
+    if 0 < point <= 21:
+        return f"{sign}{digits[:point]}.{digits[point:]}"
+    if -6 < point <= 0:
+        return f"{sign}0.{'0' * -point}{digits}"
+    power = point - 1
+    mark = "+" if power >= 0 else "-"
+    head = digits if count == 1 else f"{digits[0]}.{digits[1:]}"
+    return f"{sign}{head}e{mark}{abs(power)}"
 
 
 def sha256_hex(record: Any) -> str:
@@ -182,6 +348,17 @@ def bounded(value: object, limit: int = MAX_TEXT) -> str:
     if len(text) <= limit:
         return text
     return f"{text[:limit]}…[truncated {len(text) - limit} characters]"
+
+
+def _bounded_map(items: Iterable[tuple[Any, Any]], key_limit: int = 1024) -> dict[str, str]:
+    """`{bounded(k, key_limit): bounded(v) for k, v in items}`, without the calls for the
+    strings that fit, which are nearly all of them."""
+    return {
+        (k if type(k) is str and len(k) <= key_limit else bounded(k, key_limit)): (
+            v if type(v) is str and len(v) <= MAX_TEXT else bounded(v)
+        )
+        for k, v in items
+    }
 
 
 def _optional_text(value: object) -> str | None:
@@ -201,6 +378,7 @@ def json_number(value: float | int) -> float | int | str:
     return value
 
 
+@functools.lru_cache(maxsize=4096, typed=True)  # a run's metrics often share a timestamp
 def iso_time(millis: int | None) -> str | None:
     if millis is None:
         return None
@@ -208,7 +386,12 @@ def iso_time(millis: int | None) -> str | None:
         moment = datetime.fromtimestamp(millis / 1000, tz=timezone.utc)
     except (OverflowError, OSError, ValueError):
         return None
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    if moment.year < 1000:  # strftime's %Y does not pad these on every platform
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return (
+        f"{moment.year}-{moment.month:02d}-{moment.day:02d}T{moment.hour:02d}:"
+        f"{moment.minute:02d}:{moment.second:02d}.{moment.microsecond // 1000:03d}Z"
+    )
 
 
 def _parse_embedded_json(text: str | None) -> Any:
@@ -227,6 +410,21 @@ def _bounded_tree(value: Any, depth: int = 0) -> Any:
     """Copy a parsed JSON/YAML value with strings bounded and non-finite numbers spelled out."""
     if depth > 32:
         return "[nested too deep]"
+    # What json.loads returns, by exact type first: the same values as the general case below.
+    kind = type(value)
+    if kind is str:
+        return value if len(value) <= MAX_TEXT else bounded(value)
+    if kind is dict:
+        return {
+            (k if type(k) is str and len(k) <= 256 else bounded(k, 256)): _bounded_tree(
+                v, depth + 1
+            )
+            for k, v in value.items()
+        }
+    if kind is list:
+        return [_bounded_tree(v, depth + 1) for v in value]
+    if kind is float or kind is int:
+        return json_number(value)
     if isinstance(value, str):
         return bounded(value)
     if isinstance(value, bool) or value is None:
@@ -369,6 +567,7 @@ def _metric_context(
     return named, ("name" if named else None), dataset
 
 
+@functools.lru_cache(maxsize=8192)
 def _name_context(key: str) -> str | None:
     if _EVALUATION_METRIC_PREFIX.match(key):
         return "evaluation"
@@ -396,13 +595,18 @@ def _metrics_sections(facts: RunFacts) -> tuple[list[dict[str, Any]], list[dict[
             system.append(entry)
             continue
         # Prefer the link whose value matches the run's latest value, then a stable order.
-        candidates = sorted(
-            links.get(metric.key, ()),
-            key=lambda m: (
-                m.value != metric.value,
-                m.dataset_name or "",
-                m.dataset_digest or "",
-            ),
+        metric_links = links.get(metric.key)
+        candidates = (
+            sorted(
+                metric_links,
+                key=lambda m: (
+                    m.value != metric.value,
+                    m.dataset_name or "",
+                    m.dataset_digest or "",
+                ),
+            )
+            if metric_links
+            else []
         )
         context, context_from, dataset = _metric_context(metric.key, candidates, facts.datasets)
         entry.update(context=context, context_from=context_from, dataset=dataset)
@@ -706,16 +910,14 @@ def build_record(facts: RunFacts) -> dict[str, Any]:
         "run": _run_section(facts),
         "source": _source_section(facts.tags),
         "data": _data_section(facts.datasets),
-        "hyperparameters": {bounded(k, 1024): bounded(v) for k, v in sorted(facts.params.items())},
+        "hyperparameters": _bounded_map(sorted(facts.params.items())),
         "metrics": metrics,
         "system_metrics": system_metrics,
         "environment": _environment_section(facts, file_sets),
         "models": models,
-        "tags": {
-            bounded(k, 1024): bounded(v)
-            for k, v in sorted(facts.tags.items())
-            if k not in _CONSUMED_TAGS
-        },
+        "tags": _bounded_map(
+            (k, v) for k, v in sorted(facts.tags.items()) if k not in _CONSUMED_TAGS
+        ),
         "collection": {"artifacts_read": facts.artifacts_read, "notes": notes, "redacted": []},
     }
     # Here, before any digest or output exists, so that a secret logged to MLflow reaches

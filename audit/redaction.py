@@ -20,11 +20,14 @@ string worth a look, 0.9 ms for 1,000 params and an 8,000-character tag; a third
 what the record's sha256 costs, about 15 s per 100,000 runs.
 Most of it is one look at the record's JSON text for literal hints; the patterns themselves run
 only on strings that hold a hint, and key decisions are cached because param names recur across
-the runs of a store.
+the runs of a store. Since then one search for all the hints at once (`_ANY_HINT`) rules out the
+records that hold none: redact takes about 50 us for the benchmark store's records (2.5 KB),
+70 before.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 from collections.abc import Iterator
@@ -129,6 +132,18 @@ _LOWERCASE_HINTS = (
     "accesskey", "sig=", "signature=",
 )  # fmt: skip
 _USERINFO_HINT = re.compile(r"://[^\s/?#@]*@", re.ASCII)
+# Every hint above, lower-cased, in one pattern grouped by first letter: one search of a record's
+# lower-cased text (about 20 us for 6 KB) rules out all of them where 28 `in` tests take 40.
+# `str.lower()` maps each ASCII letter on its own, so a text holding a hint holds its lower case.
+_ANY_HINT = re.compile(
+    "|".join(
+        re.escape(first) + "(?:" + "|".join(re.escape(hint[1:]) for hint in hints) + ")"
+        for first, hints in itertools.groupby(
+            sorted({hint.lower() for hint in _HINTS} | set(_LOWERCASE_HINTS)),
+            key=lambda hint: hint[0],
+        )
+    )
+)
 
 
 @dataclass(frozen=True)
@@ -164,6 +179,11 @@ class _Hints:
                 if hint in lowercase:
                     return True
         return False
+
+
+_NO_HINTS = _Hints(exact=(), lowercase=(), userinfo=False)
+#: `json.dumps(record, ensure_ascii=False, default=str)`, made once rather than per record.
+_TEXT_ENCODER = json.JSONEncoder(ensure_ascii=False, default=str)
 
 
 def _replace(match: re.Match[str]) -> str:
@@ -277,7 +297,9 @@ def redact(record: dict[str, Any]) -> list[str]:
             ):
                 mapping[key] = REDACTED
                 found.append(f"{pointer}/{_escape(str(key))}")
-    hints = _Hints.of(json.dumps(record, ensure_ascii=False, default=str))
+    text = _TEXT_ENCODER.encode(record)
+    hinted = "@" in text or _ANY_HINT.search(text.lower()) is not None
+    hints = _Hints.of(text) if hinted else _NO_HINTS
     if hints:
         # `collection.redacted` holds pointers, which name keys only.
         collection = record.get("collection")

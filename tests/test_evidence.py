@@ -211,3 +211,71 @@ def test_json_number() -> None:
     assert json_number(-math.inf) == "-Infinity"
     assert json_number(2**60) == str(2**60)
     assert json_number(0.5) == 0.5
+
+
+def _reference_iso_time(millis: int | None) -> str | None:
+    """iso_time as first written, with strftime: the fast spelling must match it."""
+    from datetime import datetime, timezone
+
+    if millis is None:
+        return None
+    try:
+        moment = datetime.fromtimestamp(millis / 1000, tz=timezone.utc)
+    except (OverflowError, OSError, ValueError):
+        return None
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def test_iso_time_matches_strftime() -> None:
+    import random
+
+    from audit.evidence import iso_time
+
+    rng = random.Random(7)  # noqa: S311 - reproducible test data
+    values: list[int | None] = [None, 0, -1, 1, 999, 1764180138486, 10**20, -(10**20)]
+    values += [-62135596800000, 253402300799999, 253402300800000, -62135596800001]
+    values += [rng.randint(-62135596800000, 253402300799999) for _ in range(20_000)]
+    values += [rng.randint(-(10**13), 10**13) for _ in range(20_000)]
+    for value in values:
+        assert iso_time(value) == _reference_iso_time(value), value
+
+
+def _reference_bounded_tree(value: object, depth: int = 0) -> object:
+    """_bounded_tree as first written, by isinstance only."""
+    from collections.abc import Mapping
+
+    from audit.evidence import bounded
+
+    if depth > 32:
+        return "[nested too deep]"
+    if isinstance(value, str):
+        return bounded(value)
+    if isinstance(value, bool) or value is None:
+        return value
+    if isinstance(value, int | float):
+        return json_number(value)
+    if isinstance(value, Mapping):
+        return {bounded(k, 256): _reference_bounded_tree(v, depth + 1) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_reference_bounded_tree(v, depth + 1) for v in value]
+    return bounded(value)
+
+
+def test_bounded_tree_matches_its_reference() -> None:
+    from audit.evidence import MAX_TEXT, _bounded_tree
+
+    class Text(str):
+        pass
+
+    deep: object = "leaf"
+    for index in range(40):
+        deep = [deep] if index % 2 else {"k": deep, 3: index}
+    cases: list[object] = [
+        deep,
+        {"s": "x" * (MAX_TEXT + 5), "k" * 300: 1, "f": 1.5, "n": math.nan, "i": 2**60},
+        [True, False, None, 0, -0.0, math.inf, (1, "a"), Text("t" * (MAX_TEXT + 1)), {1, 2}],
+        {"nested": [{"a": [1, 2, {"b": "c" * 20_000}]}], Text("key"): b"bytes"},
+    ]
+    for case in cases:
+        got = _bounded_tree(case)
+        assert json.dumps(got) == json.dumps(_reference_bounded_tree(case))
