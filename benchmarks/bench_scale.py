@@ -36,7 +36,7 @@ os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from bench_check import build_store  # noqa: E402
+from bench_check import _READ_WITH_MLFLOW, build_store  # noqa: E402
 
 _BARE_READ = """
 import sqlite3, sys
@@ -47,22 +47,6 @@ for table in ("runs", "params", "tags", "latest_metrics", "inputs", "datasets", 
     while batch := cursor.fetchmany(10000):
         rows += len(batch)
 print(rows)
-"""
-
-_SEARCH_RUNS = """
-import sys
-from mlflow import MlflowClient
-from mlflow.entities import ViewType
-client = MlflowClient(sys.argv[1])
-ids = [e.experiment_id for e in client.search_experiments(view_type=ViewType.ACTIVE_ONLY)]
-token, count = None, 0
-while True:
-    page = client.search_runs(ids, max_results=50000, page_token=token)
-    count += len(page)
-    token = page.token
-    if not token:
-        break
-print(count)
 """
 
 # Tables whose rows belong to a run, and the columns that carry the run's (or input's) id.
@@ -158,7 +142,7 @@ def main() -> int:
         "bare SQL read": [sys.executable, "-c", _BARE_READ, str(database)],
         "audit (sql)": [audit, "check", "--tracking-uri", uri, "--source", "sql", "-f", "json",
                         "-o", os.devnull],
-        "mlflow search_runs": [sys.executable, "-c", _SEARCH_RUNS, uri],
+        "mlflow search_runs": [sys.executable, "-c", _READ_WITH_MLFLOW, uri],
     }  # fmt: skip
     if not args.skip_client_audit:
         commands["audit (client)"] = [
