@@ -197,13 +197,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="show the effective configuration and where each value comes from",
         description=_fill(
             "Print every setting of check and report with its effective value and its source: "
-            "the command line, the environment (MLFLOW_TRACKING_URI, MLFLOW_AUDIT_*), the "
-            "configuration file ([tool.mlflow-audit] in pyproject.toml, or mlflow-audit.toml, "
-            "found from the working directory upwards) or the built-in default."
+            "the environment (MLFLOW_TRACKING_URI, MLFLOW_AUDIT_*), the configuration file "
+            "([tool.mlflow-audit] in pyproject.toml, or mlflow-audit.toml, found from the "
+            "working directory upwards) or the built-in default. Flags given to check or "
+            "report override all of these."
         ),
     )
     _add_config_arguments(config_cmd)
-    config_cmd.add_argument("-f", "--format", choices=("text", "json"), default="text")
+    config_cmd.add_argument(
+        "-f",
+        "--format",
+        choices=("text", "json"),
+        default="text",
+        help="text for people (default), json: {config_file, settings: {key: {value, source}}}",
+    )
 
     provisions = commands.add_parser(
         "provisions",
