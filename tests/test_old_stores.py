@@ -13,14 +13,11 @@ import json
 import shutil
 import sqlite3
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from audit.errors import StoreError
-from audit.evidence import canonical_json
 from audit.sources import (
-    CollectedRun,
     CollectionNeeds,
     ModelSpec,
     Selection,
@@ -31,6 +28,7 @@ from audit.sources.client import ClientSource
 from audit.sources.sql import KNOWN_REVISIONS, SCHEMA_REVISION, SqlSource
 from audit.sources.store import read_schema_revision
 from tests import stores
+from tests.test_sql_source import outcome
 
 FIXTURES = Path(__file__).parent / "fixtures" / "old_stores"
 VERSIONS = sorted(p.name for p in FIXTURES.iterdir() if (p / "build.json").is_file())
@@ -81,19 +79,6 @@ def _migrate(database: Path) -> None:
         engine.dispose()
 
 
-def _outcome(runs: list[CollectedRun]) -> list[tuple[Any, ...]]:
-    return [
-        (
-            run.record["run"]["id"],
-            run.selected_by,
-            run.model_versions,
-            canonical_json(run.record),
-            repr(sorted(run.metric_histories.items())),
-        )
-        for run in runs
-    ]
-
-
 def test_there_are_fixtures_of_mlflow_2_and_3() -> None:
     majors = {version.split(".")[0] for version in VERSIONS}
     assert {"2", "3"} <= majors, VERSIONS
@@ -131,10 +116,10 @@ def test_sql_source_reads_an_old_store_as_the_client_reads_it_migrated(
     source = open_source(resolve_store(f"sqlite:///{original}"))
     assert isinstance(source, SqlSource)
     for name, selection in SELECTIONS.items():
-        sql = _outcome(
+        sql = outcome(
             list(SqlSource(resolve_store(f"sqlite:///{original}")).collect(selection, EVERYTHING))
         )
-        client = _outcome(
+        client = outcome(
             list(
                 ClientSource(resolve_store(f"sqlite:///{migrated}")).collect(selection, EVERYTHING)
             )
