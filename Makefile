@@ -1,6 +1,7 @@
 # Two commands on a fresh machine (see README.md):
 #   make demo   set up .venv, build a demo MLflow store in build/demo, audit it, write its
-#               model documentation to build/demo/reports
+#               model documentation to build/demo/reports, sign it with a throwaway key and
+#               verify it
 #   make test   set up .venv, run ruff, mypy and the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -28,6 +29,8 @@ pango:
 	  echo "PDF output needs Pango: sudo apt-get install $(PANGO_PACKAGES) (or your system's equivalent)"; exit 1; \
 	fi
 
+# The demo's signing key is thrown away with build/demo; so is its random passphrase.
+demo: export DEMO_KEY_PASSPHRASE := $(shell od -An -N16 -tx1 /dev/urandom | tr -d ' \n')
 demo: $(VENV)/.installed
 	rm -rf $(DEMO_DIR)
 	@echo "Building a demo MLflow store in $(DEMO_DIR) ..."
@@ -40,10 +43,18 @@ demo: $(VENV)/.installed
 	  echo "Try: $(BIN)/mlflow-audit check --tracking-uri sqlite:///$(DEMO_DIR)/mlflow.db --model churn-classifier@champion"; \
 	else exit $$status; fi
 	@echo
-	@echo "$$ cd $(DEMO_DIR) && mlflow-audit report --out reports --organisation 'Acme ML' --author 'Demo'"
-	@cd $(DEMO_DIR) && ../../$(BIN)/mlflow-audit report --out reports --organisation "Acme ML" --author "Demo"
+	@echo "$$ cd $(DEMO_DIR) && mlflow-audit keygen --subject 'CN=Demo Signer,O=Acme ML' --out keys --passphrase-env DEMO_KEY_PASSPHRASE"
+	@cd $(DEMO_DIR) && ../../$(BIN)/mlflow-audit keygen --subject "CN=Demo Signer,O=Acme ML" --out keys --passphrase-env DEMO_KEY_PASSPHRASE
+	@echo
+	@echo "$$ cd $(DEMO_DIR) && mlflow-audit report --out reports --organisation 'Acme ML' --author 'Demo' --sign keys/signer.p12 --passphrase-env DEMO_KEY_PASSPHRASE"
+	@cd $(DEMO_DIR) && ../../$(BIN)/mlflow-audit report --out reports --organisation "Acme ML" --author "Demo" --sign keys/signer.p12 --passphrase-env DEMO_KEY_PASSPHRASE
+	@echo
+	@echo "$$ cd $(DEMO_DIR) && mlflow-audit verify reports --cert keys/signer.pem --against-store"
+	@cd $(DEMO_DIR) && ../../$(BIN)/mlflow-audit verify reports --cert keys/signer.pem --against-store
 	@echo
 	@echo "Open $(DEMO_DIR)/reports/summary.html in a browser, or $(DEMO_DIR)/reports/complete.pdf."
+	@echo "A reviewer with only the folder and the certificate verifies it offline with:"
+	@echo "  $(BIN)/mlflow-audit verify $(DEMO_DIR)/reports --cert $(DEMO_DIR)/keys/signer.pem"
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .

@@ -28,6 +28,7 @@ from audit.waivers import WaiverSet, load_waivers
 
 if TYPE_CHECKING:
     from audit.report import ReportFiles, ReportSettings
+    from audit.signing import PdfSignOptions, SignedBundle, SigningKey
 
 
 def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -201,11 +202,17 @@ def report(
     jobs: int | None = None,
     on_run: Callable[[int], None] | None = None,
     on_document: Callable[[int, int], None] | None = None,
+    sign_with: SigningKey | None = None,
+    sign_options: PdfSignOptions | None = None,
+    on_signed: Callable[[int, int], None] | None = None,
 ) -> tuple[AuditResult, ReportFiles]:
     """Audit the selected runs and write their documentation into `out`: per run an HTML and a
     PDF/A-3b file, a summary when several runs are selected, `evidence.json` and `result.json`.
 
-    Raises `audit.AuditError` when the audit or the writing cannot be completed.
+    With `sign_with`, the folder is signed before it is published (`audit.signing`): a PAdES
+    signature in every PDF and `audit.intoto.jsonl` over every file written.
+
+    Raises `audit.AuditError` when the audit, the writing or the signing cannot be completed.
     """
     from audit.report import ReportSettings, parse_date, write_reports
 
@@ -233,6 +240,15 @@ def report(
         on_run=on_run,
         collected=collected,
     )
+    signed: list[SignedBundle] = []
+
+    def sign(staging: Path) -> None:
+        from audit.signing import PdfSignOptions, sign_folder
+
+        assert sign_with is not None
+        options = sign_options or PdfSignOptions()
+        signed.append(sign_folder(staging, sign_with, options, on_file=on_signed))
+
     files = write_reports(
         result,
         collected,
@@ -242,5 +258,14 @@ def report(
         html_only=html_only,
         jobs=jobs,
         on_document=on_document,
+        finish=sign if sign_with is not None else None,
     )
+    if signed:
+        from dataclasses import replace
+
+        from audit.signing.statement import ENVELOPE_FILE
+
+        # Signed in the staging folder; the files now live in `out`.
+        bundle = replace(signed[0], folder=files.folder, envelope=files.folder / ENVELOPE_FILE)
+        files = replace(files, signature=bundle)
     return result, files

@@ -15,6 +15,7 @@ from audit.errors import AuditError, first_line
 
 if TYPE_CHECKING:
     from audit.result import AuditResult
+    from audit.signing import PdfSignOptions, SignedBundle, SigningKey
 
 EXIT_OK, EXIT_GAPS, EXIT_INCOMPLETE = 0, 1, 2
 
@@ -29,13 +30,30 @@ exit codes:
 """
 
 
+_SIGN_EPILOG = """\
+exit codes:
+  0  signed (and logged to MLflow with --log-to-mlflow)
+  2  not signed: key, passphrase or folder unusable, timestamp authority
+     unreachable; the folder keeps its previous contents
+"""
+
+_VERIFY_EPILOG = """\
+exit codes:
+  0  every signature valid, by the given certificate, every file as signed (and,
+     with --against-store, every run unchanged)
+  1  invalid: a file changed, added or missing, a signature broken or appended
+     to, a certificate not trusted or expired, or a run changed in MLflow
+  2  could not verify: missing signature file, unreadable certificate, store
+     unreachable
+"""
+
 _REPORT_EPILOG = """\
 exit codes:
   0  the documents were written (gaps are documented in them)
   1  written, and gaps at or above --fail-on exist (only with --fail-on or
      --min-score)
-  2  the audit or the writing could not be completed; the folder keeps its
-     previous contents
+  2  the audit, the writing or the signing could not be completed; the folder
+     keeps its previous contents
 """
 
 
@@ -170,6 +188,123 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive_int,
         metavar="N",
         help="render PDFs in N processes (default: one per core)",
+    )
+    signing = report.add_argument_group("signing (see 'mlflow-audit sign --help')")
+    signing.add_argument(
+        "--sign",
+        dest="sign_key",
+        metavar="KEY",
+        help="sign the folder with KEY (PKCS#12 from 'mlflow-audit keygen' or your CA, or a "
+        "PEM key with --signer-cert): a PAdES signature in every PDF and audit.intoto.jsonl "
+        "over every file",
+    )
+    _add_signing_arguments(signing)
+
+    keygen = commands.add_parser(
+        "keygen",
+        help="make a signing key and a self-signed certificate (to try signing out)",
+        description=_fill(
+            "Make a private key and a self-signed X.509 certificate for document signing (key "
+            "usage digitalSignature and nonRepudiation). Writes DIR/signer.p12 (key and "
+            "certificate, encrypted with a passphrase) and DIR/signer.pem (the certificate, "
+            "for reviewers), and prints the certificate's SHA-256 fingerprint. For documents "
+            "others rely on, use a certificate from your organisation's CA instead."
+        ),
+    )
+    keygen.add_argument(
+        "--subject",
+        required=True,
+        metavar="DN",
+        help='who signs, as a distinguished name: "CN=Jane Doe,O=Acme ML"',
+    )
+    keygen.add_argument("--out", required=True, metavar="DIR", help="folder for the two files")
+    keygen.add_argument(
+        "--key-type",
+        choices=("rsa-3072", "rsa-4096", "ecdsa-p256"),
+        default="rsa-3072",
+        help="rsa-3072 (default) keeps signed PDFs PDF/A-3b; pyHanko writes ECDSA signatures "
+        "only into PDF 2.0 files",
+    )
+    keygen.add_argument(
+        "--days",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="validity of the certificate (default: 3700, a little over the 10 years Art. 18 "
+        "keeps documentation)",
+    )
+    keygen.add_argument(
+        "--passphrase-env",
+        metavar="VAR",
+        help="read the passphrase from environment variable VAR (default: ask on the terminal)",
+    )
+    keygen.add_argument("--force", action="store_true", help="replace existing key files")
+
+    sign = commands.add_parser(
+        "sign",
+        help="sign a report folder: PAdES in each PDF, a DSSE envelope over every file",
+        description=_fill(
+            "Sign a folder written by 'mlflow-audit report': each PDF gets a PAdES signature "
+            "(it stays PDF/A-3b with an RSA key), then audit.intoto.jsonl, a DSSE envelope "
+            "holding an in-toto Statement v1, signs the SHA-256 of every file with what was "
+            "audited (store, policy, runs and their evidence digests). Nothing is written to "
+            "MLflow unless --log-to-mlflow is given."
+        ),
+        epilog=_SIGN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    sign.add_argument("folder", metavar="DIR", help="the report folder")
+    sign.add_argument(
+        "--key", dest="sign_key", required=True, metavar="KEY", help="PKCS#12 file or PEM key"
+    )
+    _add_signing_arguments(sign)
+    sign.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="with --log-to-mlflow: the store to write to (default: the one result.json names)",
+    )
+
+    verify = commands.add_parser(
+        "verify",
+        help="verify a signed report folder or file, offline (and against MLflow today)",
+        description=_fill(
+            "Check a signed report folder (or one file of it, or a signed PDF on its own) "
+            "against the certificate you trust: the envelope's signature, every file's digest, "
+            "every PDF's signature covering the whole file, and the signer's certificate "
+            "(the given one, or issued by it, and valid today). With --against-store, collect "
+            "each signed run again and list the runs whose evidence changed since signing."
+        ),
+        epilog=_VERIFY_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verify.add_argument("path", metavar="DIR|FILE", help="report folder, or a file in it")
+    verify.add_argument(
+        "--cert",
+        action="append",
+        required=True,
+        metavar="CERT",
+        help="certificate you trust (PEM or DER): the signer's own, or the CA that issued it; "
+        "repeat for several",
+    )
+    verify.add_argument(
+        "--against-store",
+        action="store_true",
+        help="also collect every signed run again (read-only) and compare its evidence",
+    )
+    verify.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="with --against-store: the store to compare with (default: the one the signature "
+        "names; give it when the store moved or needs credentials)",
+    )
+    verify.add_argument(
+        "--source",
+        choices=("auto", "sql", "client"),
+        default="auto",
+        help="with --against-store: how to read the store (as for check)",
+    )
+    verify.add_argument(
+        "-f", "--format", choices=("text", "json"), default="text", help="text (default) or json"
     )
 
     policy_cmd = commands.add_parser(
@@ -330,10 +465,50 @@ def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_signing_arguments(group: argparse._ActionsContainer) -> None:
+    """How to sign: the same for `report --sign` and `sign`."""
+    group.add_argument(
+        "--signer-cert",
+        metavar="PEM",
+        help="with a PEM private key: its certificate, then the chain up to the CA",
+    )
+    group.add_argument(
+        "--passphrase-env",
+        metavar="VAR",
+        help="read the key's passphrase from environment variable VAR (default: ask on the "
+        "terminal); never give a passphrase on the command line",
+    )
+    group.add_argument(
+        "--reason",
+        metavar="TEXT",
+        help="reason in the PDF signature (default: that mlflow-audit generated the "
+        "documentation from MLflow evidence)",
+    )
+    group.add_argument("--location", metavar="TEXT", help="location in the PDF signature")
+    group.add_argument(
+        "--tsa-url",
+        metavar="URL",
+        help="RFC 3161 timestamp authority to countersign the PDF signatures (PAdES B-T); "
+        "needs the network",
+    )
+    group.add_argument(
+        "--visible-signature",
+        action="store_true",
+        help="draw a signature block on the cover page of each PDF",
+    )
+    group.add_argument(
+        "--log-to-mlflow",
+        action="store_true",
+        help="upload the signed folder to every documented run under audit/ and set the tags "
+        "audit.status, audit.policy, audit.report_sha256, audit.signed_by: the only option that "
+        "writes to MLflow",
+    )
+
+
 def _fill(text: str) -> str:
     import textwrap
 
-    return textwrap.fill(text, width=78)
+    return textwrap.fill(text, width=78, break_on_hyphens=False)
 
 
 def _page_size(text: str) -> str:
@@ -469,6 +644,10 @@ def _run_report(args: argparse.Namespace) -> int:
         raise AuditError(f"--template-dir {args.template_dir}: not a directory")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise AuditError(f"--out {args.out}: exists and is not a folder")
+    # The key is opened before the audit: a wrong passphrase must not cost a long audit.
+    key = _signing_key(args) if args.sign_key else None
+    if args.log_to_mlflow and key is None:
+        raise AuditError("--log-to-mlflow logs a signed folder: give --sign KEY as well")
     settings = ReportSettings(
         date=date,
         organisation=args.organisation,
@@ -486,6 +665,9 @@ def _run_report(args: argparse.Namespace) -> int:
         jobs=args.jobs,
         on_run=progress.update,
         on_document=progress.documents,
+        sign_with=key,
+        sign_options=_sign_options(args) if key else None,
+        on_signed=lambda done, total: progress.documents(done, total, "signing"),
     )
     progress.done()
     _warn_about_waivers(result)
@@ -501,7 +683,167 @@ def _run_report(args: argparse.Namespace) -> int:
     else:
         for name in (*files.documents, *files.data):
             print(f"  {files.folder / name}")
+    if files.signature is not None:
+        _tell_signed(args, files.signature, tracking_uri=args.tracking_uri)
     return result.exit_code
+
+
+def _signing_key(args: argparse.Namespace) -> SigningKey:
+    from audit.signing.keys import check_current, load_signing_key, needs_passphrase
+
+    path = Path(args.sign_key)
+    certificate = Path(args.signer_cert) if args.signer_cert else None
+    passphrase = None
+    if needs_passphrase(path):
+        passphrase = _passphrase(args.passphrase_env, f"Passphrase for {path}: ", path=path)
+    key = load_signing_key(path, passphrase, certificate)
+    check_current(key)
+    return key
+
+
+def _passphrase(variable: str | None, prompt: str, *, path: Path, confirm: bool = False) -> bytes:
+    """From the environment variable named by --passphrase-env, else from the terminal.
+    Never from the command line, where other users and shell histories see it."""
+    if variable:
+        value = os.environ.get(variable)
+        if value is None:
+            raise AuditError(f"--passphrase-env {variable}: the variable is not set")
+        return value.encode("utf-8")
+    if not sys.stdin.isatty():
+        raise AuditError(
+            f"{path} needs a passphrase: name an environment variable that holds it with "
+            "--passphrase-env VAR (there is no terminal to ask on)"
+        )
+    import getpass
+
+    value = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Repeat the passphrase: ") != value:
+        raise AuditError("the passphrases differ")
+    return value.encode("utf-8")
+
+
+def _sign_options(args: argparse.Namespace) -> PdfSignOptions:
+    from audit.signing import PdfSignOptions
+
+    return PdfSignOptions(
+        reason=args.reason or PdfSignOptions.reason,
+        location=args.location,
+        tsa_url=args.tsa_url,
+        visible=args.visible_signature,
+    )
+
+
+def _tell_signed(
+    args: argparse.Namespace, bundle: SignedBundle, *, tracking_uri: str | None
+) -> None:
+    """Say what was signed, and log it to MLflow when asked."""
+    from audit.signing.keys import colon_fingerprint
+
+    pdfs = len(bundle.pdfs)
+    print(
+        f"Signed {pdfs} PDF{'s' if pdfs != 1 else ''} and {len(bundle.subjects)} files "
+        f"({bundle.envelope}) as {bundle.signer}"
+    )
+    print(f"  certificate SHA-256 {colon_fingerprint(bundle.fingerprint)}")
+    if args.log_to_mlflow:
+        from audit.signing.bundle import store_uri
+        from audit.signing.publish import log_to_mlflow
+        from audit.sources import resolve_store
+
+        store = resolve_store(tracking_uri or store_uri(bundle.result.get("store")))
+        progress = _Progress(sys.stderr)
+        written = log_to_mlflow(store, bundle, progress.update)
+        progress.done()
+        print(f"Logged the signed folder to {written} runs in {store.display} (artifacts audit/)")
+
+
+def _run_keygen(args: argparse.Namespace) -> int:
+    from audit.signing.keys import (
+        CERT_FILE,
+        DEFAULT_VALIDITY_DAYS,
+        colon_fingerprint,
+        generate,
+        parse_subject,
+        save,
+    )
+
+    subject = parse_subject(args.subject)
+    folder = Path(args.out)
+    if folder.exists() and not folder.is_dir():
+        raise AuditError(f"--out {folder}: exists and is not a folder")
+    passphrase = _passphrase(
+        args.passphrase_env, "Passphrase for the new key: ", path=folder, confirm=True
+    )
+    key = generate(subject, key_type=args.key_type, days=args.days or DEFAULT_VALIDITY_DAYS)
+    p12 = save(key, folder, passphrase, force=args.force)
+    certificate = key.certificate
+    print(f"Wrote {p12} (private key and certificate, encrypted with the passphrase)")
+    print(f"  and {folder / CERT_FILE} (the certificate: reviewers verify with --cert)")
+    print(f"Subject:  {key.subject}")
+    print(
+        f"Valid:    {certificate.not_valid_before_utc:%Y-%m-%d} to "
+        f"{certificate.not_valid_after_utc:%Y-%m-%d}"
+    )
+    print(f"SHA-256:  {colon_fingerprint(key.fingerprint)}")
+    print(
+        "The certificate is self-signed: tell reviewers its fingerprint through another channel, "
+        "or use one from your organisation's CA."
+    )
+    if args.key_type == "ecdsa-p256":
+        print(
+            "mlflow-audit: warning: PDFs signed with an ECDSA key become PDF 2.0 and are no "
+            "longer PDF/A-3b; use an RSA key for archival documents",
+            file=sys.stderr,
+        )
+    return EXIT_OK
+
+
+def _run_sign(args: argparse.Namespace) -> int:
+    from audit.signing import sign_folder
+
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise AuditError(f"{folder}: not a folder")
+    from audit.signing.bundle import read_result
+
+    read_result(folder)  # a folder that cannot be signed fails before the passphrase prompt
+    key = _signing_key(args)
+    progress = _Progress(sys.stderr)
+    bundle = sign_folder(
+        folder,
+        key,
+        _sign_options(args),
+        on_file=lambda done, total: progress.documents(done, total, "signing"),
+    )
+    progress.done()
+    _tell_signed(args, bundle, tracking_uri=args.tracking_uri)
+    return EXIT_OK
+
+
+def _run_verify(args: argparse.Namespace) -> int:
+    import json
+
+    from audit.signing import verify
+    from audit.signing.keys import load_certificates
+
+    trusted = [c for path in args.cert for c in load_certificates(Path(path))]
+    progress = _Progress(sys.stderr)
+    outcome = verify(
+        Path(args.path),
+        trusted,
+        against_store=args.against_store,
+        tracking_uri=args.tracking_uri,
+        source=args.source,
+        on_run=progress.update,
+    )
+    progress.done()
+    if args.format == "json":
+        sys.stdout.write(json.dumps(outcome.to_dict(), indent=2) + "\n")
+        return outcome.exit_code
+    from audit.signing.verify import describe
+
+    sys.stdout.write(describe(outcome))
+    return outcome.exit_code
 
 
 def _run_policy(args: argparse.Namespace) -> int:
@@ -609,12 +951,12 @@ class _Progress:
             self.stream.flush()
             self.shown = True
 
-    def documents(self, done: int, total: int) -> None:
+    def documents(self, done: int, total: int, verb: str = "rendering") -> None:
         if self.enabled:
             width = 24
             filled = width * done // total
             self.stream.write(
-                f"\rmlflow-audit: rendering [{'#' * filled}{'.' * (width - filled)}] "
+                f"\rmlflow-audit: {verb} [{'#' * filled}{'.' * (width - filled)}] "
                 f"{done}/{total} documents"
             )
             self.stream.flush()
@@ -686,6 +1028,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handlers = {
         "check": _run_check,
         "report": _run_report,
+        "keygen": _run_keygen,
+        "sign": _run_sign,
+        "verify": _run_verify,
         "config": _run_config,
         "policy": _run_policy,
         "provisions": _run_provisions,

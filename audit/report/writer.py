@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit.errors import AuditError
 from audit.evidence import SCHEMA_VERSION as EVIDENCE_SCHEMA_VERSION
@@ -31,6 +31,9 @@ from audit.report.document import (
 from audit.result import AuditResult
 from audit.sources import CollectedRun
 
+if TYPE_CHECKING:
+    from audit.signing import SignedBundle
+
 EVIDENCE_FILE = "evidence.json"
 RESULT_FILE = "result.json"
 
@@ -43,10 +46,14 @@ class ReportFiles:
     documents: tuple[str, ...]
     data: tuple[str, ...] = (EVIDENCE_FILE, RESULT_FILE)
     summary: str | None = None
+    #: Files `finish` added (the signature envelope).
+    extra: tuple[str, ...] = ()
+    #: The signature, when the folder was signed.
+    signature: SignedBundle | None = None
 
     @property
     def files(self) -> tuple[str, ...]:
-        return (*self.documents, *self.data)
+        return (*self.documents, *self.data, *self.extra)
 
 
 @dataclass(frozen=True)
@@ -88,11 +95,14 @@ def write_reports(
     html_only: bool = False,
     jobs: int | None = None,
     on_document: Callable[[int, int], None] | None = None,
+    finish: Callable[[Path], None] | None = None,
 ) -> ReportFiles:
     """Render every document of `result` into `folder` (created if missing).
 
     `collected` gives each run's evidence record and metric histories; `jobs` is the number of
-    worker processes for the PDFs (default: every core).
+    worker processes for the PDFs (default: every core). `finish` is given the staging folder
+    once everything is rendered, before anything is moved into `folder`: signing happens there,
+    so that a failed signature leaves `folder` as it was.
     """
     from audit.report.html import builtin_template_dir
 
@@ -141,7 +151,11 @@ def write_reports(
                 _Job(summary, evidence, outcome, html_only, settings, template_dir, staging, roots)
             )
         documents = _render_all(jobs_list, jobs, on_document)
-        for name in (*documents, EVIDENCE_FILE, RESULT_FILE):
+        if finish is not None:
+            finish(staging)
+        written = {*documents, EVIDENCE_FILE, RESULT_FILE}
+        extra = tuple(sorted(p.name for p in staging.iterdir() if p.name not in written))
+        for name in (*documents, EVIDENCE_FILE, RESULT_FILE, *extra):
             (staging / name).replace(folder / name)
     except OSError as error:
         raise AuditError(f"cannot write reports to {folder}: {error.strerror or error}") from None
@@ -151,6 +165,7 @@ def write_reports(
         folder=folder,
         documents=documents,
         summary=f"{summary.name}.html" if summary else None,
+        extra=extra,
     )
 
 
