@@ -72,7 +72,7 @@ def collect(
 
     `needs` says whether artifacts and the registry are read (default: both); pass
     `load_policy(...).needs` to read exactly what a policy looks at. `source`: "auto" (SQL for
-    SQLite stores, MLflow's client otherwise), "sql" or "client".
+    SQLite and PostgreSQL stores, MLflow's client otherwise), "sql" or "client".
     """
     chosen = selection or Selection()
     store = resolve_store(tracking_uri)

@@ -7,6 +7,7 @@ import os
 os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
 os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
 
+import contextlib
 import json
 import shutil
 import subprocess
@@ -16,6 +17,8 @@ import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
+from urllib.parse import quote
 
 import pytest
 
@@ -89,37 +92,11 @@ def mlflow_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A real `mlflow server` on a free loopback port, with runs logged through it."""
     directory = tmp_path_factory.mktemp("server")
     database = directory / "server.db"
-    port = stores.free_port()
-    log = (directory / "server.log").open("w")
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{database}",
-            "--artifacts-destination", str(directory / "artifacts"),
-            "--serve-artifacts",
-            "--host", "127.0.0.1", "--port", str(port),
-            "--workers", "1",
-        ],
-        cwd=directory,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-        env=stores.environment(),
-    )  # fmt: skip
-    uri = f"http://127.0.0.1:{port}"
-    try:
-        _wait_until_healthy(uri, process, directory / "server.log")
+    with running_mlflow_server(directory, f"sqlite:///{database}") as uri:
         run_ids = _build_in(
             directory, lambda: stores.build_varied_store(uri, directory / "work", models=True)
         )
         yield Server(uri, database, run_ids)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
 
 
 def _wait_until_healthy(uri: str, process: subprocess.Popen[bytes], log: Path) -> None:
@@ -170,3 +147,123 @@ def copy_of(tmp_path: Path) -> Callable[[Path], Path]:
         return target
 
     return copy
+
+
+# --------------------------------------------------------------------------- PostgreSQL
+
+
+@dataclass(frozen=True)
+class Postgres:
+    """A real PostgreSQL 16 started by the pgserver wheel, reached on a Unix socket only."""
+
+    server: Any
+
+    def uri(self, database: str, **query: str) -> str:
+        uri = str(self.server.get_uri(database))  # postgresql://postgres:@/DB?host=SOCKET_DIR
+        return uri + "".join(f"&{key}={quote(value, safe='')}" for key, value in query.items())
+
+    def execute(self, statement: str, database: str = "postgres") -> list[tuple[Any, ...]]:
+        """Run one statement as the superuser, outside any audit (autocommit)."""
+        import psycopg
+
+        with psycopg.connect(self.uri(database), autocommit=True) as connection:
+            cursor = connection.execute(statement)
+            return cursor.fetchall() if cursor.description else []
+
+
+@dataclass(frozen=True)
+class PostgresStore:
+    uri: str
+    database: str
+    postgres: Postgres
+    run_ids: dict[str, str]
+
+
+@dataclass(frozen=True)
+class PostgresMlflowServer:
+    uri: str
+    store: PostgresStore
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    import tempfile
+    import warnings
+
+    # Not under pytest's temporary folder: run as root, pgserver runs PostgreSQL as its own
+    # user, and every pytest session (a concurrent one too) makes that folder private again,
+    # after which PostgreSQL could no longer be stopped.
+    directory = Path(tempfile.mkdtemp(prefix="mlflow-audit-postgres-"))
+    try:
+        with warnings.catch_warnings():
+            # platformdirs warns that XDG_RUNTIME_DIR is unset (CI), and falls back to /tmp.
+            warnings.simplefilter("ignore")
+            import pgserver
+
+            server = pgserver.get_server(directory / "data", cleanup_mode="stop")
+        try:
+            postgres = Postgres(server)
+            # Autovacuum's ANALYZE would take transaction ids on its own schedule; the
+            # read-only tests count them.
+            postgres.execute("ALTER SYSTEM SET autovacuum = off")
+            postgres.execute("SELECT pg_reload_conf()")
+            yield postgres
+        finally:
+            server.cleanup()
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_store(postgres: Postgres, tmp_path_factory: pytest.TempPathFactory) -> PostgresStore:
+    """The varied store, created in a PostgreSQL database by MLflow itself (tables, runs,
+    registry); artifacts in local folders."""
+    directory = tmp_path_factory.mktemp("postgres-store")
+    postgres.execute("CREATE DATABASE mlflow")
+    uri = postgres.uri("mlflow")
+    run_ids = _build_in(directory, lambda: stores.build_varied_store(uri, directory / "work"))
+    return PostgresStore(uri, "mlflow", postgres, run_ids)
+
+
+@pytest.fixture(scope="session")
+def postgres_mlflow_server(
+    postgres_store: PostgresStore, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PostgresMlflowServer]:
+    """A real `mlflow server --backend-store-uri postgresql://...` over the PostgreSQL store."""
+    directory = tmp_path_factory.mktemp("postgres-server")
+    with running_mlflow_server(directory, postgres_store.uri) as uri:
+        yield PostgresMlflowServer(uri, postgres_store)
+
+
+@contextlib.contextmanager
+def running_mlflow_server(directory: Path, backend_store_uri: str) -> Iterator[str]:
+    """`mlflow server` on a free loopback port, serving artifacts from `directory`; its URI."""
+    port = stores.free_port()
+    with (directory / "server.log").open("w") as log:
+        process = subprocess.Popen(
+            [
+                sys.executable, "-m", "mlflow", "server",
+                "--backend-store-uri", backend_store_uri,
+                "--artifacts-destination", str(directory / "artifacts"),
+                "--serve-artifacts",
+                "--host", "127.0.0.1", "--port", str(port),
+                "--workers", "1",
+            ],
+            cwd=directory,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            # MLflow's job runner (seven huey consumers, periodic tasks that write to the
+            # store) serves no read, and would write while tests check that nothing does.
+            env={**stores.environment(), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"},
+        )  # fmt: skip
+        uri = f"http://127.0.0.1:{port}"
+        try:
+            _wait_until_healthy(uri, process, directory / "server.log")
+            yield uri
+        finally:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()

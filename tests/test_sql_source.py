@@ -123,7 +123,8 @@ def test_hostile_values_survive_identically(sqlite_store: Store) -> None:
 # --------------------------------------------------------------------------- selection
 
 
-def _selections(ids: dict[str, str], truth_table_id: str) -> list[Selection]:
+def selections(ids: dict[str, str], truth_table_id: str) -> list[Selection]:
+    """Selections of every kind over the varied store (tests/test_postgres.py uses them too)."""
     return [
         Selection(),
         Selection(experiments=("truth-table",)),
@@ -151,7 +152,7 @@ def test_selections_give_the_same_runs_in_the_same_order(
     truth_table_id = collect(
         SqlSource, sqlite_store.uri, Selection(experiments=("truth-table",), max_runs=1)
     )[0].record["run"]["experiment_id"]
-    for selection in _selections(sqlite_store.run_ids, truth_table_id):
+    for selection in selections(sqlite_store.run_ids, truth_table_id):
         client, sql = both(sqlite_store.uri, selection, NO_ARTIFACTS, page_size)
         assert isinstance(client, list) and client, selection
         assert sql == client, selection

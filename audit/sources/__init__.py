@@ -2,7 +2,7 @@
 
 A source reads runs from one tracking store and yields one `CollectedRun` per selected run. The
 MLflow client source works for every store MLflow supports; the direct read-only SQL source reads
-SQLite stores, much faster, with identical records (`open_source` chooses).
+SQLite and PostgreSQL stores, much faster, with identical records (`open_source` chooses).
 """
 
 from __future__ import annotations
@@ -166,14 +166,15 @@ def open_source(
 ) -> Source:
     """The source for a store.
 
-    ``prefer="auto"`` reads a SQLite store with SQL (`SqlSource`: several times faster than
-    MLflow's client, and MLflow is not even imported when the artifacts are local files) and
-    every other store through MLflow's client (`ClientSource`). SQLite goes through the client
-    too when the selection has a ``filter`` (MLflow's search grammar is not reimplemented), or
-    when the installed MLflow writes another schema revision than the one the SQL source was
-    verified against. Both sources give identical evidence records. A SQLite store written by
-    an older MLflow (2.9 on) is read by the SQL source as it is; the client source refuses it,
-    since MLflow's client would migrate it.
+    ``prefer="auto"`` reads a SQLite or PostgreSQL store with SQL (`SqlSource`: several times
+    faster than MLflow's client, and MLflow is not even imported when the artifacts are local
+    files) and every other store through MLflow's client (`ClientSource`). A SQL store goes
+    through the client too when the selection has a ``filter`` (MLflow's search grammar is not
+    reimplemented), when the installed MLflow writes another schema revision than the one the
+    SQL source was verified against, or, for PostgreSQL, when psycopg is not installed. Both
+    sources give identical evidence records. A store written by an older MLflow (2.9 on) is
+    read by the SQL source as it is; the client source refuses it, since MLflow's client would
+    migrate it.
 
     ``prefer="client"`` always uses the client; ``prefer="sql"`` insists on SQL and is an
     error where it cannot be used. A caller that does not pass the selection still gets the

@@ -1,18 +1,21 @@
 # ruff: noqa: S608 - only column lists and `?` placeholders defined in this module are formatted
 # into SQL; every value (run ids, names, aliases: all untrusted) is bound as a parameter.
-"""The source that reads a SQLite tracking store's tables directly, read-only.
+"""The source that reads a SQLite or PostgreSQL tracking store's tables directly, read-only.
 
 MLflow's client builds an entity object for every run, param, tag and metric: reading 100,000
 runs through it takes about 78 s on SQLite, the same rows read with plain SQL about 5.5 s, and
 importing MLflow alone takes longer than auditing a few thousand runs. This source reads MLflow's
-tables with the standard `sqlite3` module through a read-only connection and never imports MLflow
-for a store whose artifacts are local files.
+tables through a read-only connection (SQLite: the standard `sqlite3` module, `mode=ro`;
+PostgreSQL: psycopg, imported only for such a store, in a read-only session) and never imports
+MLflow for a store whose artifacts are local files. Each query is written once, in SQL both
+databases run, with `?` placeholders that `_Database` rewrites for psycopg.
 
 Its records are the client source's, byte for byte: it selects the same runs in the same order
 and gathers the same `RunFacts`, which `build_record` turns into records. Where MLflow's client
 does something particular, the query says what and where (`mlflow/store/tracking/
 sqlalchemy_store.py`, `mlflow/store/model_registry/sqlalchemy_store.py`, `mlflow/tracking/
-client.py`), and `tests/test_sql_source.py` compares the two sources run by run.
+client.py`), and `tests/test_sql_source.py` (SQLite) and `tests/test_postgres.py` (PostgreSQL)
+compare the two sources run by run.
 
 Stores written by older MLflow versions (2.9 on, `KNOWN_REVISIONS`) are read as they are, where
 MLflow 3's client would migrate them first (and the client source therefore refuses them): the
@@ -36,7 +39,7 @@ import sqlite3
 from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 from urllib.parse import quote
 
 from audit.errors import AuditError, SelectionError, StoreError, first_line
@@ -204,6 +207,123 @@ class _Unreadable(Exception):
     """A row MLflow's client fails to read; reported as the client source reports it."""
 
 
+class _Cursor(Protocol):
+    """What is read from a query's result, the same for sqlite3's and psycopg's cursors."""
+
+    def __iter__(self) -> Iterator[Any]: ...
+
+    def fetchone(self) -> Any: ...
+
+    def fetchall(self) -> list[Any]: ...
+
+
+class _Database:
+    """One read-only connection to a store's database, SQLite or PostgreSQL, at one schema
+    revision. Queries are written once, with SQLite's `?` placeholders; for psycopg, whose
+    placeholder is `%s`, they are rewritten here (no query of this module has a `?` or `%` in a
+    literal, and `%` is escaped all the same)."""
+
+    def __init__(self, connection: Any, dialect: str, revision: str | None) -> None:
+        self.connection = connection
+        self.dialect = dialect
+        self.revision = revision
+        # MLflow's search puts runs without a start time last (a CASE on IS NULL, on every
+        # database); SQLite sorts NULL lowest, so a descending order does too, PostgreSQL highest.
+        self.nulls_last = " NULLS LAST" if dialect == "postgresql" else ""
+
+    def execute(self, sql: str, parameters: Sequence[Any] = ()) -> _Cursor:
+        if self.dialect == "postgresql":
+            # psycopg reads placeholders only when given parameters, hence always a sequence.
+            sql = sql.replace("%", "%%").replace("?", "%s")
+            return self.connection.execute(sql, list(parameters))  # type: ignore[no-any-return]
+        return self.connection.execute(sql, parameters)  # type: ignore[no-any-return]
+
+    def columns(self) -> dict[str, set[str]]:
+        """Table -> its column names, of the tables that unqualified names in queries reach."""
+        columns: dict[str, set[str]] = {}
+        if self.dialect == "postgresql":
+            # MLflow creates its tables in the first schema of the search path (current_schema),
+            # where this source's unqualified names find them too.
+            for table, column in self.execute(
+                "SELECT table_name, column_name FROM information_schema.columns "
+                "WHERE table_schema = current_schema()"
+            ):
+                columns.setdefault(table, set()).add(column)
+            return columns
+        for (table,) in self.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
+            columns[table] = {
+                row[1] for row in self.execute("SELECT * FROM pragma_table_info(?)", (table,))
+            }
+        return columns
+
+    def close(self) -> None:
+        # Ending the read-only transaction changes nothing; a rollback says so.
+        with contextlib.suppress(Exception):
+            self.connection.rollback()
+        self.connection.close()
+
+
+def _connect(store: TrackingStore) -> _Database:
+    if store.dialect == "postgresql":
+        return _connect_postgresql(store)
+    assert store.path is not None
+    # Read before connecting: it names a file that is not an MLflow database as such.
+    revision = read_schema_revision(store)
+    # mode=ro: SQLite itself refuses every write; query_only in case a future SQLite build
+    # ignored the URI parameter. The source is a generator that a caller may resume from
+    # another thread, never from two at once.
+    db = sqlite3.connect(
+        f"file:{quote(str(store.path))}?mode=ro", uri=True, check_same_thread=False
+    )
+    db.execute("PRAGMA query_only = ON")
+    return _Database(db, "sqlite", revision)
+
+
+def _connect_postgresql(store: TrackingStore) -> _Database:
+    import psycopg  # here only: a SQLite audit never loads it
+
+    try:
+        connection = psycopg.connect(**_libpq_parameters(store), autocommit=True)
+    except psycopg.Error as error:
+        raise StoreError(f"cannot connect to {store.display}: {first_line(error)}") from None
+    try:
+        # Every transaction of the session is read-only, so the server refuses any write, even
+        # one this module never meant; REPEATABLE READ reads every page from one snapshot, so
+        # runs logged while the audit pages are neither lost nor read twice.
+        connection.execute(
+            "SET SESSION CHARACTERISTICS AS TRANSACTION ISOLATION LEVEL REPEATABLE READ, READ ONLY"
+        )
+        connection.read_only = True
+        connection.isolation_level = psycopg.IsolationLevel.REPEATABLE_READ
+        connection.autocommit = False
+        try:
+            row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+        except psycopg.errors.UndefinedTable:
+            raise StoreError(f"{store.display} is not an MLflow tracking database") from None
+    except BaseException:
+        connection.close()
+        raise
+    return _Database(connection, "postgresql", None if row is None else str(row[0]))
+
+
+def _libpq_parameters(store: TrackingStore) -> dict[str, Any]:
+    """The connection parameters of a SQLAlchemy `postgresql[+driver]://` URI, for libpq."""
+    import psycopg
+
+    # libpq knows postgresql:// URIs; SQLAlchemy's `+psycopg2` (or other driver) is dropped.
+    _, _, rest = store.uri.partition("://")
+    try:
+        parameters = psycopg.conninfo.conninfo_to_dict(f"postgresql://{rest}")
+    except psycopg.Error as error:
+        raise StoreError(f"{store.display} is not a PostgreSQL URI: {first_line(error)}") from None
+    # libpq waits for an unreachable host as long as TCP does (minutes); a store that does not
+    # answer in this time is down, as far as an audit is concerned.
+    parameters.setdefault("connect_timeout", 10)
+    # What a DBA sees in pg_stat_activity.
+    parameters.setdefault("application_name", "mlflow-audit")
+    return parameters
+
+
 @dataclass(frozen=True)
 class _Schema:
     """What a store's tables hold, inspected once per connection."""
@@ -215,12 +335,9 @@ class _Schema:
     workspaces: bool
 
     @classmethod
-    def read(cls, db: sqlite3.Connection, revision: str | None, display: str) -> _Schema:
-        columns: dict[str, set[str]] = {}
-        for (table,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
-            columns[table] = {
-                row[1] for row in db.execute("SELECT * FROM pragma_table_info(?)", (table,))
-            }
+    def read(cls, db: _Database, display: str) -> _Schema:
+        revision = db.revision
+        columns = db.columns()
         known = revision in KNOWN_REVISIONS
         needed = dict(_CORE)
         parts: set[str] = set()
@@ -292,7 +409,8 @@ class _RunDetails:
 
 
 class SqlSource:
-    """Reads a SQLite tracking store's tables directly, read-only, without MLflow."""
+    """Reads a SQLite or PostgreSQL tracking store's tables directly, read-only, without
+    MLflow."""
 
     name = "sql"
 
@@ -303,7 +421,7 @@ class SqlSource:
         page_size: int = MAX_PAGE_SIZE,
         hand_filters_to_client: bool = True,
     ) -> None:
-        _check_sqlite(store)
+        _check_sql_store(store)
         self.store = store
         self.page_size = max(1, min(page_size, MAX_PAGE_SIZE))
         self._hand_filters_to_client = hand_filters_to_client
@@ -329,26 +447,13 @@ class SqlSource:
         return self._collect(selection, needs)
 
     def _collect(self, selection: Selection, needs: CollectionNeeds) -> Iterator[CollectedRun]:
-        with self._errors():
-            # Any revision MLflow 2.9 to SCHEMA_REVISION writes is read as it is (the connection
-            # is read-only; nothing is ever migrated), others when they hold what is read.
-            revision = read_schema_revision(self.store)
-            with contextlib.closing(self._connect()) as db:
-                self._schema = _Schema.read(db, revision, self.store.display)
-                yield from self._select(db, selection, needs)
+        # Any revision MLflow 2.9 to SCHEMA_REVISION writes is read as it is (the connection is
+        # read-only; nothing is ever migrated), others when they hold what is read.
+        with self._errors(), contextlib.closing(_connect(self.store)) as db:
+            self._schema = _Schema.read(db, self.store.display)
+            yield from self._select(db, selection, needs)
 
     # ----------------------------------------------------------------------- setup
-
-    def _connect(self) -> sqlite3.Connection:
-        assert self.store.path is not None
-        # mode=ro: SQLite itself refuses every write; query_only in case a future SQLite build
-        # ignored the URI parameter. The source is a generator that a caller may resume from
-        # another thread, never from two at once.
-        db = sqlite3.connect(
-            f"file:{quote(str(self.store.path))}?mode=ro", uri=True, check_same_thread=False
-        )
-        db.execute("PRAGMA query_only = ON")
-        return db
 
     def _ws(self, alias: str = "") -> str:
         """The registry's workspace column, or the one workspace of a store from before MLflow
@@ -370,7 +475,7 @@ class SqlSource:
     # ----------------------------------------------------------------------- selection
 
     def _select(
-        self, db: sqlite3.Connection, selection: Selection, needs: CollectionNeeds
+        self, db: _Database, selection: Selection, needs: CollectionNeeds
     ) -> Iterator[CollectedRun]:
         seen: set[str] = set()
         emitted = 0
@@ -390,7 +495,7 @@ class SqlSource:
             if limit is not None and emitted >= limit:
                 return
 
-    def _pages(self, db: sqlite3.Connection, selection: Selection) -> Iterator[list[_Selected]]:
+    def _pages(self, db: _Database, selection: Selection) -> Iterator[list[_Selected]]:
         explicit = [_Selected(self._get_run(db, r), ("run id",)) for r in selection.run_ids]
         for spec in selection.models:
             for version, alias in self._model_versions(db, spec):
@@ -408,7 +513,7 @@ class SqlSource:
             for page in self._search(db, selection):
                 yield [_Selected(run, ("search",)) for run in page]
 
-    def _get_run(self, db: sqlite3.Connection, run_id: str) -> _Run:
+    def _get_run(self, db: _Database, run_id: str) -> _Run:
         row = None
         if _RUN_ID.match(run_id):
             row = db.execute(
@@ -418,7 +523,7 @@ class SqlSource:
             raise SelectionError(f"unknown run id {run_id!r} in {self.store.display}")
         return _Run.from_row(row)
 
-    def _experiment_ids(self, db: sqlite3.Connection, selection: Selection) -> list[int] | None:
+    def _experiment_ids(self, db: _Database, selection: Selection) -> list[int] | None:
         """The experiments named by the selection, or None for every experiment the search
         covers (left to a subquery: a store can hold more experiments than SQLite variables)."""
         if not selection.experiments:
@@ -453,7 +558,7 @@ class SqlSource:
             ids.append(experiment_id)
         return list(dict.fromkeys(ids))
 
-    def _search(self, db: sqlite3.Connection, selection: Selection) -> Iterator[list[_Run]]:
+    def _search(self, db: _Database, selection: Selection) -> Iterator[list[_Run]]:
         """Runs in the order of MLflow's search_runs without order_by (start_time DESC, then
         run_uuid), page by page. Pages continue after the last row read (keyset) rather than
         at an offset, which gives the same pages without sorting the skipped rows again."""
@@ -475,7 +580,7 @@ class SqlSource:
             parameters: list[Any] = [*scope_parameters, *stages]
             if after is not None:
                 start_time, run_id = after
-                # SQLite sorts NULL below every number: a descending order puts them last.
+                # Runs without a start time come last (`nulls_last`).
                 if start_time is None:
                     conditions.append("start_time IS NULL AND run_uuid > ?")
                     parameters.append(run_id)
@@ -487,7 +592,7 @@ class SqlSource:
                     parameters += [start_time, start_time, run_id]
             rows = db.execute(
                 f"SELECT {_RUN_COLUMNS} FROM runs WHERE {' AND '.join(conditions)} "
-                "ORDER BY start_time DESC, run_uuid LIMIT ?",
+                f"ORDER BY start_time DESC{db.nulls_last}, run_uuid LIMIT ?",
                 [*parameters, self.page_size],
             ).fetchall()
             if rows:
@@ -498,9 +603,7 @@ class SqlSource:
 
     # ----------------------------------------------------------------------- registry
 
-    def _model_versions(
-        self, db: sqlite3.Connection, spec: ModelSpec
-    ) -> list[tuple[_Version, str | None]]:
+    def _model_versions(self, db: _Database, spec: ModelSpec) -> list[tuple[_Version, str | None]]:
         unknown = SelectionError(
             f"unknown registered model version {str(spec)!r} in {self.store.display}"
         )
@@ -533,7 +636,7 @@ class SqlSource:
         return [(version, None) for version in versions]
 
     def _registered_model_exists(
-        self, db: sqlite3.Connection, name: str, *, refuse_prompts: bool = False
+        self, db: _Database, name: str, *, refuse_prompts: bool = False
     ) -> bool:
         row = db.execute(
             f"SELECT 1 FROM registered_models WHERE {self._ws()} = ? AND name = ?",
@@ -550,7 +653,7 @@ class SqlSource:
             return prompt is None
         return True
 
-    def _version(self, db: sqlite3.Connection, name: str, version: int) -> _Version | None:
+    def _version(self, db: _Database, name: str, version: int) -> _Version | None:
         row = db.execute(
             f"SELECT {_VERSION_COLUMNS} FROM model_versions WHERE {self._ws()} = ? AND name = ? "
             "AND version = ? AND current_stage != ?",
@@ -568,7 +671,7 @@ class SqlSource:
         )
         return found
 
-    def _aliased_version(self, db: sqlite3.Connection, name: str, alias: str) -> _Version | None:
+    def _aliased_version(self, db: _Database, name: str, alias: str) -> _Version | None:
         if not self._registered_model_exists(db, name):
             return None
         row = db.execute(
@@ -578,7 +681,7 @@ class SqlSource:
         ).fetchone()
         return None if row is None else self._version(db, name, row[0])
 
-    def _latest_version(self, db: sqlite3.Connection, name: str) -> _Version | None:
+    def _latest_version(self, db: _Database, name: str) -> _Version | None:
         if not self._registered_model_exists(db, name):
             return None
         row = db.execute(
@@ -588,7 +691,7 @@ class SqlSource:
         ).fetchone()
         return None if row is None or row[0] is None else self._version(db, name, row[0])
 
-    def _search_versions(self, db: sqlite3.Connection, name: str | None = None) -> list[_Version]:
+    def _search_versions(self, db: _Database, name: str | None = None) -> list[_Version]:
         """search_model_versions: live versions, without prompts (a name any of whose versions
         carries the prompt tag set to 'true' is a prompt)."""
         condition, parameters = ("AND v.name = ?", [name]) if name is not None else ("", [])
@@ -612,7 +715,7 @@ class SqlSource:
             found.tags = tags.get((found.name, found.version), {})
         return versions
 
-    def _registry_index(self, db: sqlite3.Connection) -> RegistryIndex:
+    def _registry_index(self, db: _Database) -> RegistryIndex:
         if self._registry is None:
             # search_registered_models leaves prompts out, and with them their aliases.
             aliases: dict[tuple[str, str], list[str]] = {}
@@ -632,7 +735,7 @@ class SqlSource:
     # ----------------------------------------------------------------------- evidence
 
     def _collect_page(
-        self, db: sqlite3.Connection, page: Sequence[_Selected], needs: CollectionNeeds
+        self, db: _Database, page: Sequence[_Selected], needs: CollectionNeeds
     ) -> Iterator[CollectedRun]:
         if not page:
             return
@@ -653,7 +756,7 @@ class SqlSource:
                 yield CollectedRun(record, item.selected_by, item.versions, histories)
 
     def _details(
-        self, db: sqlite3.Connection, runs: Sequence[_Run], experiment_ids: Set[Any]
+        self, db: _Database, runs: Sequence[_Run], experiment_ids: Set[Any]
     ) -> dict[str, _RunDetails]:
         """Params, tags, latest metrics, dataset inputs and logged models of a batch of runs,
         one query each."""
@@ -682,9 +785,7 @@ class SqlSource:
         self._logged_models(db, ids, experiment_ids, details)
         return details
 
-    def _datasets(
-        self, db: sqlite3.Connection, ids: list[str], details: dict[str, _RunDetails]
-    ) -> None:
+    def _datasets(self, db: _Database, ids: list[str], details: dict[str, _RunDetails]) -> None:
         if "inputs" not in self._schema.parts:
             return  # a store from before MLflow 2.4 holds no dataset inputs
         # SqlAlchemyStore._get_run_inputs: one input per dataset, its tags joined in.
@@ -711,7 +812,7 @@ class SqlSource:
 
     def _logged_models(
         self,
-        db: sqlite3.Connection,
+        db: _Database,
         ids: list[str],
         experiment_ids: Set[Any],
         details: dict[str, _RunDetails],
@@ -800,7 +901,7 @@ class SqlSource:
 
     def _facts(
         self,
-        db: sqlite3.Connection,
+        db: _Database,
         run: _Run,
         details: _RunDetails,
         registry: RegistryIndex | None,
@@ -850,7 +951,7 @@ class SqlSource:
             artifacts_read=needs.artifacts,
         )
 
-    def _experiment_name(self, db: sqlite3.Connection, experiment_id: str) -> str | None:
+    def _experiment_name(self, db: _Database, experiment_id: str) -> str | None:
         if experiment_id not in self._experiment_names:
             row = None
             if experiment_id.isdigit():
@@ -864,7 +965,7 @@ class SqlSource:
         return self._experiment_names[experiment_id]
 
     def _metric_histories(
-        self, db: sqlite3.Connection, record: Mapping[str, Any]
+        self, db: _Database, record: Mapping[str, Any]
     ) -> dict[str, tuple[tuple[float, float], ...]]:
         """Every logged value of the run's metrics that have more than one step, in the order of
         MLflow's get_metric_history (timestamp, step, value)."""
@@ -889,7 +990,7 @@ class SqlSource:
 
 def check_sql_usable(store: TrackingStore, selection: Selection | None = None) -> None:
     """Raise the AuditError that says why the SQL source cannot read this store or selection."""
-    _check_sqlite(store)
+    _check_sql_store(store)
     if selection is not None:
         _check_no_filter(selection)
     installed = installed_schema_revision()
@@ -900,11 +1001,21 @@ def check_sql_usable(store: TrackingStore, selection: Selection | None = None) -
         )
 
 
-def _check_sqlite(store: TrackingStore) -> None:
-    if store.kind != "sqlite" or store.path is None:
+def _check_sql_store(store: TrackingStore) -> None:
+    if store.dialect == "postgresql":
+        from importlib.util import find_spec
+
+        # Without the driver the client source may still read it (through psycopg2, say).
+        if find_spec("psycopg") is None:
+            raise StoreError(
+                f"reading {store.display} with the SQL source needs psycopg "
+                "(pip install 'psycopg[binary]'); read it through the client source"
+            )
+        return
+    if store.dialect != "sqlite" or store.path is None:
         raise StoreError(
-            f"the SQL source reads SQLite stores only, not {store.display}; read it through the "
-            "client source"
+            f"the SQL source reads PostgreSQL and SQLite stores only, not {store.display}; read "
+            "it through the client source"
         )
 
 

@@ -43,6 +43,16 @@ class TrackingStore:
     path: Path | None = None
 
     @property
+    def dialect(self) -> str | None:
+        """The database of a SQL store (sqlite, postgresql, mysql, mssql), without SQLAlchemy's
+        `+driver`; None for other stores."""
+        if self.kind == "sqlite":
+            return "sqlite"
+        if self.kind == "database":
+            return urlsplit(self.uri).scheme.lower().split("+", 1)[0]
+        return None
+
+    @property
     def has_registry_folder(self) -> bool:
         """A file store's registry lives in `models/`; MLflow creates it when asked to search it."""
         return self.kind != "file" or (self.path is not None and (self.path / "models").is_dir())
@@ -309,12 +319,12 @@ def check_schema_revision(store: TrackingStore) -> None:
     found = read_schema_revision(store)
     expected = installed_schema_revision()
     if found != expected:
-        if store.kind == "sqlite":
+        if store.dialect in ("sqlite", "postgresql"):
             # The SQL source reads the tables as they are (audit/sources/sql.py).
             remedy = (
-                "`--source sql` (the default for SQLite without --filter) reads stores of MLflow "
-                "2.9 and later untouched; or audit it with the MLflow version that wrote it, or "
-                "audit a copy"
+                "`--source sql` (the default for SQLite and PostgreSQL without --filter) reads "
+                "stores of MLflow 2.9 and later untouched; or audit it with the MLflow version "
+                "that wrote it, or audit a copy"
             )
         else:
             remedy = "Audit it with the MLflow version that wrote it, or audit a copy"
