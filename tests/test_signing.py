@@ -272,23 +272,30 @@ def test_envelope_verifies_with_securesystemslib_and_openssl(
         Envelope.from_dict(forged).verify([key], 1)
 
     # By hand with OpenSSL: the signature is over the DSSE pre-authentication encoding.
+    assert _openssl_dgst_verify(signed, certificate.public_key(), tmp_path)
+    tampered = tmp_path / "tampered"
+    tampered.mkdir()
+    forged = dict(_envelope(signed), payload=base64.b64encode(b'{"_type": "x"}').decode())
+    (tampered / ENVELOPE_FILE).write_text(json.dumps(forged))
+    assert not _openssl_dgst_verify(tampered, certificate.public_key(), tmp_path)
+
+
+def _openssl_dgst_verify(folder: Path, public_key: Any, work: Path) -> bool:
+    """Check the envelope's signature with `openssl dgst` over the DSSE pre-authentication
+    encoding, written out by hand."""
+    document = _envelope(folder)
     payload = base64.b64decode(document["payload"])
     kind = document["payloadType"].encode()
-    (tmp_path / "pae.bin").write_bytes(
-        b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload)
-    )
-    (tmp_path / "sig.bin").write_bytes(base64.b64decode(document["signatures"][0]["sig"]))
-    (tmp_path / "public.pem").write_bytes(
-        certificate.public_key().public_bytes(
+    (work / "pae.bin").write_bytes(b"DSSEv1 %d %s %d %s" % (len(kind), kind, len(payload), payload))
+    (work / "sig.bin").write_bytes(base64.b64decode(document["signatures"][0]["sig"]))
+    (work / "public.pem").write_bytes(
+        public_key.public_bytes(
             serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
         )
     )
-    openssl = ["openssl", "dgst", "-sha256", "-verify", "public.pem", "-signature", "sig.bin"]
-    good = subprocess.run([*openssl, "pae.bin"], cwd=tmp_path, capture_output=True, text=True)
-    assert good.returncode == 0 and "Verified OK" in good.stdout
-    (tmp_path / "pae.bin").write_bytes(b"DSSEv1 0  0 ")
-    bad = subprocess.run([*openssl, "pae.bin"], cwd=tmp_path, capture_output=True, text=True)
-    assert bad.returncode != 0
+    command = ["openssl", "dgst", "-sha256", "-verify", "public.pem", "-signature", "sig.bin"]
+    checked = subprocess.run([*command, "pae.bin"], cwd=work, capture_output=True, text=True)
+    return checked.returncode == 0 and "Verified OK" in checked.stdout
 
 
 def _signed_range(pdf: bytes) -> tuple[bytes, bytes]:
@@ -847,3 +854,67 @@ def test_sign_needs_a_report_folder(main, keys: Keys, tmp_path: Path) -> None:
         "sign", str(tmp_path), "--key", str(keys.p12), "--passphrase-env", PASSPHRASE_VARIABLE
     )
     assert code == 2 and "result.json" in err
+
+
+def test_keygen_asks_for_the_passphrase_on_a_terminal(tmp_path: Path) -> None:
+    import pty
+    import select
+    import sys
+
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child, on the pseudo-terminal
+        os.execv(  # noqa: S606 (the command line as a user types it)
+            sys.executable,
+            [sys.executable, "-m", "audit", "keygen", "--subject", "CN=Typed",
+             "--out", str(tmp_path)],
+        )  # fmt: skip
+    seen = b""
+
+    def read_until(marker: bytes) -> None:
+        nonlocal seen
+        while marker not in seen:
+            ready, _, _ = select.select([terminal], [], [], 60)
+            assert ready, seen
+            try:
+                chunk = os.read(terminal, 1024)
+            except OSError:  # the child closed the terminal
+                return
+            if not chunk:
+                return
+            seen += chunk
+
+    read_until(b"Passphrase for the new key: ")
+    os.write(terminal, b"typed secret\n")
+    read_until(b"Repeat the passphrase: ")
+    os.write(terminal, b"typed secret\n")
+    read_until(b"SHA-256:")
+    read_until(b"organisation's CA.")
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, seen
+    assert b"typed secret" not in seen  # not echoed
+    from cryptography.hazmat.primitives.serialization import pkcs12
+
+    key, _, _ = pkcs12.load_key_and_certificates(
+        (tmp_path / "signer.p12").read_bytes(), b"typed secret"
+    )
+    assert key is not None
+
+
+def test_an_ecdsa_key_signs_and_verifies_but_the_pdfs_leave_pdfa(
+    main, signing_store: SigningStore, tmp_path: Path
+) -> None:
+    folder = tmp_path / "reports"
+    code, _, err = main(
+        "report", "--tracking-uri", signing_store.uri, "--out", str(folder),
+        "--run-id", signing_store.run_ids["complete"],
+    )  # fmt: skip
+    assert code == 0, err
+    key = generate(parse_subject("CN=Elliptic"), key_type="ecdsa-p256")
+    save(key, tmp_path / "keys", PASSPHRASE.encode())
+    sign_folder(folder, key, PdfSignOptions())
+    code, out, _ = _verify(main, folder, tmp_path / "keys" / "signer.pem")
+    assert code == 0, out
+    assert _openssl_dgst_verify(folder, key.certificate.public_key(), tmp_path)
+    # What docs/signing.md warns about: pyHanko writes an ECDSA signature as PDF 2.0.
+    version = PdfReader(folder / "complete.pdf").trailer["/Root"].get("/Version")
+    assert version == "/2.0"
