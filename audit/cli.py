@@ -6,7 +6,7 @@ import argparse
 import os
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -586,7 +586,7 @@ def _audit_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def _run_check(args: argparse.Namespace) -> int:
     from audit.api import check
-    from audit.formats import render
+    from audit.formats import render_chunks
 
     _configure(args, "check")
     files = {fmt: getattr(args, dest) for fmt, dest in _OUTPUT_FILES.items() if getattr(args, dest)}
@@ -606,16 +606,18 @@ def _run_check(args: argparse.Namespace) -> int:
     # One audit, every rendering: the files first, so that a reader of the terminal output
     # (or a CI step after it) finds them complete.
     for fmt, target in files.items():
-        _emit(render(result, fmt, artifact_uri=args.sarif_artifact), target)
+        _emit(render_chunks(result, fmt, artifact_uri=args.sarif_artifact), target)
     color = args.output is None and _use_color(args.color, sys.stdout)
     width = min(_terminal_width(), 100) if args.output is None else 80
-    text = render(result, args.format, color=color, width=width, artifact_uri=args.sarif_artifact)
+    chunks = render_chunks(
+        result, args.format, color=color, width=width, artifact_uri=args.sarif_artifact
+    )
     if args.output is None and args.format != "github" and os.environ.get("GITHUB_ACTIONS"):
-        from audit.formats.github import stop_commands
+        from audit.formats.github import stop_commands_around
 
         # Run names and messages from MLflow must not become workflow commands in the log.
-        text = stop_commands(text)
-    _emit(text, args.output)
+        chunks = stop_commands_around(chunks)
+    _emit(chunks, args.output)
     if args.format == "github":
         from audit.formats.github import write_step_summary
 
@@ -987,31 +989,32 @@ def _terminal_width() -> int:
     return shutil.get_terminal_size((80, 24)).columns
 
 
-def _emit(text: str, output: str | None) -> None:
+def _emit(chunks: Iterable[str], output: str | None) -> None:
+    """Write the pieces of one output to stdout, or to the file `output`: atomically (a reader
+    never sees half of it), except to devices and FIFOs, which are written as they are."""
     if output is None:
-        sys.stdout.write(text)
+        for chunk in chunks:
+            sys.stdout.write(chunk)
         sys.stdout.flush()
         return
     target = Path(output)
     if target.is_dir():
         raise AuditError(f"--output {output} is a directory")
     if target.exists() and not target.is_file():
-        # /dev/null, a FIFO, /dev/stdout: written as they are; renaming a file over them
-        # would replace the device.
+        # /dev/null, a FIFO, /dev/stdout: renaming a file over them would replace the device.
         try:
             with target.open("w", encoding="utf-8") as handle:
-                handle.write(text)
+                handle.writelines(chunks)
         except OSError as error:
             raise AuditError(f"cannot write {output}: {error.strerror or error}") from None
         return
     partial: Path | None = None
     try:
-        # Write next to the target and rename: a reader never sees half a report.
         with tempfile.NamedTemporaryFile(
             "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", delete=False
         ) as handle:
             partial = Path(handle.name)
-            handle.write(text)
+            handle.writelines(chunks)
         partial.replace(target)
     except OSError as error:
         if partial is not None:

@@ -400,10 +400,27 @@ def _parse_embedded_json(text: str | None) -> Any:
         return None
     if len(text) > MAX_EMBEDDED_JSON:
         return bounded(text)
+    if len(text) <= _CACHED_JSON_TEXT:
+        bounded_json = _bounded_json(text)
+        # A fresh copy for each record (redaction edits records in place), from C's parser.
+        return bounded(text) if bounded_json is None else json.loads(bounded_json)
     try:
         return _bounded_tree(json.loads(text))
     except (ValueError, RecursionError):
         return bounded(text)
+
+
+#: Dataset schemas, profiles and sources recur run after run (the same data set trains many
+#: runs): up to this size their bounded form is kept, as JSON text, for the next record.
+_CACHED_JSON_TEXT = 16_384
+
+
+@functools.lru_cache(maxsize=512)
+def _bounded_json(text: str) -> str | None:
+    try:
+        return json.dumps(_bounded_tree(json.loads(text)), ensure_ascii=False)
+    except (ValueError, RecursionError):
+        return None
 
 
 def _bounded_tree(value: Any, depth: int = 0) -> Any:
@@ -844,6 +861,11 @@ def _models_section(facts: RunFacts) -> tuple[list[dict[str, Any]], list[Artifac
         files = facts.history_model_files.get(artifact_path)
         if files is not None:
             file_sets.append(files)
+        # From about MLflow 2.15 the history tag no longer carries the signature and the input
+        # example; the model's MLmodel file, when it was read, still does.
+        mlmodel = _safe_yaml(files.texts.get("MLmodel")) if files is not None else None
+        if isinstance(mlmodel, Mapping):
+            entry = {**mlmodel, **{k: v for k, v in entry.items() if v is not None}}
         flavors = entry.get("flavors")
         models.append(
             {

@@ -6,6 +6,7 @@ Every output format is a pure function of an `AuditResult`; its JSON form is pub
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -80,9 +81,12 @@ class RunResult:
     selected_by: tuple[str, ...] = ()
     model_versions: tuple[str, ...] = ()
 
-    @property
+    @functools.cached_property
     def open_findings(self) -> tuple[Finding, ...]:
-        """The findings no waiver accepts: what the status and the gate go by."""
+        """The findings no waiver accepts: what the status and the gate go by. Cached: the
+        summary, the matrix and every format ask for it, once per run each."""
+        if all(f.waiver is None for f in self.findings):
+            return self.findings
         return tuple(f for f in self.findings if f.waiver is None)
 
     @property
@@ -348,25 +352,34 @@ class AuditResult:
         }
 
     def to_dict(self) -> dict[str, Any]:
+        return {
+            key: [run.to_dict() for run in self.runs] if value is None else value
+            for key, value in self.sections()
+        }
+
+    def sections(self) -> list[tuple[str, Any]]:
+        """The top-level members of `to_dict`, in order, with None for ``runs``: its entries
+        are each run's `RunResult.to_dict`, left to the caller to build one at a time (a
+        100,000-run result does not fit in memory as one document)."""
         catalog = load_catalog()
         used = {p for rule in self.rules for p in rule.provisions} | {
             p for run in self.runs for f in run.findings for p in f.provisions
         }
-        return {
-            "schema_version": SCHEMA_VERSION,
-            "tool": {"name": "mlflow-audit", "version": self.tool_version},
-            "generated_at": self.generated_at,
-            "store": self.store,
-            "source": self.source,
-            "selection": dict(self.selection),
-            "policy": dict(self.policy),
-            "summary": self.summary(),
-            "rules": [rule.to_dict() for rule in self.rules],
-            "runs": [run.to_dict() for run in self.runs],
-            "provisions": [p.to_dict() for p in catalog.ordered(used)],
-            "matrix": self.provisions_matrix(),
-            "waivers": [use.to_dict() for use in self.waivers],
-        }
+        return [
+            ("schema_version", SCHEMA_VERSION),
+            ("tool", {"name": "mlflow-audit", "version": self.tool_version}),
+            ("generated_at", self.generated_at),
+            ("store", self.store),
+            ("source", self.source),
+            ("selection", dict(self.selection)),
+            ("policy", dict(self.policy)),
+            ("summary", self.summary()),
+            ("rules", [rule.to_dict() for rule in self.rules]),
+            ("runs", None),
+            ("provisions", [p.to_dict() for p in catalog.ordered(used)]),
+            ("matrix", self.provisions_matrix()),
+            ("waivers", [use.to_dict() for use in self.waivers]),
+        ]
 
     def to_pandas(self) -> pd.DataFrame:
         """One row per run x rule: every rule of the policy on every run, plus the rule ids only

@@ -14,9 +14,29 @@ The modules are imported only when their format is asked for, and none of them i
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 from audit.result import AuditResult
 
 FORMATS = ("table", "json", "junit", "sarif", "markdown", "github", "csv")
+
+
+def render_chunks(
+    result: AuditResult,
+    name: str,
+    *,
+    color: bool = False,
+    width: int = 80,
+    artifact_uri: str | None = None,
+) -> Iterator[str]:
+    """`render`, in pieces to write one after the other: JSON, the format of large results,
+    is produced run by run; the others in one piece."""
+    if name == "json":
+        from audit.formats.json import json_chunks
+
+        yield from json_chunks(result)
+    else:
+        yield render(result, name, color=color, width=width, artifact_uri=artifact_uri)
 
 
 def render(

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 
 from audit.formats.markdown import render_markdown
@@ -74,9 +74,19 @@ def stop_commands(text: str, token: str | None = None) -> str:
     a command from a line starting with ``::`` (after spaces, so a wrapped table line counts)
     and, in the legacy form, from ``##[`` anywhere in a line; untrusted text can produce both.
     The token is random so the text cannot end the pause itself."""
+    return "".join(stop_commands_around([text.rstrip("\n") + "\n"], token))
+
+
+def stop_commands_around(chunks: Iterable[str], token: str | None = None) -> Iterator[str]:
+    """`stop_commands` for text written in pieces."""
     token = token or secrets.token_hex(16)
-    body = text.rstrip("\n")
-    return f"::stop-commands::{token}\n{body}\n::{token}::\n"
+    yield f"::stop-commands::{token}\n"
+    ends_line = True
+    for chunk in chunks:
+        if chunk:
+            yield chunk
+            ends_line = chunk.endswith("\n")
+    yield f"::{token}::\n" if ends_line else f"\n::{token}::\n"
 
 
 def write_step_summary(result: AuditResult, environ: Mapping[str, str] = os.environ) -> Path | None:

@@ -82,7 +82,9 @@ def evidence_json(records: Sequence[Mapping[str, Any]], generated_at: str) -> by
 
 
 def result_json(result: AuditResult) -> bytes:
-    return (json.dumps(result.to_dict(), indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+    from audit.formats.json import render_json
+
+    return render_json(result).encode("utf-8")
 
 
 def write_reports(
