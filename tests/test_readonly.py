@@ -52,22 +52,3 @@ def test_file_store_without_trash_folder_is_refused_untouched(
 def test_sqlite_file_given_as_a_path_gets_a_hint(cli, sqlite_store: Store) -> None:
     result = cli("check", "--tracking-uri", str(sqlite_store.root))
     assert result.code == 2 and "did you mean sqlite:///" in result.err
-
-
-def test_a_wal_mode_store_keeps_its_database_file(cli, sqlite_store: Store, tmp_path) -> None:
-    import hashlib
-    import shutil
-    import sqlite3
-
-    database = tmp_path / "mlflow.db"
-    shutil.copy(sqlite_store.root, database)
-    connection = sqlite3.connect(database)
-    assert connection.execute("PRAGMA journal_mode=WAL").fetchone() == ("wal",)
-    connection.close()
-    before = hashlib.sha256(database.read_bytes()).hexdigest()
-    result = cli("check", "--tracking-uri", f"sqlite:///{database}", "-f", "json")
-    assert result.code == 1 and len(result.json()["runs"]) == len(
-        cli("check", "--tracking-uri", sqlite_store.uri, "-f", "json").json()["runs"]
-    )
-    # SQLite's own -wal/-shm files may appear beside it (README); the database is untouched.
-    assert hashlib.sha256(database.read_bytes()).hexdigest() == before

@@ -544,3 +544,33 @@ def test_records_do_not_depend_on_the_batch_size(
     monkeypatch.setattr(sql, "_BATCH", 2)
     batched = outcome(collect(SqlSource, sqlite_store.uri, Selection(include_deleted=True)))
     assert batched == whole
+
+
+def test_records_built_in_worker_processes_are_the_same_in_the_same_order(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A large selection is built by worker processes, job by job: the same records, in the
+    same order, as one process builds; and a failure in a worker is the audit's one-line error."""
+    import audit.sources.sql as sql
+
+    store = resolve_store(sqlite_store.uri)
+    selection = Selection(include_deleted=True)
+    alone = outcome(list(SqlSource(store, workers=1).collect(selection, EVERYTHING)))
+    assert len(alone) > 4
+    monkeypatch.setattr(sql, "_PARALLEL_MIN_RUNS", 2)
+    monkeypatch.setattr(sql, "_JOB_RUNS", 2)
+    parallel = SqlSource(store, workers=2)
+
+    def not_here(*_: Any) -> Any:
+        raise AssertionError("records were built in the auditing process")
+
+    monkeypatch.setattr(parallel, "_collect_page", not_here)  # the workers have their own
+    assert outcome(list(parallel.collect(selection, EVERYTHING))) == alone
+
+    monkeypatch.setattr(sql, "_collect_job", _failing_job)
+    with pytest.raises(StoreError, match=r"^reading .* failed: disk I/O error$"):
+        list(SqlSource(store, workers=2).collect(selection, EVERYTHING))
+
+
+def _failing_job(*_: Any) -> Any:
+    raise sqlite3.OperationalError("disk I/O error")
