@@ -24,6 +24,7 @@ from typing import Any, Protocol, cast
 
 from audit.errors import ArtifactError, first_line
 from audit.evidence import ENVIRONMENT_FILES, MAX_ARTIFACT_BYTES, ArtifactFiles, model_history
+from audit.sources.common import describe_http_failure
 
 __all__ = [
     "ArtifactFolder",
@@ -150,7 +151,7 @@ def read_environment_files(
     try:
         listing = {Path(f.path).name: f for f in list_files() if not f.is_dir}
     except Exception as error:
-        raise ArtifactError(f"cannot list artifacts of {uri}: {first_line(error)}") from None
+        raise ArtifactError(f"cannot list artifacts of {uri}: {_reason(error)}") from None
     texts: dict[str, str] = {}
     notes: list[str] = []
     for name in ENVIRONMENT_FILES:
@@ -166,12 +167,18 @@ def read_environment_files(
         try:
             content = read_head(info.path, MAX_ARTIFACT_BYTES + 1)
         except Exception as error:
-            raise ArtifactError(f"cannot read {uri}/{name}: {first_line(error)}") from None
+            raise ArtifactError(f"cannot read {uri}/{name}: {_reason(error)}") from None
         if len(content) > MAX_ARTIFACT_BYTES:
             notes.append(f"{uri}/{name} is over the {MAX_ARTIFACT_BYTES} byte limit; not read")
             continue
         texts[name] = content.decode("utf-8", errors="replace")
     return ArtifactFiles(uri=uri, texts=texts, notes=tuple(notes))
+
+
+def _reason(error: Exception) -> str:
+    """Why a read failed, in one line; for a remote store, which server and what it did."""
+    failure = describe_http_failure(error)
+    return failure.with_server() if failure is not None else first_line(error)
 
 
 # --------------------------------------------------------------------------- MLflow's repositories
@@ -195,12 +202,13 @@ class MlflowArtifacts:
 
         # The URI goes to MLflow as it is, None included: its error is the client source's.
         repository = get_artifact_repository(cast(str, uri), tracking_uri=self.tracking_uri)
-        return _MlflowFolder(repository)
+        return _MlflowFolder(repository, remote=bool(uri) and not is_local(uri))
 
 
 class _MlflowFolder:
-    def __init__(self, repository: Any) -> None:
+    def __init__(self, repository: Any, *, remote: bool = False) -> None:
         self._repository = repository
+        self._remote = remote
 
     def list_artifacts(self, path: str | None = None) -> Iterable[Any]:
         if path is None:
@@ -209,7 +217,14 @@ class _MlflowFolder:
 
     def read_head(self, path: str, limit: int) -> bytes:
         with tempfile.TemporaryDirectory(prefix="mlflow-audit-") as scratch:
-            local = Path(self._repository.download_artifacts(path, scratch))
+            download = getattr(self._repository, "_download_file", None)
+            if self._remote and download is not None:
+                # `path` comes from a listing that said it is a file: `download_artifacts` would
+                # ask the store again (one more round trip per file) and start a thread pool.
+                local = Path(scratch) / "artifact"
+                download(path, str(local))
+            else:
+                local = Path(self._repository.download_artifacts(path, scratch))
             with local.open("rb") as handle:
                 return handle.read(limit)
 

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
+import functools
+import itertools
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+import threading
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from types import GeneratorType
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from audit.errors import AuditError, SelectionError, StoreError, first_line
 from audit.evidence import (
@@ -27,6 +32,7 @@ from audit.sources import (
     Selection,
 )
 from audit.sources.artifacts import (
+    ArtifactFolder,
     MlflowArtifacts,
     ModelLocation,
     RunFiles,
@@ -34,24 +40,40 @@ from audit.sources.artifacts import (
     no_files,
     read_run_files,
 )
-from audit.sources.common import RegistryIndex, charted_metric_keys
+from audit.sources.common import RegistryIndex, charted_metric_keys, describe_http_failure
 from audit.sources.store import TrackingStore, check_schema_revision
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
 
+_T = TypeVar("_T")
+
 #: Run ids per `search_logged_models` query (the filter is an IN list).
 _LOGGED_MODEL_BATCH = 500
 _REGISTRY_PAGE = 1_000
 _EXPERIMENT_PAGE = 1_000
+#: Concurrent artifact reads from a remote store; below MLflow's HTTP connection pool (10), so
+#: that no connection is opened and thrown away per request.
 _ARTIFACT_WORKERS = 8
+#: Runs per `runs/search` request through a tracking server. MLflow's client holds a whole page
+#: about 20 times over while it parses it (the JSON text, dicts, protobuf messages, entities:
+#: about 25 KB per run of 10 params, 5 metrics and 6 tags, 290 MB at 6,000 runs), and the
+#: server answers nothing until it has built the page (about 5 s per 5,000 runs on 2 cores).
+#: Pages above a few thousand runs are no faster, so larger ones would only cost memory and
+#: risk the timeout.
+REST_PAGE_SIZE = 5_000
+#: Seconds a request to a tracking server may wait for the server (MLFLOW_HTTP_REQUEST_TIMEOUT,
+#: connecting and between bytes of the answer). MLflow's own default is 120 s with 7 retries.
+DEFAULT_TIMEOUT = 30
 
-# An audit should fail in seconds, not retry for minutes, when a server is down. Users who set
-# these variables themselves keep their values.
+# An audit should fail within a minute or two, not retry for the 10+ minutes MLflow's defaults
+# allow: 3 attempts of at most DEFAULT_TIMEOUT seconds each, about 3 s of backoff in between
+# (urllib3 sleeps 0 s, then 2 s, plus up to 1 s of jitter), Retry-After honoured on 429 and 503.
+# A refused connection fails in about 3 s. Users who set these variables keep their values.
 _HTTP_DEFAULTS = {
     "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "60",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": str(DEFAULT_TIMEOUT),
 }
 
 
@@ -60,9 +82,21 @@ class ClientSource:
 
     name = "client"
 
-    def __init__(self, store: TrackingStore, *, page_size: int = MAX_PAGE_SIZE) -> None:
+    def __init__(
+        self,
+        store: TrackingStore,
+        *,
+        page_size: int = MAX_PAGE_SIZE,
+        timeout: int | None = None,
+    ) -> None:
+        """`timeout`: seconds each request to a tracking server may wait (default: the
+        MLFLOW_HTTP_REQUEST_TIMEOUT variable, else DEFAULT_TIMEOUT)."""
         self.store = store
-        self.page_size = max(1, min(page_size, MAX_PAGE_SIZE))
+        remote = store.kind in ("http", "databricks")
+        self.page_size = max(1, min(page_size, REST_PAGE_SIZE if remote else MAX_PAGE_SIZE))
+        if timeout is not None and timeout < 1:
+            raise AuditError(f"the timeout must be at least 1 second, not {timeout}")
+        self.timeout = timeout
         self._experiment_names: dict[str, str | None] = {}
         self._registry: RegistryIndex | None = None
 
@@ -82,7 +116,10 @@ class ClientSource:
             # is exactly what they are kept for.
             return {"MLFLOW_ALLOW_FILE_STORE": "true"}
         if self.store.kind in ("http", "databricks"):
-            return {key: value for key, value in _HTTP_DEFAULTS.items() if key not in os.environ}
+            settings = {k: v for k, v in _HTTP_DEFAULTS.items() if k not in os.environ}
+            if self.timeout is not None:
+                settings["MLFLOW_HTTP_REQUEST_TIMEOUT"] = str(self.timeout)
+            return settings
         return {}
 
     def _open(self) -> Any:
@@ -244,18 +281,19 @@ class ClientSource:
         runs = [item.run for item in page]
         logged_models = self._logged_models(runs)
         registry = self._registry_index() if needs.registry else None
+        stop = threading.Event()
         read_files: Callable[[Run, Sequence[Any]], RunFiles] = (
-            self._run_files if needs.artifacts else no_files
+            functools.partial(self._run_files, stop=stop) if needs.artifacts else no_files
         )
         models_of_runs = [logged_models.get(run.info.run_id, []) for run in runs]
         # Remote artifact stores answer in parallel; local folders are read faster in one thread.
         remote = needs.artifacts and not all(is_local(run.info.artifact_uri) for run in runs)
-        with ThreadPoolExecutor(max_workers=_ARTIFACT_WORKERS if remote else 1) as pool:
-            files = (
-                pool.map(read_files, runs, models_of_runs)
-                if remote
-                else map(read_files, runs, models_of_runs)
-            )
+        files: Iterator[RunFiles] = (
+            _ordered_map(read_files, runs, models_of_runs, workers=_ARTIFACT_WORKERS)
+            if remote
+            else map(read_files, runs, models_of_runs)
+        )
+        try:
             for item, run_files in zip(page, files, strict=True):
                 run_id = item.run.info.run_id
                 facts = self._facts(
@@ -264,6 +302,10 @@ class ClientSource:
                 record = build_record(facts)
                 histories = self._metric_histories(record) if needs.metric_history else {}
                 yield CollectedRun(record, item.selected_by, item.versions, histories)
+        finally:
+            stop.set()
+            if isinstance(files, GeneratorType):
+                files.close()
 
     def _metric_histories(
         self, record: Mapping[str, Any]
@@ -409,10 +451,12 @@ class ClientSource:
 
     # ----------------------------------------------------------------------- artifacts
 
-    def _run_files(self, run: Run, logged_models: Sequence[Any]) -> RunFiles:
+    def _run_files(
+        self, run: Run, logged_models: Sequence[Any], *, stop: threading.Event
+    ) -> RunFiles:
         """Environment files of the run root, of each 2.x model folder and of each logged model."""
         return read_run_files(
-            MlflowArtifacts(self.store.client_uri),
+            _Stoppable(MlflowArtifacts(self.store.client_uri), stop),
             run.info.run_id,
             run.info.artifact_uri,
             run.data.tags,
@@ -421,6 +465,43 @@ class ClientSource:
 
 
 # --------------------------------------------------------------------------- helpers
+
+
+class _Stopped(Exception):
+    """The audit ended (failed or stopped reading) while this read was still queued."""
+
+
+class _Stoppable:
+    """Artifact stores that start no request once `stop` is set: a read already running when
+    the audit fails ends with its request, instead of going on to the run's next files under
+    MLflow's defaults of minutes of retries, restored by then, while the process waits for it."""
+
+    def __init__(self, stores: MlflowArtifacts, stop: threading.Event) -> None:
+        self._stores = stores
+        self._stop = stop
+
+    def missing(self, uri: str | None) -> bool:
+        return self._stores.missing(uri)
+
+    def open(self, uri: str | None) -> ArtifactFolder:
+        self._check()
+        folder = self._stores.open(uri)
+        stoppable = self
+
+        class Folder:
+            def list_artifacts(self, path: str | None = None) -> Iterable[Any]:
+                stoppable._check()
+                return folder.list_artifacts(path)
+
+            def read_head(self, path: str, limit: int) -> bytes:
+                stoppable._check()
+                return folder.read_head(path, limit)
+
+        return Folder()
+
+    def _check(self) -> None:
+        if self._stop.is_set():
+            raise _Stopped
 
 
 @dataclass(frozen=True)
@@ -446,6 +527,30 @@ def _merge_explicit(items: list[_Selected]) -> list[_Selected]:
             )
         merged[key] = item
     return list(merged.values())
+
+
+def _ordered_map(
+    function: Callable[..., _T], *iterables: Iterable[Any], workers: int
+) -> Iterator[_T]:
+    """`function` over the items, `workers` calls at a time, results in the items' order.
+
+    Only a few calls run ahead of the consumer, so that when one fails (a server gone, an
+    unreadable artifact) or the consumer stops, the audit does not first wait for a whole page
+    of requests to a server that no longer answers: calls not started yet are cancelled, and
+    the few running ones are waited for, so that no thread outlives the audit.
+    """
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="mlflow-audit-artifacts")
+    arguments = zip(*iterables, strict=True)
+    pending: collections.deque[Future[_T]] = collections.deque(
+        pool.submit(function, *item) for item in itertools.islice(arguments, 2 * workers)
+    )
+    try:
+        while pending:
+            result = pending.popleft().result()
+            pending.extend(pool.submit(function, *item) for item in itertools.islice(arguments, 1))
+            yield result
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 def _paged(search: Callable[..., Any], **arguments: Any) -> Iterator[Any]:
@@ -510,8 +615,14 @@ def _mlflow_errors(store: TrackingStore, selection: Selection) -> Iterator[None]
                 and ("filter" in message.lower() or "invalid" in message.lower())
             ):
                 raise SelectionError(f"invalid --filter {selection.filter!r}: {message}") from None
-            if "API request to" in message or "Max retries exceeded" in message:
+        failure = describe_http_failure(error) if store.kind in ("http", "databricks") else None
+        if failure is not None:
+            where = f" ({failure.endpoint})" if failure.endpoint else ""
+            if failure.unreachable:
                 raise StoreError(
-                    f"cannot reach the tracking server {store.display}: {message}"
+                    f"cannot reach the tracking server {store.display}{where}: {failure.reason}"
                 ) from None
+            raise StoreError(
+                f"the tracking server {store.display} failed{where}: {failure.reason}"
+            ) from None
         raise StoreError(f"reading {store.display} failed: {message}") from None

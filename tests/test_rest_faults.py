@@ -1,0 +1,547 @@
+"""Auditing through a tracking server that fails: every fault is exit 2 with one line naming the
+server and the reason, never a traceback and never a partial pass; retries, timeouts, MLflow's
+auth variables and paging while runs are written.
+
+The faults come from real HTTP: a small proxy in front of a real `mlflow server` answers 500,
+delays, drops connections, kills the server, or records what reached it. No Python function of
+the audit or of MLflow is replaced.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import datetime
+import http.client
+import http.server
+import json
+import os
+import shutil
+import signal
+import socket
+import ssl
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from audit.api import collect, make_selection
+from audit.evidence import sha256_hex
+from audit.sources import CollectionNeeds
+from tests.conftest import Server, running_mlflow_server
+
+#: What the proxy does with one request: forward it (None), answer with this status, wait this
+#: many seconds and then forward, or drop the connection without an answer.
+Action = None | int | float | str
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    authorization: str | None
+
+
+@dataclass
+class Proxy:
+    """An HTTP proxy on a free loopback port in front of `upstream` (host, port)."""
+
+    upstream: tuple[str, int]
+    rule: Callable[[Seen, int], Action] = lambda seen, index: None
+    tls: ssl.SSLContext | None = None
+    seen: list[Seen] = field(default_factory=list)
+    search_pages: list[list[str]] = field(default_factory=list)
+    in_flight: int = 0
+    most_in_flight: int = 0
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        proxy = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                proxy._handle(self)
+
+            do_POST = do_GET
+
+            def log_message(self, *args: Any) -> None:
+                pass  # the audit's stderr is what the tests read
+
+        class Quiet(http.server.ThreadingHTTPServer):
+            daemon_threads = True
+
+            def handle_error(self, request: Any, client_address: Any) -> None:
+                pass  # clients that gave up (timeouts) close their end; that is the point
+
+        self._server = Quiet(("127.0.0.1", 0), Handler)
+        if self.tls is not None:
+            self._server.socket = self.tls.wrap_socket(self._server.socket, server_side=True)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    @property
+    def uri(self) -> str:
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://127.0.0.1:{self._server.server_address[1]}"
+
+    def stop(self) -> None:
+        """Close the listening socket: from now on connections are refused."""
+        self._server.shutdown()
+        self._server.server_close()
+
+    def count(self, endpoint: str) -> int:
+        return sum(1 for seen in self.seen if endpoint in seen.path)
+
+    def _handle(self, handler: http.server.BaseHTTPRequestHandler) -> None:
+        seen = Seen(handler.command, handler.path, handler.headers.get("Authorization"))
+        with self._lock:
+            index = sum(1 for s in self.seen if s.path.split("?")[0] == seen.path.split("?")[0])
+            self.seen.append(seen)
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            self._answer(handler, seen, self.rule(seen, index))
+        finally:
+            with self._lock:
+                self.in_flight -= 1
+
+    def _answer(
+        self, handler: http.server.BaseHTTPRequestHandler, seen: Seen, action: Action
+    ) -> None:
+        length = int(handler.headers.get("Content-Length") or 0)
+        body = handler.rfile.read(length) if length else None
+        if action == "drop":
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            return
+        if isinstance(action, int):
+            handler.send_response(action)
+            handler.send_header("Content-Type", "text/plain")
+            handler.end_headers()
+            handler.wfile.write(b"injected by the test proxy")
+            return
+        if isinstance(action, float):
+            time.sleep(action)
+        headers = {k: v for k, v in handler.headers.items() if k.lower() not in _HOP_BY_HOP}
+        connection = http.client.HTTPConnection(*self.upstream, timeout=60)
+        try:
+            connection.request(seen.method, seen.path, body=body, headers=headers)
+            response = connection.getresponse()
+            content = response.read()
+        except OSError:
+            # The server is gone: so is the answer, as a client of the server itself sees it.
+            handler.close_connection = True
+            handler.connection.shutdown(socket.SHUT_RDWR)
+            return
+        finally:
+            connection.close()
+        if "runs/search" in seen.path and response.status == 200:
+            runs = json.loads(content).get("runs", [])
+            with self._lock:
+                self.search_pages.append([run["info"]["run_id"] for run in runs])
+        handler.send_response(response.status)
+        for key, value in response.getheaders():
+            if key.lower() not in _HOP_BY_HOP:
+                handler.send_header(key, value)
+        handler.send_header("Content-Length", str(len(content)))
+        handler.end_headers()
+        handler.wfile.write(content)
+
+
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length", "host"}
+
+
+def _upstream(uri: str) -> tuple[str, int]:
+    host, port = uri.removeprefix("http://").split(":")
+    return host, int(port)
+
+
+@pytest.fixture
+def proxy(mlflow_server: Server) -> Iterator[Callable[..., Proxy]]:
+    """Proxies in front of the session's `mlflow server`, stopped after the test."""
+    made: list[Proxy] = []
+
+    def make(rule: Callable[[Seen, int], Action] = lambda seen, index: None, **kw: Any) -> Proxy:
+        made.append(Proxy(_upstream(mlflow_server.uri), rule, **kw))
+        return made[-1]
+
+    yield make
+    for each in made:
+        with contextlib.suppress(OSError):
+            each.stop()
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retries without the seconds of backoff in between (the user's setting, which the audit
+    keeps): the retries are still made, the tests take less time."""
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_BACKOFF_JITTER", "0")
+
+
+def _one_line_failure(result: Any) -> str:
+    """The audit's error line, after checking it is the only output and exit 2."""
+    assert result.code == 2, (result.code, result.err)
+    assert result.out == ""
+    assert len(result.err.strip().splitlines()) == 1, result.err
+    assert "Traceback" not in result.err
+    return str(result.err.strip())
+
+
+def _everything(uri: str, **options: Any) -> list[str]:
+    needs = CollectionNeeds(artifacts=False, registry=False)
+    selection = make_selection(include_deleted=True)
+    return [
+        c.record["run"]["id"] for c in collect(uri, selection=selection, needs=needs, **options)
+    ]
+
+
+# --------------------------------------------------------------------------- answers that fail
+
+
+def test_server_answering_500_is_exit_2_after_retries(cli, proxy) -> None:
+    failing = proxy(lambda seen, index: 500 if "runs/search" in seen.path else None)
+    result = cli("check", "--tracking-uri", failing.uri, "--search-page-size", "2")
+    line = _one_line_failure(result)
+    assert line == (
+        f"mlflow-audit: error: the tracking server {failing.uri} failed (runs/search): "
+        "HTTP 500 Internal Server Error (3 attempts)"
+    )
+    assert failing.count("runs/search") == 3  # MLFLOW_HTTP_REQUEST_MAX_RETRIES=2 by default
+
+
+def test_server_answering_500_on_a_later_page_is_no_partial_pass(cli, no_backoff, proxy) -> None:
+    failing = proxy(lambda seen, index: 500 if "runs/search" in seen.path and index > 0 else None)
+    result = cli("check", "--tracking-uri", failing.uri, "--search-page-size", "2", "-f", "json")
+    assert "HTTP 500 Internal Server Error" in _one_line_failure(result)
+    assert len(failing.search_pages) == 1  # one page was read, and is not reported
+
+
+def test_rate_limited_and_unavailable_answers_are_retried(
+    cli, proxy, mlflow_server: Server
+) -> None:
+    def flaky(seen: Seen, index: int) -> Action:
+        if "runs/search" in seen.path and index == 0:
+            return 429
+        if "mlflow-artifacts" in seen.path and index == 0:
+            return 503
+        return None
+
+    retried = proxy(flaky)
+    result = cli("check", "--tracking-uri", retried.uri, "-e", "truth-table", "-f", "json")
+    assert result.code == 1, result.err
+    assert len(result.json()["runs"]) == 5
+    assert retried.count("runs/search") == 2
+
+
+def test_server_slower_than_the_timeout_is_exit_2(cli, no_backoff, proxy, monkeypatch) -> None:
+    slow = proxy(lambda seen, index: 3.0 if "runs/search" in seen.path else None)
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    start = time.monotonic()
+    result = cli("check", "--tracking-uri", slow.uri)
+    assert _one_line_failure(result) == (
+        f"mlflow-audit: error: cannot reach the tracking server {slow.uri} (runs/search): "
+        "no answer within 1 s (3 attempts)"
+    )
+    assert time.monotonic() - start < 15
+
+
+def test_default_timeout_and_retries_are_bounded(monkeypatch) -> None:
+    """Without the user's settings, a request is tried 3 times for at most 30 s each (MLflow's
+    own defaults: 8 times, 120 s each, with backoff up to 2 minutes in between)."""
+    from audit.sources.client import ClientSource
+    from audit.sources.store import resolve_store
+
+    for variable in ("MAX_RETRIES", "BACKOFF_FACTOR", "TIMEOUT"):
+        monkeypatch.delenv(f"MLFLOW_HTTP_REQUEST_{variable}", raising=False)
+    source = ClientSource(resolve_store("http://127.0.0.1:1"))
+    assert source._settings() == {
+        "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+        "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    }
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "300")
+    assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in source._settings()  # the user's value stays
+    explicit = ClientSource(resolve_store("http://127.0.0.1:1"), timeout=5)
+    assert explicit._settings()["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "5"
+    assert explicit.page_size == 5_000  # MLflow's 50,000 would hold about 1.2 GB per page
+
+
+def test_dropped_connections_are_exit_2(cli, no_backoff, proxy) -> None:
+    dropping = proxy(lambda seen, index: "drop" if "runs/search" in seen.path else None)
+    line = _one_line_failure(cli("check", "--tracking-uri", dropping.uri))
+    assert line == (
+        f"mlflow-audit: error: cannot reach the tracking server {dropping.uri} (runs/search): "
+        "the connection was closed without an answer (3 attempts)"
+    )
+
+
+# --------------------------------------------------------------------------- artifacts
+
+
+def test_artifact_that_cannot_be_read_is_exit_2(
+    cli, no_backoff, proxy, mlflow_server: Server
+) -> None:
+    def broken(seen: Seen, index: int) -> Action:
+        return 500 if seen.path.endswith("/requirements.txt") else None
+
+    failing = proxy(broken)
+    line = _one_line_failure(cli("check", "--tracking-uri", failing.uri, "-e", "truth-table"))
+    assert line.startswith("mlflow-audit: error: cannot read runs:/")
+    assert line.endswith(
+        f"/requirements.txt: {failing.uri} answered HTTP 500 Internal Server Error (3 attempts)"
+    )
+    run_id = line.split("runs:/")[1].split("/")[0]
+    assert run_id in mlflow_server.run_ids.values()
+
+
+def test_artifact_listing_that_fails_is_exit_2(cli, no_backoff, proxy) -> None:
+    dropping = proxy(lambda seen, index: "drop" if "mlflow-artifacts" in seen.path else None)
+    line = _one_line_failure(cli("check", "--tracking-uri", dropping.uri, "-e", "truth-table"))
+    assert line.startswith("mlflow-audit: error: cannot list artifacts of runs:/")
+    assert line.endswith(
+        f": cannot reach {dropping.uri}: the connection was closed without an answer (3 attempts)"
+    )
+
+
+def test_artifacts_are_read_concurrently_in_order_without_extra_round_trips(
+    proxy, mlflow_server: Server, monkeypatch, tmp_path: Path
+) -> None:
+    from audit.api import check
+    from audit.sources import client
+
+    slow = proxy(lambda seen, index: 0.2 if "mlflow-artifacts" in seen.path else None)
+    concurrent = check(slow.uri, include_deleted=True, keep_records=True)
+    assert 1 < slow.most_in_flight <= client._ARTIFACT_WORKERS
+    downloads = [s.path for s in slow.seen if s.path.startswith("/api/2.0/mlflow-artifacts/")]
+    listings = [path for path in downloads if "?path=" in path]
+    files = [path for path in downloads if "?path=" not in path]
+    # One listing per artifact folder, one download per file read: no listing per file.
+    assert len(listings) == len(set(listings)) and len(files) == len(set(files)) > 0
+
+    monkeypatch.setattr(client, "_ARTIFACT_WORKERS", 1)
+    one_at_a_time = check(mlflow_server.uri, include_deleted=True, keep_records=True)
+    assert concurrent.records is not None and one_at_a_time.records is not None
+    assert list(concurrent.records) == list(one_at_a_time.records)
+    assert [sha256_hex(r) for r in concurrent.records.values()] == [
+        sha256_hex(r) for r in one_at_a_time.records.values()
+    ]
+    # A policy that looks at no artifact reads none.
+    policy = tmp_path / "params-only.json"
+    rule = {
+        "id": "hyperparameters.logged",
+        "title": "Hyperparameters are logged",
+        "severity": "error",
+        "category": "hyperparameters",
+        "provisions": [],
+        "remediation": "mlflow.log_params(...)",
+    }
+    policy.write_text(
+        json.dumps(
+            {
+                "$schema": "https://json-schema.org/draft/2020-12/schema",
+                "type": "object",
+                "properties": {"hyperparameters": {"minProperties": 1, "x-audit": rule}},
+            }
+        )
+    )
+    counting = proxy()
+    check(counting.uri, include_deleted=True, policy=policy)
+    assert counting.count("mlflow-artifacts") == 0
+
+
+# --------------------------------------------------------------------------- auth and TLS
+
+
+@pytest.mark.parametrize(
+    ("variables", "header"),
+    [
+        ({"MLFLOW_TRACKING_TOKEN": "t0ken"}, "Bearer t0ken"),
+        (
+            {"MLFLOW_TRACKING_USERNAME": "auditor", "MLFLOW_TRACKING_PASSWORD": "s3cret"},
+            "Basic " + base64.b64encode(b"auditor:s3cret").decode(),
+        ),
+    ],
+)
+def test_mlflow_auth_variables_reach_the_server(
+    cli, proxy, monkeypatch, variables: dict[str, str], header: str
+) -> None:
+    recording = proxy()
+    for key, value in variables.items():
+        monkeypatch.setenv(key, value)
+    result = cli("check", "--tracking-uri", recording.uri, "-e", "truth-table", "-f", "json")
+    assert result.code == 1, result.err
+    assert recording.count("runs/search") >= 1 and recording.count("mlflow-artifacts") >= 1
+    assert {seen.authorization for seen in recording.seen} == {header}
+    assert "s3cret" not in result.out and "t0ken" not in result.out
+
+
+def test_unauthenticated_is_exit_2_naming_the_variables(cli, proxy) -> None:
+    denying = proxy(lambda seen, index: None if seen.authorization else 401)
+    line = _one_line_failure(cli("check", "--tracking-uri", denying.uri))
+    assert line == (
+        f"mlflow-audit: error: the tracking server {denying.uri} failed (experiments/search): "
+        "HTTP 401, not authenticated (MLFLOW_TRACKING_TOKEN, or MLFLOW_TRACKING_USERNAME and "
+        "MLFLOW_TRACKING_PASSWORD)"
+    )
+
+
+def test_self_signed_tls_needs_mlflow_tracking_insecure_tls(
+    cli, no_backoff, proxy, monkeypatch, tmp_path: Path
+) -> None:
+    secured = proxy(tls=_self_signed_context(tmp_path))
+    refused = _one_line_failure(cli("check", "--tracking-uri", secured.uri, "-e", "truth-table"))
+    assert refused.startswith(
+        f"mlflow-audit: error: cannot reach the tracking server {secured.uri}"
+    )
+    assert "TLS certificate verification failed" in refused
+    assert "MLFLOW_TRACKING_INSECURE_TLS=true" in refused
+    monkeypatch.setenv("MLFLOW_TRACKING_INSECURE_TLS", "true")
+    accepted = cli("check", "--tracking-uri", secured.uri, "-e", "truth-table", "-f", "json")
+    assert accepted.code == 1, accepted.err
+    assert len(accepted.json()["runs"]) == 5
+
+
+def _self_signed_context(directory: Path) -> ssl.SSLContext:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(hours=1))
+        .sign(key, hashes.SHA256())
+    )
+    (directory / "cert.pem").write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    (directory / "key.pem").write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(directory / "cert.pem", directory / "key.pem")
+    return context
+
+
+# --------------------------------------------------------------------------- a server of its own
+
+
+@dataclass
+class OwnServer:
+    uri: str
+    run_ids: set[str]
+
+
+@contextlib.contextmanager
+def _copy_of_server(source: Server, directory: Path) -> Iterator[OwnServer]:
+    """A real `mlflow server` on a copy of the session server's store and artifacts."""
+    shutil.copy2(source.database, directory / "server.db")
+    shutil.copytree(source.database.parent / "artifacts", directory / "artifacts")
+    with running_mlflow_server(directory, f"sqlite:///{directory / 'server.db'}") as uri:
+        yield OwnServer(uri, set(_everything(uri)))
+
+
+@pytest.fixture(scope="module")
+def own_server(
+    mlflow_server: Server, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[OwnServer]:
+    with _copy_of_server(mlflow_server, tmp_path_factory.mktemp("own-server")) as server:
+        yield server
+
+
+def test_runs_written_while_paging_are_neither_lost_nor_doubled(own_server: OwnServer) -> None:
+    """MLflow pages by offset over (start_time DESC, run id): a run started during the audit
+    sorts first and shifts every later run by one, so the next page repeats a run; one created
+    with an old start time sorts last. Every run that existed before the audit is audited
+    exactly once, a run created during it at most once."""
+    from mlflow import MlflowClient
+
+    recording = Proxy(_upstream(own_server.uri))
+    writer = MlflowClient(own_server.uri)
+    experiment = writer.get_experiment_by_name("truth-table").experiment_id
+    created: list[str] = []
+    needs = CollectionNeeds(artifacts=False, registry=False)
+    selection = make_selection(include_deleted=True)
+    audited: list[str] = []
+    try:
+        for collected in collect(recording.uri, selection=selection, needs=needs, page_size=2):
+            audited.append(collected.record["run"]["id"])
+            if len(audited) in (1, 4):
+                for start_time in (None, None, 1):
+                    run = writer.create_run(experiment, start_time=start_time)
+                    created.append(run.info.run_id)
+    finally:
+        recording.stop()
+    counts = Counter(audited)
+    assert all(counts[run_id] == 1 for run_id in own_server.run_ids)
+    assert set(audited) <= own_server.run_ids | set(created)
+    assert max(counts.values()) == 1
+    served = Counter(run_id for page in recording.search_pages for run_id in page)
+    assert max(served.values()) > 1  # the server did repeat runs across pages
+    assert set(created) & set(audited)  # the ones with an old start time were reached
+
+
+def test_server_killed_mid_audit_is_exit_2(
+    cli, no_backoff, mlflow_server: Server, tmp_path: Path
+) -> None:
+    with _copy_of_server(mlflow_server, tmp_path) as server:
+        process_ids = _listening_processes(_upstream(server.uri)[1])
+        assert process_ids
+        proxy: Proxy | None = None
+
+        def kill_on_second_page(seen: Seen, index: int) -> Action:
+            if "runs/search" in seen.path and index == 1:
+                for pid in process_ids:
+                    os.kill(pid, signal.SIGKILL)
+                assert proxy is not None
+                threading.Thread(target=proxy.stop, daemon=True).start()
+            return None
+
+        proxy = Proxy(_upstream(server.uri), kill_on_second_page)
+        result = cli("check", "--tracking-uri", proxy.uri, "--search-page-size", "2", "-f", "json")
+        line = _one_line_failure(result)
+        assert line.startswith(
+            f"mlflow-audit: error: cannot reach the tracking server {proxy.uri} (runs/search): "
+        )
+        assert line.endswith("(3 attempts)")
+        assert len(proxy.search_pages) == 1
+
+
+def _listening_processes(port: int) -> list[int]:
+    """Ids of the processes with a socket listening on `port` (the server and its workers)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with contextlib.suppress(OSError), open(table) as handle:  # noqa: PTH123
+            for line in handle.readlines()[1:]:
+                fields = line.split()
+                if int(fields[1].rsplit(":", 1)[1], 16) == port and fields[3] == "0A":
+                    inodes.add(fields[9])
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            for fd in (entry / "fd").iterdir():
+                target = str(fd.readlink())
+                if target.startswith("socket:[") and target[8:-1] in inodes:
+                    found.append(int(entry.name))
+                    break
+    return found
