@@ -11,10 +11,12 @@ export MLFLOW_DISABLE_TELEMETRY := true
 
 .PHONY: demo test lint benchmark clean pango
 
+# The core install has mlflow-skinny only; the tests and the demo store need the full MLflow
+# (and scikit-learn), which the test and demo extras bring.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[test,demo]'
 	@$(BIN)/python -c "import weasyprint" 2>/dev/null || $(MAKE) --no-print-directory pango
 	touch $@
 

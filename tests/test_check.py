@@ -311,6 +311,46 @@ def test_bad_arguments_exit_2(cli) -> None:
     assert exit_info.value.code == 2
 
 
+# --------------------------------------------------------------------------- imports
+
+# The console script in a fresh process; prints the top-level packages of these it loaded
+# (entry() marks pandas, NumPy and pyarrow absent with None, which loads nothing).
+_IMPORT_PROBE = """
+import sys
+from audit.__main__ import entry
+sys.argv = ["mlflow-audit", *sys.argv[1:]]
+try:
+    entry()
+except SystemExit:
+    pass
+heavy = {"mlflow", "sqlalchemy", "alembic", "flask", "pandas", "numpy", "pyarrow"}
+loaded = {m.split(".")[0] for m, module in sys.modules.items() if module} & heavy
+print("LOADED", ",".join(sorted(loaded)), file=sys.stderr)
+"""
+
+
+@pytest.mark.parametrize(
+    "formats",
+    [[], ["-f", "json", "--junit-xml", "{tmp}/a.xml", "--sarif", "{tmp}/a.sarif"]],
+    ids=["table", "json-junit-sarif"],
+)
+def test_check_of_a_sqlite_store_never_imports_mlflow(
+    sqlite_store: Store, tmp_path: Path, formats: list[str]
+) -> None:
+    """Neither MLflow nor SQLAlchemy: the core install has only mlflow-skinny, and importing
+    the full MLflow alone takes longer than auditing thousands of runs."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", _IMPORT_PROBE, "check", "--tracking-uri", sqlite_store.uri,
+         "-e", "truth-table", *(f.format(tmp=tmp_path) for f in formats)],
+        capture_output=True, text=True, env=stores.environment(), cwd=tmp_path,
+    )  # fmt: skip
+    assert "FAIL" in done.stdout or '"no-metrics"' in done.stdout, done.stderr
+    assert done.stderr.strip().splitlines()[-1] == "LOADED", done.stderr
+
+
 # --------------------------------------------------------------------------- output
 
 

@@ -7,14 +7,17 @@ the one the installed MLflow writes (MLflow's client would otherwise migrate an 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+import os
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 from audit.errors import AuditError, StoreError, first_line
 from audit.signing.bundle import SignedBundle
-from audit.sources.store import TrackingStore, check_schema_revision
+from audit.sources.store import TrackingStore, check_schema_revision, require_mlflow_sql_client
 
 ARTIFACT_PATH = "audit"
+_ALLOW_FILE_STORE = "MLFLOW_ALLOW_FILE_STORE"
 
 
 def tags_for(bundle: SignedBundle, run: Mapping[str, Any]) -> dict[str, str]:
@@ -28,6 +31,12 @@ def tags_for(bundle: SignedBundle, run: Mapping[str, Any]) -> dict[str, str]:
     }
 
 
+def check_can_log(store: TrackingStore) -> None:
+    """Raise what would stop `log_to_mlflow` before it starts, so that a caller can ask before
+    a long audit: with mlflow-skinny alone, MLflow's client cannot write to a SQL store."""
+    require_mlflow_sql_client(store, f"--log-to-mlflow to {store.display}")
+
+
 def log_to_mlflow(
     store: TrackingStore,
     bundle: SignedBundle,
@@ -35,12 +44,35 @@ def log_to_mlflow(
 ) -> int:
     """Upload the bundle under `audit/` of every run it documents and tag each run; return the
     number of runs written."""
+    check_can_log(store)
     check_schema_revision(store)
+    with _file_store_allowed(store):
+        return _log(store, bundle, on_run)
+
+
+@contextlib.contextmanager
+def _file_store_allowed(store: TrackingStore) -> Iterator[None]:
+    """MLflow >= 3.13 opens a ./mlruns store only when told to; the audit read this one that
+    way (the client source), and the user asked for this write. A user's own setting stands."""
+    if store.kind != "file" or _ALLOW_FILE_STORE in os.environ:
+        yield
+        return
+    os.environ[_ALLOW_FILE_STORE] = "true"
+    try:
+        yield
+    finally:
+        os.environ.pop(_ALLOW_FILE_STORE, None)
+
+
+def _log(store: TrackingStore, bundle: SignedBundle, on_run: Callable[[int], None] | None) -> int:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
-    # The original URI, not the read-only one the audit used.
-    client = MlflowClient(tracking_uri=store.uri)
+    try:
+        # The original URI, not the read-only one the audit used.
+        client = MlflowClient(tracking_uri=store.uri)
+    except MlflowException as error:
+        raise StoreError(f"cannot open {store.display}: {first_line(error)}") from None
     runs = bundle.result.get("runs") or []
     for count, run in enumerate(runs, start=1):
         run_id = str(run.get("run_id"))

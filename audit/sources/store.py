@@ -230,12 +230,39 @@ def installed_mlflow_version() -> str:
     seconds, and a SQL read of a local store never needs it."""
     from importlib import metadata
 
-    try:
-        return metadata.version("mlflow")
-    except metadata.PackageNotFoundError:
-        import mlflow
+    for distribution in ("mlflow", "mlflow-skinny"):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    import mlflow
 
-        return str(mlflow.__version__)
+    return str(mlflow.__version__)
+
+
+#: What installs an MLflow whose client opens SQL stores, for the messages that need it.
+FULL_MLFLOW_INSTALL = "pip install 'mlflow-audit[mlflow]'"
+
+
+def mlflow_opens_sql_stores() -> bool:
+    """Whether the installed MLflow's client can open SQLite, PostgreSQL and MySQL stores.
+
+    The full `mlflow` package can. mlflow-skinny, which is all the core install has, lacks
+    SQLAlchemy and alembic, and MLflow then registers no store for those schemes (it asks
+    `find_spec("sqlalchemy")` too). Looked up without importing anything."""
+    from importlib.util import find_spec
+
+    return find_spec("sqlalchemy") is not None and find_spec("alembic") is not None
+
+
+def require_mlflow_sql_client(store: TrackingStore, doing: str) -> None:
+    """Refuse in one line, naming the install that fixes it, what would otherwise fail deep in
+    MLflow with mlflow-skinny: its client opening a SQL store. ``doing`` says what needed it."""
+    if store.kind in ("sqlite", "database") and not mlflow_opens_sql_stores():
+        raise StoreError(
+            f"{doing} needs the full MLflow package, whose client opens SQL stores "
+            f"(mlflow-skinny's cannot): {FULL_MLFLOW_INSTALL}"
+        )
 
 
 @functools.lru_cache(maxsize=1)
@@ -245,7 +272,16 @@ def installed_schema_revision() -> str:
     Read from the migration scripts of the installed package (their `revision` and
     `down_revision` assignments, parsed, never executed) rather than by importing MLflow, which
     alone costs longer than a SQL read of thousands of runs. Should the package ever not have
-    that layout, MLflow's own answer is used."""
+    that layout, MLflow's own answer is used.
+
+    With mlflow-skinny alone, no installed MLflow opens a SQL store, let alone writes one, and
+    the SQL source is the only reader: the revision it was checked against is returned, so that
+    it keeps reading stores (checking each one's tables itself) after an MLflow release whose
+    migrations, which mlflow-skinny ships too, name a newer revision."""
+    if not mlflow_opens_sql_stores():
+        from audit.sources.sql import SCHEMA_REVISION
+
+        return SCHEMA_REVISION
     versions = _migrations_folder()
     head = _single_head(versions) if versions is not None else None
     if head is not None:
@@ -313,9 +349,13 @@ def _revision_assignments(text: str) -> dict[str, tuple[str, ...]] | None:
 
 
 def check_schema_revision(store: TrackingStore) -> None:
-    """Refuse a SQL store whose schema the installed MLflow would migrate when opening it."""
+    """Refuse a SQL store whose schema the installed MLflow would migrate when opening it, or
+    that the installed MLflow cannot open at all (mlflow-skinny)."""
     if store.kind not in ("sqlite", "database"):
         return
+    # The SQL source reads SQLite and PostgreSQL stores without it, except for these two.
+    reached = " (--source client or --filter)" if store.dialect in ("sqlite", "postgresql") else ""
+    require_mlflow_sql_client(store, f"reading {store.display} through MLflow's client{reached}")
     found = read_schema_revision(store)
     expected = installed_schema_revision()
     if found != expected:
