@@ -82,7 +82,7 @@ def evaluate(
                 run_name=run["name"],
                 experiment_id=run["experiment_id"],
                 experiment_name=run["experiment_name"],
-                evidence_sha256=sha256_hex(record),
+                evidence_sha256=item.evidence_sha256 or sha256_hex(record),
                 findings=_waive(evaluate_record(record, policy), record, waivers),
                 selected_by=item.selected_by,
                 model_versions=tuple(str(v) for v in item.model_versions),

@@ -916,6 +916,13 @@ def _sorted_versions(versions: Iterable[RegisteredVersionFacts]) -> list[Registe
 
 def build_record(facts: RunFacts) -> dict[str, Any]:
     """Normalise one run's facts into its evidence record (schemas/evidence-record.schema.json)."""
+    return record_and_digest(facts)[0]
+
+
+def record_and_digest(facts: RunFacts) -> tuple[dict[str, Any], str]:
+    """`build_record`, and the record's sha256 (`sha256_hex`), from one canonical encoding:
+    the text redaction screens for secrets is the one the digest is taken of, unless redaction
+    changed the record."""
     models, file_sets = _models_section(facts)
     metrics, system_metrics = _metrics_sections(facts)
     notes = sorted(
@@ -944,5 +951,9 @@ def build_record(facts: RunFacts) -> dict[str, Any]:
     }
     # Here, before any digest or output exists, so that a secret logged to MLflow reaches
     # neither the evidence sha256 nor any report.
-    record["collection"]["redacted"] = redact(record)
-    return record
+    text = canonical_json(record)
+    redacted = redact(record, screen=text.decode("utf-8"))
+    if redacted:
+        record["collection"]["redacted"] = redacted
+        text = canonical_json(record)
+    return record, hashlib.sha256(text).hexdigest()

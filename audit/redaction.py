@@ -281,11 +281,13 @@ def _redact_values(node: Any, pointer: str, hints: _Hints, found: list[str]) -> 
             _redact_values(value, f"{pointer}/{_escape(str(key))}", hints, found)
 
 
-def redact(record: dict[str, Any]) -> list[str]:
+def redact(record: dict[str, Any], screen: str | None = None) -> list[str]:
     """Replace credential-looking values in an evidence record, in place, with `[redacted]`.
 
     Returns the sorted JSON Pointers (RFC 6901) of the replaced values. Running it again on its
-    own output changes nothing and returns an empty list.
+    own output changes nothing and returns an empty list. `screen`, when given, is a JSON
+    encoding of the record (its canonical JSON, say) to look for hints of secrets in, instead of
+    encoding it here: every string of the record is in it, escaped the same way.
     """
     found: list[str] = []
     for pointer, mapping in _keyed_maps(record):
@@ -297,7 +299,7 @@ def redact(record: dict[str, Any]) -> list[str]:
             ):
                 mapping[key] = REDACTED
                 found.append(f"{pointer}/{_escape(str(key))}")
-    text = _TEXT_ENCODER.encode(record)
+    text = _TEXT_ENCODER.encode(record) if screen is None else screen
     hinted = "@" in text or _ANY_HINT.search(text.lower()) is not None
     hints = _Hints.of(text) if hinted else _NO_HINTS
     if hints:

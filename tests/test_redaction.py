@@ -14,7 +14,14 @@ import pytest
 
 from audit.api import make_selection
 from audit.evaluation import SECRETS_RULE_ID, evaluate, evaluate_record
-from audit.evidence import DatasetFacts, RunFacts, build_record, canonical_json
+from audit.evidence import (
+    DatasetFacts,
+    RunFacts,
+    build_record,
+    canonical_json,
+    record_and_digest,
+    sha256_hex,
+)
 from audit.policy import load_policy
 from audit.redaction import REDACTED, redact, redact_text
 from audit.resources import schema_path
@@ -354,6 +361,10 @@ def test_build_record_redacts_and_records_where() -> None:
     assert canonical_json(build_record(_facts())) == canonical_json(record)
     clean = build_record(_facts(params={"alpha": "0.1"}, tags={}, datasets=[]))
     assert clean["collection"]["redacted"] == []
+    # The digest sources hand on with the record is that of the record as redacted.
+    for facts in (_facts(), _facts(params={"alpha": "0.1"}, tags={}, datasets=[])):
+        built, digest = record_and_digest(facts)
+        assert digest == sha256_hex(built) == sha256_hex(build_record(facts))
 
 
 # --------------------------------------------------------------------------- findings
@@ -483,6 +494,7 @@ def test_collected_record_shows_redacted_values(leaky_store: str) -> None:
 
     (collected,) = collect(leaky_store)
     record = collected.record
+    assert collected.evidence_sha256 == sha256_hex(record)
     assert record["hyperparameters"] == {"alpha": "0.1", "api_key": REDACTED, "max_tokens": "512"}
     assert record["tags"]["HF_TOKEN"] == REDACTED
     assert record["source"]["git_repo_url"] == "https://[redacted]@github.com/acme/churn"

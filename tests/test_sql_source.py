@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from audit.errors import ArtifactError, AuditError, SelectionError, StoreError
-from audit.evidence import canonical_json
+from audit.evidence import canonical_json, sha256_hex
 from audit.sources import (
     MAX_PAGE_SIZE,
     CollectedRun,
@@ -100,6 +100,7 @@ def test_every_record_equals_the_client_sources(any_store: Store, needs: Collect
         name = expected.record["run"]["name"]
         assert canonical_json(got.record) == canonical_json(expected.record), name
         assert repr(got.metric_histories) == repr(expected.metric_histories), name
+        assert got.evidence_sha256 == expected.evidence_sha256 == sha256_hex(got.record), name
     if needs.artifacts:
         # Not vacuous: environments from files, models with registered versions, charts.
         records = [r.record for r in sql]

@@ -145,6 +145,8 @@ class CollectedRun:
     model_versions: tuple[ModelVersionRef, ...] = field(default_factory=tuple)
     #: metric key -> (step, value) points, when `CollectionNeeds.metric_history` asked for them.
     metric_histories: Mapping[str, tuple[tuple[float, float], ...]] = field(default_factory=dict)
+    #: The record's sha256 (`audit.evidence.sha256_hex`), when the source computed it already.
+    evidence_sha256: str | None = None
 
 
 class Source(Protocol):
@@ -180,6 +182,11 @@ def open_source(
     error where it cannot be used. A caller that does not pass the selection still gets the
     client for a filter: the SQL source hands it over when collecting, and its ``name`` then
     says "client".
+
+    The core install has mlflow-skinny, whose client opens no SQL store: there the SQL source
+    reads SQLite and PostgreSQL stores whichever MLflow release is installed, and the client
+    source refuses a SQL store in one line that names the `mlflow` extra
+    (`store.check_schema_revision`).
     """
     from audit.errors import AuditError
 

@@ -21,7 +21,7 @@ from audit.evidence import (
     MetricFacts,
     ModelMetricFacts,
     RunFacts,
-    build_record,
+    record_and_digest,
 )
 from audit.sources import (
     MAX_PAGE_SIZE,
@@ -299,9 +299,9 @@ class ClientSource:
                 facts = self._facts(
                     item.run, logged_models.get(run_id, []), registry, run_files, needs
                 )
-                record = build_record(facts)
+                record, digest = record_and_digest(facts)
                 histories = self._metric_histories(record) if needs.metric_history else {}
-                yield CollectedRun(record, item.selected_by, item.versions, histories)
+                yield CollectedRun(record, item.selected_by, item.versions, histories, digest)
         finally:
             stop.set()
             if isinstance(files, GeneratorType):

@@ -52,7 +52,7 @@ from audit.evidence import (
     MetricFacts,
     ModelMetricFacts,
     RunFacts,
-    build_record,
+    record_and_digest,
 )
 from audit.sources import (
     MAX_PAGE_SIZE,
@@ -776,9 +776,9 @@ class SqlSource:
                 facts = self._facts(
                     db, item.run, details[item.run.run_id], registry, run_files, needs
                 )
-                record = build_record(facts)
+                record, digest = record_and_digest(facts)
                 histories = self._metric_histories(db, record) if needs.metric_history else {}
-                yield CollectedRun(record, item.selected_by, item.versions, histories)
+                yield CollectedRun(record, item.selected_by, item.versions, histories, digest)
 
     def _details(
         self, db: _Database, runs: Sequence[_Run], experiment_ids: Set[Any]
