@@ -67,6 +67,7 @@ def collect(
     needs: CollectionNeeds | None = None,
     page_size: int = MAX_PAGE_SIZE,
     source: str = "auto",
+    timeout: int | None = None,
 ) -> Iterator[CollectedRun]:
     """Stream one evidence record per selected run (all active experiments by default).
 
@@ -76,7 +77,9 @@ def collect(
     """
     chosen = selection or Selection()
     store = resolve_store(tracking_uri)
-    reader = open_source(store, page_size=page_size, selection=chosen, prefer=source)
+    reader = open_source(
+        store, page_size=page_size, selection=chosen, prefer=source, timeout=timeout
+    )
     return reader.collect(chosen, needs or CollectionNeeds())
 
 
@@ -92,6 +95,7 @@ def _evaluate_selected(
     keep_records: bool = False,
     page_size: int = MAX_PAGE_SIZE,
     source: str = "auto",
+    timeout: int | None = None,
     on_run: Callable[[int], None] | None = None,
     collected: list[CollectedRun] | None = None,
 ) -> AuditResult:
@@ -102,7 +106,9 @@ def _evaluate_selected(
         raise SelectionError(f"--min-score must be between 0 and 100, not {min_score:g}")
     accepted = waivers if isinstance(waivers, WaiverSet | None) else load_waivers(waivers)
     store = resolve_store(tracking_uri)
-    reader = open_source(store, page_size=page_size, selection=selection, prefer=source)
+    reader = open_source(
+        store, page_size=page_size, selection=selection, prefer=source, timeout=timeout
+    )
     runs: Iterable[CollectedRun] = reader.collect(selection, needs or loaded.needs)
     if collected is not None:
         runs = _keeping(runs, collected)
@@ -146,6 +152,7 @@ def check(
     keep_records: bool = False,
     page_size: int = MAX_PAGE_SIZE,
     source: str = "auto",
+    timeout: int | None = None,
     on_run: Callable[[int], None] | None = None,
 ) -> AuditResult:
     """Collect the selected runs, evaluate them against the policy, and return the result.
@@ -176,6 +183,7 @@ def check(
         keep_records=keep_records,
         page_size=page_size,
         source=source,
+        timeout=timeout,
         on_run=on_run,
     )
 
@@ -196,6 +204,7 @@ def report(
     waivers: str | Path | WaiverSet | None = None,
     page_size: int = MAX_PAGE_SIZE,
     source: str = "auto",
+    timeout: int | None = None,
     settings: ReportSettings | None = None,
     template_dir: str | Path | None = None,
     html_only: bool = False,
@@ -237,6 +246,7 @@ def report(
         waivers=waivers,
         page_size=page_size,
         source=source,
+        timeout=timeout,
         on_run=on_run,
         collected=collected,
     )

@@ -420,7 +420,16 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
         type=_positive_int,
         default=None,  # from the configuration, else 50000
         metavar="N",
-        help="runs per search request (default: 50000, MLflow's maximum)",
+        help="runs per search request (default: 50000, MLflow's maximum; at most 5000 "
+        "through a tracking server)",
+    )
+    store.add_argument(
+        "--timeout",
+        type=_positive_int,
+        default=None,  # from the configuration, else MLFLOW_HTTP_REQUEST_TIMEOUT, else 30
+        metavar="SECONDS",
+        help="seconds each request to a tracking server may wait; each is tried 3 times "
+        "(default: MLFLOW_HTTP_REQUEST_TIMEOUT, else 30)",
     )
     policy = parser.add_argument_group("policy and gate")
     policy.add_argument(
@@ -581,6 +590,7 @@ def _audit_options(args: argparse.Namespace) -> dict[str, Any]:
         "waivers": args.waivers,
         "page_size": args.search_page_size,
         "source": args.source,
+        "timeout": args.timeout,
     }
 
 
@@ -650,6 +660,12 @@ def _run_report(args: argparse.Namespace) -> int:
     key = _signing_key(args) if args.sign_key else None
     if args.log_to_mlflow and key is None:
         raise AuditError("--log-to-mlflow logs a signed folder: give --sign KEY as well")
+    if args.log_to_mlflow:
+        # Said before a long audit: mlflow-skinny's client cannot write to a SQL store.
+        from audit.signing.publish import check_can_log
+        from audit.sources import resolve_store
+
+        check_can_log(resolve_store(args.tracking_uri))
     settings = ReportSettings(
         date=date,
         organisation=args.organisation,
@@ -691,8 +707,14 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _signing_key(args: argparse.Namespace) -> SigningKey:
-    from audit.signing.keys import check_current, load_signing_key, needs_passphrase
+    from audit.signing.keys import (
+        check_current,
+        load_signing_key,
+        needs_passphrase,
+        require_pyhanko,
+    )
 
+    require_pyhanko()  # before the passphrase prompt and the audit
     path = Path(args.sign_key)
     certificate = Path(args.signer_cert) if args.signer_cert else None
     passphrase = None
@@ -808,7 +830,13 @@ def _run_sign(args: argparse.Namespace) -> int:
         raise AuditError(f"{folder}: not a folder")
     from audit.signing.bundle import read_result
 
-    read_result(folder)  # a folder that cannot be signed fails before the passphrase prompt
+    result = read_result(folder)  # a folder that cannot be signed fails before the prompt
+    if args.log_to_mlflow:
+        from audit.signing.bundle import store_uri
+        from audit.signing.publish import check_can_log
+        from audit.sources import resolve_store
+
+        check_can_log(resolve_store(args.tracking_uri or store_uri(result.get("store"))))
     key = _signing_key(args)
     progress = _Progress(sys.stderr)
     bundle = sign_folder(
@@ -826,8 +854,9 @@ def _run_verify(args: argparse.Namespace) -> int:
     import json
 
     from audit.signing import verify
-    from audit.signing.keys import load_certificates
+    from audit.signing.keys import load_certificates, require_pyhanko
 
+    require_pyhanko()
     trusted = [c for path in args.cert for c in load_certificates(Path(path))]
     progress = _Progress(sys.stderr)
     outcome = verify(

@@ -85,6 +85,7 @@ _KEY_LIST = (
     Key("include_deleted", "bool", False, "include_deleted", "--include-deleted", _BOTH),
     Key("max_runs", "int", None, "max_runs", "--max-runs", _BOTH),
     Key("search_page_size", "int", 50_000, "search_page_size", "--search-page-size", _BOTH),
+    Key("timeout", "int", None, "timeout", "--timeout", _BOTH),
     Key("policy", "text", "eu-ai-act-high-risk", "policy", "--policy", _BOTH, "policy"),
     Key("fail_on", "choice", "error", "fail_on", "--fail-on", _CHECK),
     Key("min_score", "number", None, "min_score", "--min-score", _CHECK),

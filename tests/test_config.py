@@ -39,6 +39,7 @@ filter = "attributes.status = 'FINISHED'"
 include_deleted = false
 max_runs = 1000
 search_page_size = 50000
+timeout = 30
 policy = "eu-ai-act-high-risk"
 fail_on = "error"
 min_score = 90

@@ -241,11 +241,19 @@ def test_rate_limited_and_unavailable_answers_are_retried(
     assert retried.count("runs/search") == 2
 
 
-def test_server_slower_than_the_timeout_is_exit_2(cli, no_backoff, proxy, monkeypatch) -> None:
+@pytest.mark.parametrize("how", ["variable", "flag"])
+def test_server_slower_than_the_timeout_is_exit_2(
+    cli, no_backoff, proxy, monkeypatch, how: str
+) -> None:
     slow = proxy(lambda seen, index: 3.0 if "runs/search" in seen.path else None)
-    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+    if how == "variable":
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "1")
+        flags: tuple[str, ...] = ()
+    else:
+        monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "60")  # --timeout wins
+        flags = ("--timeout", "1")
     start = time.monotonic()
-    result = cli("check", "--tracking-uri", slow.uri)
+    result = cli("check", "--tracking-uri", slow.uri, *flags)
     assert _one_line_failure(result) == (
         f"mlflow-audit: error: cannot reach the tracking server {slow.uri} (runs/search): "
         "no answer within 1 s (3 attempts)"

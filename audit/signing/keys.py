@@ -247,6 +247,17 @@ def check_current(key: SigningKey, now: datetime.datetime | None = None) -> None
         )
 
 
+def require_pyhanko() -> None:
+    """pyHanko signs and checks the PDFs and certificate chains: the `sign` extra."""
+    try:
+        import pyhanko  # noqa: F401
+        import pyhanko_certvalidator  # noqa: F401
+    except ImportError:
+        raise SigningError(
+            "signing and verifying need pyHanko: pip install 'mlflow-audit[sign]'"
+        ) from None
+
+
 def asn1_certificate(certificate: x509.Certificate) -> Any:
     """The certificate as pyHanko's libraries (asn1crypto) take it."""
     from asn1crypto import x509 as asn1_x509
@@ -268,6 +279,7 @@ def trust_problem(
     """
     import asyncio
 
+    require_pyhanko()
     from pyhanko_certvalidator import CertificateValidator, ValidationContext
     from pyhanko_certvalidator.errors import (
         ExpiredError,

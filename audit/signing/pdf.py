@@ -29,6 +29,7 @@ from audit.signing.keys import (
     SigningKey,
     asn1_certificate,
     common_name,
+    require_pyhanko,
     trust_problem,
 )
 
@@ -104,6 +105,7 @@ def sign_pdf(
 ) -> None:
     """Add a PAdES B-B signature (B-T with a timestamp authority) to the PDF `source`, writing
     the signed file to `target` (default: over `source`, once it is complete)."""
+    require_pyhanko()
     from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.sign import fields, signers
     from pyhanko.sign.fields import SigSeedSubFilter
@@ -285,6 +287,7 @@ def verify_pdf(path: Path, trusted: Sequence[x509.Certificate]) -> PdfSignature:
     """Check every signature of the PDF at `path` against the `trusted` certificates (the
     signer's own certificate, or the CA that issued it): intact, made by a key those
     certificates vouch for, and the last one covering the whole file."""
+    require_pyhanko()
     from pyhanko.pdf_utils.misc import PdfError
     from pyhanko.pdf_utils.reader import PdfFileReader
     from pyhanko.sign.validation import validate_pdf_signature

@@ -165,6 +165,7 @@ def open_source(
     page_size: int = MAX_PAGE_SIZE,
     selection: Selection | None = None,
     prefer: str = "auto",
+    timeout: int | None = None,
 ) -> Source:
     """The source for a store.
 
@@ -177,6 +178,8 @@ def open_source(
     sources give identical evidence records. A store written by an older MLflow (2.9 on) is
     read by the SQL source as it is; the client source refuses it, since MLflow's client would
     migrate it.
+
+    ``timeout`` bounds each request to a tracking server (`ClientSource`).
 
     ``prefer="client"`` always uses the client; ``prefer="sql"`` insists on SQL and is an
     error where it cannot be used. A caller that does not pass the selection still gets the
@@ -201,7 +204,12 @@ def open_source(
             if prefer == "sql":
                 raise
         else:
-            return SqlSource(store, page_size=page_size, hand_filters_to_client=prefer == "auto")
+            return SqlSource(
+                store,
+                page_size=page_size,
+                hand_filters_to_client=prefer == "auto",
+                timeout=timeout,
+            )
     from audit.sources.client import ClientSource
 
-    return ClientSource(store, page_size=page_size)
+    return ClientSource(store, page_size=page_size, timeout=timeout)

@@ -424,11 +424,14 @@ class SqlSource:
         page_size: int = MAX_PAGE_SIZE,
         hand_filters_to_client: bool = True,
         workers: int | None = None,
+        timeout: int | None = None,
     ) -> None:
         _check_sql_store(store)
         self.store = store
         self.page_size = max(1, min(page_size, MAX_PAGE_SIZE))
         self._hand_filters_to_client = hand_filters_to_client
+        #: For the client source a filter is handed to.
+        self.timeout = timeout
         self._artifacts = DirectArtifacts(store.client_uri)
         self._experiment_names: dict[str, str | None] = {}
         self._registry: RegistryIndex | None = None
@@ -446,7 +449,7 @@ class SqlSource:
             # without knowing the selection still reports the source that read the runs.
             from audit.sources.client import ClientSource
 
-            client = ClientSource(self.store, page_size=self.page_size)
+            client = ClientSource(self.store, page_size=self.page_size, timeout=self.timeout)
             self.name = client.name
             return client.collect(selection, needs)
         self.name = type(self).name
