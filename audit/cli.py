@@ -33,8 +33,9 @@ exit codes:
 _SIGN_EPILOG = """\
 exit codes:
   0  signed (and logged to MLflow with --log-to-mlflow)
-  2  not signed: key, passphrase or folder unusable, timestamp authority
-     unreachable; the folder keeps its previous contents
+  2  not signed (key, passphrase or folder unusable, pyHanko missing, timestamp
+     authority unreachable: the folder keeps its previous contents), or signed
+     but not logged to MLflow (the message says how many runs were written)
 """
 
 _VERIFY_EPILOG = """\
@@ -86,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="mlflow-audit",
         description="Audit MLflow runs for the provenance evidence a model's documentation "
         "needs (data, hyperparameters, metrics, environment, source, model), map every gap to "
-        "the EU AI Act, ISO/IEC 42001 and NIST AI RMF, and gate CI on it.",
+        "the EU AI Act, ISO/IEC 42001 and NIST AI RMF, gate CI on it, and write and sign the "
+        "model documentation.",
         epilog="Run 'mlflow-audit COMMAND --help' for the options of a command.",
     )
     parser.add_argument("--version", action="version", version=f"mlflow-audit {__version__}")
@@ -248,7 +250,8 @@ def build_parser() -> argparse.ArgumentParser:
             "(it stays PDF/A-3b with an RSA key), then audit.intoto.jsonl, a DSSE envelope "
             "holding an in-toto Statement v1, signs the SHA-256 of every file with what was "
             "audited (store, policy, runs and their evidence digests). Nothing is written to "
-            "MLflow unless --log-to-mlflow is given."
+            "MLflow unless --log-to-mlflow is given. Needs pyHanko: pip install "
+            "'mlflow-audit[sign]'."
         ),
         epilog=_SIGN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,

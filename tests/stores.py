@@ -10,8 +10,11 @@ import hashlib
 import json
 import os
 import sqlite3
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
@@ -242,3 +245,51 @@ def environment() -> dict[str, str]:
     env = dict(os.environ)
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
     return env
+
+
+# --------------------------------------------------------------------------- fresh processes
+
+# The console script in a fresh process. Its last line on stderr names the top-level packages
+# of those watched (argv[1], comma-separated) that it loaded, and its exit code.
+_PROBE = """
+import sys
+from audit.__main__ import entry
+watched = set(sys.argv[1].split(","))
+sys.argv = ["mlflow-audit", *sys.argv[2:]]
+code = 0
+try:
+    entry()
+except SystemExit as done:
+    code = done.code or 0
+# entry() marks pandas, NumPy and pyarrow absent with None: those are not loaded.
+loaded = sorted({m.split(".")[0] for m, module in sys.modules.items() if module} & watched)
+print("LOADED", ",".join(loaded) or "-", "EXIT", code, file=sys.stderr)
+"""
+
+
+@dataclass(frozen=True)
+class Probe:
+    out: str
+    #: stderr without the probe's own line
+    err: str
+    loaded: tuple[str, ...]
+    code: int
+
+
+def probe_cli(
+    *args: str,
+    watched: Iterable[str],
+    python: str | Path = sys.executable,
+    cwd: Path | None = None,
+) -> Probe:
+    """`mlflow-audit ARGS` in a fresh process of `python`: its output, exit code, and which of
+    the `watched` packages it imported."""
+    done = subprocess.run(
+        [str(python), "-c", _PROBE, ",".join(watched), *args],
+        capture_output=True, text=True, cwd=cwd, env=environment(),
+    )  # fmt: skip
+    *err, marker = done.stderr.strip().splitlines() or [""]
+    parts = marker.split()
+    assert parts[:1] == ["LOADED"], done.stderr
+    loaded = () if parts[1] == "-" else tuple(parts[1].split(","))
+    return Probe(done.stdout, "\n".join(err), loaded, int(parts[3]))

@@ -313,21 +313,6 @@ def test_bad_arguments_exit_2(cli) -> None:
 
 # --------------------------------------------------------------------------- imports
 
-# The console script in a fresh process; prints the top-level packages of these it loaded
-# (entry() marks pandas, NumPy and pyarrow absent with None, which loads nothing).
-_IMPORT_PROBE = """
-import sys
-from audit.__main__ import entry
-sys.argv = ["mlflow-audit", *sys.argv[1:]]
-try:
-    entry()
-except SystemExit:
-    pass
-heavy = {"mlflow", "sqlalchemy", "alembic", "flask", "pandas", "numpy", "pyarrow"}
-loaded = {m.split(".")[0] for m, module in sys.modules.items() if module} & heavy
-print("LOADED", ",".join(sorted(loaded)), file=sys.stderr)
-"""
-
 
 @pytest.mark.parametrize(
     "formats",
@@ -339,16 +324,14 @@ def test_check_of_a_sqlite_store_never_imports_mlflow(
 ) -> None:
     """Neither MLflow nor SQLAlchemy: the core install has only mlflow-skinny, and importing
     the full MLflow alone takes longer than auditing thousands of runs."""
-    import subprocess
-    import sys
-
-    done = subprocess.run(
-        [sys.executable, "-c", _IMPORT_PROBE, "check", "--tracking-uri", sqlite_store.uri,
-         "-e", "truth-table", *(f.format(tmp=tmp_path) for f in formats)],
-        capture_output=True, text=True, env=stores.environment(), cwd=tmp_path,
+    done = stores.probe_cli(
+        "check", "--tracking-uri", sqlite_store.uri, "-e", "truth-table",
+        *(f.format(tmp=tmp_path) for f in formats),
+        watched=("mlflow", "sqlalchemy", "alembic", "flask", "pandas", "numpy", "pyarrow"),
+        cwd=tmp_path,
     )  # fmt: skip
-    assert "FAIL" in done.stdout or '"no-metrics"' in done.stdout, done.stderr
-    assert done.stderr.strip().splitlines()[-1] == "LOADED", done.stderr
+    assert "FAIL" in done.out or '"no-metrics"' in done.out, done.err
+    assert done.loaded == () and done.code == 1, done.err
 
 
 # --------------------------------------------------------------------------- output

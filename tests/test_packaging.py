@@ -158,33 +158,14 @@ def test_with_mlflow_skinny_logging_to_a_sql_store_is_refused_before_writing(
     check_can_log(resolve_store("http://127.0.0.1:9"))  # a server takes it through REST
 
 
-# The console script in a fresh process, reporting the MLflow and SQL modules it loaded.
-_PROBE = """
-import sys
-from audit.__main__ import entry
-sys.argv = ["mlflow-audit", *sys.argv[1:]]
-try:
-    entry()
-except SystemExit as done:
-    code = done.code
-heavy = ("mlflow", "sqlalchemy", "alembic", "flask", "pandas", "numpy", "pyarrow")
-# entry() marks pandas, NumPy and pyarrow absent with None: those are not loaded.
-loaded = sorted(
-    {m.split(".")[0] for m, module in sys.modules.items() if module and m.split(".")[0] in heavy}
-)
-print("LOADED", ",".join(loaded) or "-", "EXIT", code, file=sys.stderr)
-"""
+#: What the core install must not load: the full MLflow and its server and data stack.
+HEAVY = ("mlflow", "sqlalchemy", "alembic", "flask", "pandas", "numpy", "pyarrow")
 
 
 def probe(python: Path, *args: str, cwd: Path) -> tuple[str, str, str, str]:
-    """(stdout, stderr without the probe's line, modules loaded, exit code)."""
-    done = subprocess.run(
-        [str(python), "-c", _PROBE, *args],
-        capture_output=True, text=True, cwd=cwd, env=stores.environment(),
-    )  # fmt: skip
-    *err, marker = done.stderr.strip().splitlines()
-    _, loaded, _, code = marker.split()
-    return done.stdout, "\n".join(err), loaded, code
+    """(stdout, stderr without the probe's line, modules loaded or "-", exit code)."""
+    done = stores.probe_cli(*args, watched=HEAVY, python=python, cwd=cwd)
+    return done.out, done.err, ",".join(done.loaded) or "-", str(done.code)
 
 
 #: The issue's target for the core install's venv (docs/performance.md, "Install size").

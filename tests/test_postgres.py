@@ -7,8 +7,7 @@ The client source is the reference, as in tests/test_sql_source.py, whose helper
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import json
 
 import pytest
 
@@ -266,22 +265,11 @@ def test_sqlalchemy_uris_become_libpq_parameters() -> None:
 
 
 def test_a_sqlite_audit_never_imports_a_postgresql_driver(sqlite_store: Store) -> None:
-    script = (
-        "import sys\n"
-        "from audit.api import check\n"
-        "result = check(sys.argv[1])\n"
-        "assert result.source == 'sql', result.source\n"
-        "loaded = [m for m in sys.modules if m.split('.')[0] in ('psycopg', 'psycopg2')]\n"
-        "assert not loaded, loaded[:5]\n"
+    done = stores.probe_cli(
+        "check", "--tracking-uri", sqlite_store.uri, "-f", "json", watched=("psycopg", "psycopg2")
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", script, sqlite_store.uri],
-        capture_output=True,
-        text=True,
-        env=stores.environment(),
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
+    assert done.loaded == () and done.code == 1, done.err
+    assert json.loads(done.out)["source"] == "sql"
 
 
 # --------------------------------------------------------------------------- faults

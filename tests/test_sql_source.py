@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -472,24 +470,13 @@ def test_the_revision_comes_from_mlflow_when_its_scripts_are_not_found(
 
 
 def test_a_sqlite_audit_with_local_artifacts_never_imports_mlflow(any_store: Store) -> None:
-    script = (
-        "import sys\n"
-        "from audit.api import check\n"
-        "result = check(sys.argv[1], include_deleted=True)\n"
-        "assert result.source == 'sql', result.source\n"
-        "loaded = [m for m in sys.modules if m == 'mlflow' or m.startswith('mlflow.')]\n"
-        "assert not loaded, loaded[:5]\n"
-        "print(len(result.runs))\n"
-    )
-    completed = subprocess.run(
-        [sys.executable, "-c", script, any_store.uri],
-        capture_output=True,
-        text=True,
-        env=stores.environment(),
-        check=False,
-    )
-    assert completed.returncode == 0, completed.stderr
-    assert int(completed.stdout) > 5
+    done = stores.probe_cli(
+        "check", "--tracking-uri", any_store.uri, "--include-deleted", "-f", "json",
+        watched=("mlflow",),
+    )  # fmt: skip
+    assert done.loaded == () and done.code == 1, done.err
+    result = json.loads(done.out)
+    assert result["source"] == "sql" and len(result["runs"]) > 5
 
 
 # --------------------------------------------------------------------------- choosing
