@@ -424,7 +424,7 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
         default=None,  # from the configuration, else 50000
         metavar="N",
         help="runs per search request (default: 50000, MLflow's maximum; at most 5000 "
-        "through a tracking server)",
+        "through MLflow's client)",
     )
     store.add_argument(
         "--timeout",

@@ -330,3 +330,43 @@ def test_server_records_match_the_direct_read_of_its_database(
     }
     assert len(direct) == len(postgres_mlflow_server.store.run_ids)
     assert over_http == direct
+
+
+def test_worker_processes_read_the_auditing_sessions_snapshot(
+    postgres_store: PostgresStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Records built by worker processes are those one process builds, in the same order, and
+    the workers read the store as of the auditing session's snapshot: a param written after the
+    audit started, before the workers connect, is not seen by them either."""
+    import audit.sources.sql as sql
+
+    store = resolve_store(postgres_store.uri)
+    selection = Selection(include_deleted=True)
+    alone = outcome(list(SqlSource(store, workers=1).collect(selection, EVERYTHING)))
+    last = alone[-1][0]  # a run id of our own store
+    late = f"INSERT INTO params (key, value, run_uuid) VALUES ('late', 'x', '{last}')"  # noqa: S608
+
+    class LateWorkers(sql._Workers):
+        def __init__(self, *args: object) -> None:
+            postgres_store.postgres.execute(late, postgres_store.database)
+            super().__init__(*args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(sql, "_PARALLEL_MIN_RUNS", 2)
+    monkeypatch.setattr(sql, "_JOB_RUNS", 2)
+    monkeypatch.setattr(sql, "_Workers", LateWorkers)
+    parallel = SqlSource(store, workers=2)
+
+    def not_here(*_: object) -> object:
+        raise AssertionError("records were built in the auditing process")
+
+    monkeypatch.setattr(parallel, "_collect_page", not_here)
+    try:
+        assert outcome(list(parallel.collect(selection, EVERYTHING))) == alone
+        # Not vacuous: a new audit sees the param.
+        again = outcome(list(SqlSource(store, workers=1).collect(selection, EVERYTHING)))
+        assert again != alone
+    finally:
+        postgres_store.postgres.execute(
+            f"DELETE FROM params WHERE key = 'late' AND run_uuid = '{last}'",  # noqa: S608
+            postgres_store.database,
+        )

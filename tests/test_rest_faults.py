@@ -401,6 +401,8 @@ def test_unauthenticated_is_exit_2_naming_the_variables(cli, proxy) -> None:
     )
 
 
+# What the user asked for, and urllib3 says so on every request.
+@pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 def test_self_signed_tls_needs_mlflow_tracking_insecure_tls(
     cli, no_backoff, proxy, monkeypatch, tmp_path: Path
 ) -> None:

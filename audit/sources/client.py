@@ -55,13 +55,13 @@ _EXPERIMENT_PAGE = 1_000
 #: Concurrent artifact reads from a remote store; below MLflow's HTTP connection pool (10), so
 #: that no connection is opened and thrown away per request.
 _ARTIFACT_WORKERS = 8
-#: Runs per `runs/search` request through a tracking server. MLflow's client holds a whole page
-#: about 20 times over while it parses it (the JSON text, dicts, protobuf messages, entities:
-#: about 25 KB per run of 10 params, 5 metrics and 6 tags, 290 MB at 6,000 runs), and the
-#: server answers nothing until it has built the page (about 5 s per 5,000 runs on 2 cores).
-#: Pages above a few thousand runs are no faster, so larger ones would only cost memory and
-#: risk the timeout.
-REST_PAGE_SIZE = 5_000
+#: Runs per search request through MLflow's client, whatever the store. The client holds a whole
+#: page about 20 times over while it builds it (JSON text, dicts, protobuf messages, entities:
+#: about 25 KB per run of 10 params, 5 metrics and 6 tags, 290 MB at 6,000 runs; MLflow's
+#: maximum of 50,000 took 2.4 GB on a SQLite store), and a tracking server answers nothing until
+#: it has built the page (about 5 s per 5,000 runs on 2 cores). Pages above a few thousand runs
+#: are no faster, so larger ones would only cost memory and risk the timeout.
+CLIENT_PAGE_SIZE = 5_000
 #: Seconds a request to a tracking server may wait for the server (MLFLOW_HTTP_REQUEST_TIMEOUT,
 #: connecting and between bytes of the answer). MLflow's own default is 120 s with 7 retries.
 DEFAULT_TIMEOUT = 30
@@ -92,8 +92,7 @@ class ClientSource:
         """`timeout`: seconds each request to a tracking server may wait (default: the
         MLFLOW_HTTP_REQUEST_TIMEOUT variable, else DEFAULT_TIMEOUT)."""
         self.store = store
-        remote = store.kind in ("http", "databricks")
-        self.page_size = max(1, min(page_size, REST_PAGE_SIZE if remote else MAX_PAGE_SIZE))
+        self.page_size = max(1, min(page_size, CLIENT_PAGE_SIZE))
         if timeout is not None and timeout < 1:
             raise AuditError(f"the timeout must be at least 1 second, not {timeout}")
         self.timeout = timeout

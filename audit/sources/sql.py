@@ -259,11 +259,30 @@ class _Database:
             }
         return columns
 
+    def export_snapshot(self) -> str | None:
+        """PostgreSQL: the id of this transaction's snapshot, which other sessions can read
+        from while this transaction lasts (`pg_export_snapshot`); None for SQLite."""
+        if self.dialect != "postgresql":
+            return None
+        (snapshot,) = self.execute("SELECT pg_export_snapshot()").fetchone()
+        return str(snapshot)
+
+    def use_snapshot(self, snapshot: str) -> None:
+        """Read from another session's exported snapshot, in a new transaction."""
+        if not _SNAPSHOT_ID.fullmatch(snapshot):
+            raise StoreError(f"not a PostgreSQL snapshot id: {snapshot!r}")
+        self.connection.rollback()
+        # A literal: SET TRANSACTION SNAPSHOT takes no parameters; the id was checked above.
+        self.connection.execute(f"SET TRANSACTION SNAPSHOT '{snapshot}'")
+
     def close(self) -> None:
         # Ending the read-only transaction changes nothing; a rollback says so.
         with contextlib.suppress(Exception):
             self.connection.rollback()
         self.connection.close()
+
+
+_SNAPSHOT_ID = re.compile(r"[0-9A-Fa-f]+(-[0-9A-Fa-f]+)+")
 
 
 def _connect(store: TrackingStore) -> _Database:
@@ -501,7 +520,9 @@ class SqlSource:
                     seen.add(item.run.run_id)
                     fresh.append(item)
                 if workers is None and self._worth_workers(len(fresh)):
-                    workers = stack.enter_context(_Workers(self.store, self.workers))
+                    workers = stack.enter_context(
+                        _Workers(self.store, self.workers, db.export_snapshot())
+                    )
                 collected = (
                     workers.collect(fresh, needs)
                     if workers is not None and len(fresh) >= _JOB_RUNS
@@ -514,12 +535,9 @@ class SqlSource:
                     return
 
     def _worth_workers(self, runs: int) -> bool:
-        # SQLite only: each worker reads with its own connection, which for PostgreSQL would
-        # be its own snapshot (one repeatable-read snapshot is what keeps pages consistent).
         return (
             self.workers > 1
             and runs >= _PARALLEL_MIN_RUNS
-            and self.store.dialect == "sqlite"
             and sys.platform.startswith("linux")  # fork: workers start in milliseconds
         )
 
@@ -1026,13 +1044,14 @@ _PARALLEL_MIN_RUNS = 4_000
 class _Workers:
     """Processes that read and build the records of a large selection, job by job, in order.
 
-    Building a record (rows to facts, the record, its redaction) is nearly all of a SQLite
-    audit's time and needs no shared state, so each worker does it with its own read-only
-    connection while this process evaluates the records that came back. At most two jobs per
-    worker are in flight, which bounds the records held in memory.
+    Building a record (rows to facts, the record, its redaction) is nearly all of an audit's
+    time and needs no shared state, so each worker does it with its own read-only connection
+    (on PostgreSQL, in the auditing session's snapshot) while this process evaluates the
+    records that came back. At most two jobs per worker are in flight, which bounds the records
+    held in memory.
     """
 
-    def __init__(self, store: TrackingStore, processes: int) -> None:
+    def __init__(self, store: TrackingStore, processes: int, snapshot: str | None) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -1041,7 +1060,7 @@ class _Workers:
             max_workers=processes,
             mp_context=multiprocessing.get_context("fork"),
             initializer=_start_worker,
-            initargs=(store,),
+            initargs=(store, snapshot),
         )
 
     def __enter__(self) -> _Workers:
@@ -1070,10 +1089,14 @@ class _Workers:
 _worker: tuple[SqlSource, _Database] | None = None
 
 
-def _start_worker(store: TrackingStore) -> None:
+def _start_worker(store: TrackingStore, snapshot: str | None) -> None:
     global _worker
     source = SqlSource(store, workers=1)
     db = _connect(store)
+    if snapshot is not None:
+        # The auditing session's snapshot: every worker reads the store as of the same moment,
+        # as the auditing session itself does (REPEATABLE READ), while writes go on.
+        db.use_snapshot(snapshot)
     source._schema = _Schema.read(db, store.display)
     _worker = (source, db)
 
