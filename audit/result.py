@@ -25,9 +25,10 @@ FAIL_ON_CHOICES: tuple[FailOn, ...] = ("error", "warning", "info", "never")
 RunStatus = Literal["pass", "warn", "fail"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Finding:
-    """One gap in one run: which rule, where in the evidence record, and how to fix it."""
+    """One gap in one run: which rule, where in the evidence record, and how to fix it.
+    (Slots: an audit of 100,000 runs holds half a million of them.)"""
 
     rule_id: str
     title: str
