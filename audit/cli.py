@@ -706,6 +706,15 @@ def _run_report(args: argparse.Namespace) -> int:
             print(f"  {files.folder / name}")
     if files.signature is not None:
         _tell_signed(args, files.signature, tracking_uri=args.tracking_uri)
+    else:
+        from audit.signing.statement import ENVELOPE_FILE
+
+        if (files.folder / ENVELOPE_FILE).exists():
+            print(
+                f"mlflow-audit: warning: {files.folder / ENVELOPE_FILE} signed the folder's "
+                "previous contents and no longer matches; sign again (--sign) or remove it",
+                file=sys.stderr,
+            )
     return result.exit_code
 
 

@@ -918,3 +918,16 @@ def test_an_ecdsa_key_signs_and_verifies_but_the_pdfs_leave_pdfa(
     # What docs/signing.md warns about: pyHanko writes an ECDSA signature as PDF 2.0.
     version = PdfReader(folder / "complete.pdf").trailer["/Root"].get("/Version")
     assert version == "/2.0"
+
+
+def test_writing_a_signed_folder_again_unsigned_warns(
+    main, signing_store, signed, tmp_path
+) -> None:
+    folder = tmp_path / "reports"
+    shutil.copytree(signed, folder)
+    code, _, err = main(
+        "report", "--tracking-uri", signing_store.uri, "--out", str(folder),
+        "--run-id", signing_store.run_ids["complete"], "--no-pdf",
+    )  # fmt: skip
+    assert code == 0
+    assert f"warning: {folder / ENVELOPE_FILE} signed the folder's previous contents" in err
