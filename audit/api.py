@@ -77,9 +77,7 @@ def collect(
     """
     chosen = selection or Selection()
     store = resolve_store(tracking_uri)
-    reader = open_source(
-        store, page_size=page_size, selection=chosen, prefer=source, timeout=timeout
-    )
+    reader = open_source(store, page_size=page_size, prefer=source, timeout=timeout)
     return reader.collect(chosen, needs or CollectionNeeds())
 
 
@@ -106,9 +104,7 @@ def _evaluate_selected(
         raise SelectionError(f"--min-score must be between 0 and 100, not {min_score:g}")
     accepted = waivers if isinstance(waivers, WaiverSet | None) else load_waivers(waivers)
     store = resolve_store(tracking_uri)
-    reader = open_source(
-        store, page_size=page_size, selection=selection, prefer=source, timeout=timeout
-    )
+    reader = open_source(store, page_size=page_size, prefer=source, timeout=timeout)
     runs: Iterable[CollectedRun] = reader.collect(selection, needs or loaded.needs)
     if collected is not None:
         runs = _keeping(runs, collected)

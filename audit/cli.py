@@ -380,7 +380,7 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
         default="auto",
         help="how to read the store: sql reads a SQLite or PostgreSQL store's tables directly "
         "(read-only, no MLflow import), client goes through MLflow's client; auto (default) "
-        "uses sql for SQLite and PostgreSQL without --filter, client otherwise",
+        "uses sql for SQLite and PostgreSQL, client otherwise",
     )
     selection = parser.add_argument_group(
         "selection",

@@ -16,11 +16,13 @@ from audit.api import make_selection
 from audit.errors import StoreError
 from audit.evidence import sha256_hex
 from audit.sources import MAX_PAGE_SIZE, CollectionNeeds, Selection, open_source, resolve_store
+from audit.sources.client import ClientSource
 from audit.sources.sql import SqlSource
 from tests import stores
 from tests.conftest import PostgresMlflowServer, PostgresStore, Store
 from tests.test_sql_source import (
     EVERYTHING,
+    FILTERS,
     NO_ARTIFACTS,
     NOTHING_EXTRA,
     both,
@@ -228,7 +230,6 @@ def test_open_source_chooses_sql_for_postgresql_unless_told_otherwise(
 ) -> None:
     store = resolve_store(postgres_store.uri)
     assert open_source(store).name == "sql"
-    assert open_source(store, selection=Selection(filter="params.alpha = '0.1'")).name == "client"
     assert open_source(store, prefer="client").name == "client"
     mysql = resolve_store("mysql://user@127.0.0.1:9/mlflow")  # resolving does not connect
     assert open_source(mysql).name == "client"
@@ -370,3 +371,11 @@ def test_worker_processes_read_the_auditing_sessions_snapshot(
             f"DELETE FROM params WHERE key = 'late' AND run_uuid = '{last}'",  # noqa: S608
             postgres_store.database,
         )
+
+
+@pytest.mark.parametrize("search", FILTERS)
+def test_filters_select_what_mlflow_selects(postgres_store: PostgresStore, search: str) -> None:
+    selection = Selection(include_deleted=True, filter=search)
+    expected = collect(ClientSource, postgres_store.uri, selection, NOTHING_EXTRA)
+    got = collect(SqlSource, postgres_store.uri, selection, NOTHING_EXTRA)
+    assert [r.record["run"]["id"] for r in got] == [r.record["run"]["id"] for r in expected]

@@ -485,12 +485,8 @@ def test_a_sqlite_audit_with_local_artifacts_never_imports_mlflow(any_store: Sto
 def test_open_source_chooses_sql_for_sqlite_unless_told_otherwise(sqlite_store: Store) -> None:
     store = resolve_store(sqlite_store.uri)
     assert open_source(store).name == "sql"
-    assert open_source(store, selection=Selection(experiments=("models",))).name == "sql"
-    assert open_source(store, selection=Selection(filter="params.alpha = '0.1'")).name == "client"
     assert open_source(store, prefer="client").name == "client"
     assert open_source(store, prefer="sql").name == "sql"
-    with pytest.raises(SelectionError, match="--filter"):
-        open_source(store, prefer="sql", selection=Selection(filter="params.alpha = '0.1'"))
     with pytest.raises(AuditError, match="unknown source"):
         open_source(store, prefer="fastest")
 
@@ -504,22 +500,69 @@ def test_sql_on_other_stores_is_a_clear_error() -> None:
         SqlSource(server)
 
 
-def test_a_filter_is_handed_to_the_client_source(sqlite_store: Store) -> None:
-    """A caller that opened the source before knowing the selection still gets the filter
-    applied, and the source's name says who read the runs."""
-    selection = Selection(experiments=("truth-table",), filter="params.alpha = '0.1'")
-    source = open_source(resolve_store(sqlite_store.uri))
-    runs = list(source.collect(selection, NOTHING_EXTRA))
-    assert source.name == "client"
-    assert outcome(runs) == outcome(
-        collect(ClientSource, sqlite_store.uri, selection, NOTHING_EXTRA)
-    )
-    assert {r.record["run"]["name"] for r in runs} == set(stores.TRUTH_TABLE) - {
-        "no-hyperparameters"
-    }
-    strict = SqlSource(resolve_store(sqlite_store.uri), hand_filters_to_client=False)
-    with pytest.raises(SelectionError, match="--filter"):
-        strict.collect(selection, NOTHING_EXTRA)
+#: MLflow search filters over what the varied store holds: every kind of key and comparator.
+FILTERS = (
+    "params.alpha = '0.1'",
+    "params.alpha = '0.1' and attributes.run_name != 'complete'",
+    "params.alpha != '0.1'",
+    "params.epochs IS NULL",
+    "params.epochs IS NOT NULL",
+    "params.markup LIKE '%script%'",
+    "params.markup LIKE '%SCRIPT%'",
+    "params.markup ILIKE '%SCRIPT%'",
+    "metrics.test_accuracy > 0.9",
+    "metrics.test_accuracy <= 0.9",
+    "metrics.nan_metric != 0",
+    "metrics.nan_metric = 0",
+    "metrics.inf_metric > 1e300",
+    "tags.`mlflow.source.git.commit` = '3f1c2a9b7d4e5f60718293a4b5c6d7e8f9012345'",
+    "tags.long LIKE 'AAA%'",
+    "tags.missing IS NULL",
+    "attributes.run_name LIKE 'no-%'",
+    "attributes.run_name ILIKE 'NO-%'",
+    "attributes.run_id NOT IN ('0123456789abcdef0123456789abcdef')",
+    "attributes.status = 'FINISHED'",
+    "attributes.start_time > 0 and attributes.end_time > 0",
+    "created > 0",
+    "attributes.user_id != 'nobody'",
+    "datasets.name = 'train'",
+    "datasets.context = 'training'",
+    "datasets.digest LIKE '%'",
+)
+
+
+@pytest.mark.parametrize("search", FILTERS)
+def test_filters_select_what_mlflow_selects(sqlite_store: Store, search: str) -> None:
+    """`--filter` is MLflow's search: the SQL source selects the same runs, in the same order,
+    as MLflow's client over its own SQL store."""
+    selection = Selection(include_deleted=True, filter=search)
+    expected = collect(ClientSource, sqlite_store.uri, selection, NOTHING_EXTRA)
+    got = collect(SqlSource, sqlite_store.uri, selection, NOTHING_EXTRA)
+    assert [r.record["run"]["id"] for r in got] == [r.record["run"]["id"] for r in expected]
+
+
+def test_not_every_filter_selects_everything(sqlite_store: Store) -> None:
+    everything = len(collect(SqlSource, sqlite_store.uri, Selection(include_deleted=True),
+                             NOTHING_EXTRA))  # fmt: skip
+    sizes = {
+        search: len(collect(SqlSource, sqlite_store.uri,
+                            Selection(include_deleted=True, filter=search), NOTHING_EXTRA))
+        for search in ("params.alpha = '0.1'", "params.markup LIKE '%SCRIPT%'",
+                       "params.markup ILIKE '%SCRIPT%'", "metrics.nan_metric != 0")
+    }  # fmt: skip
+    assert 0 < sizes["params.alpha = '0.1'"] < everything
+    assert sizes["params.markup LIKE '%SCRIPT%'"] == 0  # LIKE is case-sensitive, as in MLflow
+    assert sizes["params.markup ILIKE '%SCRIPT%'"] == 1
+    assert sizes["metrics.nan_metric != 0"] == 1  # NaN is stored as 0 with is_nan
+
+
+def test_a_bad_filter_is_one_line(sqlite_store: Store) -> None:
+    with pytest.raises(SelectionError, match=r"^invalid --filter 'params.alpha ==':"):
+        collect(SqlSource, sqlite_store.uri, Selection(filter="params.alpha =="), NOTHING_EXTRA)
+    # MLflow's store takes a list for run_id only.
+    listed = Selection(filter="attributes.run_name IN ('complete', 'no-data')")
+    with pytest.raises(SelectionError, match=r"(?i)^invalid --filter .*: only .*run_id.* a list"):
+        collect(SqlSource, sqlite_store.uri, listed, NOTHING_EXTRA)
 
 
 def test_records_do_not_depend_on_the_batch_size(

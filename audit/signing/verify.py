@@ -312,7 +312,7 @@ def _compare_with_store(
 
     store = resolve_store(tracking_uri or store_uri(statement.predicate.get("tracking_store")))
     digests = statement.run_digests()
-    reader = open_source(store, selection=Selection(run_ids=tuple(digests)), prefer=source)
+    reader = open_source(store, prefer=source)
     # The record depends on what is read; a report reads everything.
     needs = CollectionNeeds(artifacts=True, registry=True)
     drift: list[RunDrift] = []

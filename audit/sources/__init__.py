@@ -163,7 +163,6 @@ def open_source(
     store: TrackingStore,
     *,
     page_size: int = MAX_PAGE_SIZE,
-    selection: Selection | None = None,
     prefer: str = "auto",
     timeout: int | None = None,
 ) -> Source:
@@ -172,19 +171,17 @@ def open_source(
     ``prefer="auto"`` reads a SQLite or PostgreSQL store with SQL (`SqlSource`: several times
     faster than MLflow's client, and MLflow is not even imported when the artifacts are local
     files) and every other store through MLflow's client (`ClientSource`). A SQL store goes
-    through the client too when the selection has a ``filter`` (MLflow's search grammar is not
-    reimplemented), when the installed MLflow writes another schema revision than the one the
-    SQL source was verified against, or, for PostgreSQL, when psycopg is not installed. Both
-    sources give identical evidence records. A store written by an older MLflow (2.9 on) is
-    read by the SQL source as it is; the client source refuses it, since MLflow's client would
-    migrate it.
+    through the client too when the installed MLflow writes another schema revision than the
+    one the SQL source was verified against, or, for PostgreSQL, when psycopg is not installed.
+    Both sources select the same runs (a ``filter`` too: the SQL source writes MLflow's search
+    as MLflow's SQL store does) and give identical evidence records. A store written by an
+    older MLflow (2.9 on) is read by the SQL source as it is; the client source refuses it,
+    since MLflow's client would migrate it.
 
     ``timeout`` bounds each request to a tracking server (`ClientSource`).
 
     ``prefer="client"`` always uses the client; ``prefer="sql"`` insists on SQL and is an
-    error where it cannot be used. A caller that does not pass the selection still gets the
-    client for a filter: the SQL source hands it over when collecting, and its ``name`` then
-    says "client".
+    error where it cannot be used.
 
     The core install has mlflow-skinny, whose client opens no SQL store: there the SQL source
     reads SQLite and PostgreSQL stores whichever MLflow release is installed, and the client
@@ -199,17 +196,12 @@ def open_source(
         from audit.sources.sql import SqlSource, check_sql_usable
 
         try:
-            check_sql_usable(store, selection)
+            check_sql_usable(store)
         except AuditError:
             if prefer == "sql":
                 raise
         else:
-            return SqlSource(
-                store,
-                page_size=page_size,
-                hand_filters_to_client=prefer == "auto",
-                timeout=timeout,
-            )
+            return SqlSource(store, page_size=page_size)
     from audit.sources.client import ClientSource
 
     return ClientSource(store, page_size=page_size, timeout=timeout)

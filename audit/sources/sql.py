@@ -25,8 +25,8 @@ facts, as the client reports for a migrated copy (`tests/test_old_stores.py` com
 stores logged by MLflow 2.9, 2.22, 3.0 and 3.5). A store at a revision this source does not know
 is read when it has every table and column read here, else refused naming what it lacks.
 
-Not in this slice: MLflow search expressions (`Selection.filter`; `open_source` picks the client
-source for them).
+`--filter` (MLflow's search grammar) is parsed by MLflow's own parser and written as the SQL
+conditions MLflow's SQL store applies (`_filter_sql`).
 """
 
 from __future__ import annotations
@@ -298,6 +298,8 @@ def _connect(store: TrackingStore) -> _Database:
         f"file:{quote(str(store.path))}?mode=ro", uri=True, check_same_thread=False
     )
     db.execute("PRAGMA query_only = ON")
+    # MLflow's SQL store sets it: `--filter "... LIKE ..."` is case-sensitive (ILIKE is not).
+    db.execute("PRAGMA case_sensitive_like = ON")
     return _Database(db, "sqlite", revision)
 
 
@@ -441,16 +443,12 @@ class SqlSource:
         store: TrackingStore,
         *,
         page_size: int = MAX_PAGE_SIZE,
-        hand_filters_to_client: bool = True,
         workers: int | None = None,
-        timeout: int | None = None,
     ) -> None:
         _check_sql_store(store)
         self.store = store
         self.page_size = max(1, min(page_size, MAX_PAGE_SIZE))
-        self._hand_filters_to_client = hand_filters_to_client
-        #: For the client source a filter is handed to.
-        self.timeout = timeout
+        self._filter = _NO_FILTER
         self._artifacts = DirectArtifacts(store.client_uri)
         self._experiment_names: dict[str, str | None] = {}
         self._registry: RegistryIndex | None = None
@@ -461,17 +459,8 @@ class SqlSource:
     # ----------------------------------------------------------------------- public
 
     def collect(self, selection: Selection, needs: CollectionNeeds) -> Iterator[CollectedRun]:
-        if selection.filter:
-            if not self._hand_filters_to_client:
-                _check_no_filter(selection)
-            # Decided here, before any run is read, so that a caller that opened this source
-            # without knowing the selection still reports the source that read the runs.
-            from audit.sources.client import ClientSource
-
-            client = ClientSource(self.store, page_size=self.page_size, timeout=self.timeout)
-            self.name = client.name
-            return client.collect(selection, needs)
-        self.name = type(self).name
+        # Parsed before any run is read: a bad filter is an error of the selection.
+        self._filter = _filter_sql(selection.filter) if selection.filter else _NO_FILTER
         return self._collect(selection, needs)
 
     def _collect(self, selection: Selection, needs: CollectionNeeds) -> Iterator[CollectedRun]:
@@ -622,8 +611,8 @@ class SqlSource:
             scope_parameters = list(experiment_ids)
         after: tuple[Any, str] | None = None
         while True:
-            conditions = [scope, f"lifecycle_stage IN ({marks})"]
-            parameters: list[Any] = [*scope_parameters, *stages]
+            conditions = [scope, f"lifecycle_stage IN ({marks})", *self._filter.conditions(db)]
+            parameters: list[Any] = [*scope_parameters, *stages, *self._filter.parameters]
             if after is not None:
                 start_time, run_id = after
                 # Runs without a start time come last (`nulls_last`).
@@ -1108,11 +1097,9 @@ def _collect_job(job: Sequence[_Selected], needs: CollectionNeeds) -> list[Colle
         return list(source._collect_page(db, job, needs))
 
 
-def check_sql_usable(store: TrackingStore, selection: Selection | None = None) -> None:
-    """Raise the AuditError that says why the SQL source cannot read this store or selection."""
+def check_sql_usable(store: TrackingStore) -> None:
+    """Raise the AuditError that says why the SQL source cannot read this store."""
     _check_sql_store(store)
-    if selection is not None:
-        _check_no_filter(selection)
     installed = installed_schema_revision()
     if installed != SCHEMA_REVISION:
         raise StoreError(
@@ -1139,12 +1126,137 @@ def _check_sql_store(store: TrackingStore) -> None:
         )
 
 
-def _check_no_filter(selection: Selection) -> None:
-    if selection.filter:
-        raise SelectionError(
-            f"--filter {selection.filter!r} needs MLflow's search, which the SQL source does not "
-            "implement; read the store through the client source"
-        )
+@dataclass(frozen=True)
+class _Filter:
+    """An MLflow search filter as SQL conditions on `runs`, with their parameters in order."""
+
+    #: Conditions written for one dialect or the other: (sqlite, postgresql).
+    written: tuple[tuple[str, str], ...] = ()
+    parameters: tuple[Any, ...] = ()
+
+    def conditions(self, db: _Database) -> list[str]:
+        return [pair[db.dialect == "postgresql"] for pair in self.written]
+
+
+_NO_FILTER = _Filter()
+
+#: Searchable run attributes and their columns in `runs` (mlflow/store/tracking/dbmodels).
+_FILTER_ATTRIBUTES = {
+    "run_id": "run_uuid",
+    "status": "status",
+    "user_id": "user_id",
+    "artifact_uri": "artifact_uri",
+    "start_time": "start_time",
+    "end_time": "end_time",
+    "lifecycle_stage": "lifecycle_stage",
+}
+
+
+def _filter_sql(text: str) -> _Filter:
+    """`--filter`, parsed by MLflow's own parser (mlflow-skinny has it) and written as the
+    conditions MLflow's SQL store applies (`_get_sqlalchemy_filter_clauses` in
+    mlflow/store/tracking/sqlalchemy_store.py), run by run: the same runs, whatever the store."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.search_utils import SearchUtils
+
+    try:
+        parsed = SearchUtils.parse_search_filter(text)  # type: ignore[no-untyped-call]
+    except MlflowException as error:
+        raise SelectionError(f"invalid --filter {text!r}: {first_line(error)}") from None
+    written: list[tuple[str, str]] = []
+    parameters: list[Any] = []
+
+    def add(sqlite: str, postgresql: str | None = None, *values: Any) -> None:
+        written.append((sqlite, sqlite if postgresql is None else postgresql))
+        parameters.extend(values)
+
+    for clause in parsed:
+        kind = clause["type"]
+        key = SearchUtils.translate_key_alias(clause["key"])  # type: ignore[no-untyped-call]
+        comparator = clause["comparator"].upper()
+        value = clause["value"]
+        if kind == "attribute" and key == "run_name":
+            # As MLflow does: the mlflow.runName tag, since older runs have no name column.
+            sqlite, postgresql, values = _compare("value", comparator, value)
+            add(
+                f"run_uuid IN (SELECT run_uuid FROM tags WHERE key = ? AND {sqlite})",
+                f"run_uuid IN (SELECT run_uuid FROM tags WHERE key = ? AND {postgresql})",
+                "mlflow.runName",
+                *values,
+            )
+        elif kind == "attribute":
+            column = _FILTER_ATTRIBUTES.get(key)
+            if column is None:
+                raise SelectionError(f"invalid --filter {text!r}: unknown attribute {key!r}")
+            sqlite, postgresql, values = _compare(column, comparator, value)
+            add(sqlite, postgresql, *values)
+        elif kind in ("metric", "parameter", "tag"):
+            table = {"metric": "latest_metrics", "parameter": "params", "tag": "tags"}[kind]
+            if comparator in ("IS NULL", "IS NOT NULL"):
+                negation = "NOT " if comparator == "IS NULL" else ""
+                add(
+                    f"{negation}EXISTS (SELECT 1 FROM {table} AS f WHERE "
+                    "f.run_uuid = runs.run_uuid AND f.key = ?)",
+                    None,
+                    key,
+                )
+                continue
+            if kind == "metric":
+                value = float(value)
+            sqlite, postgresql, values = _compare("value", comparator, value)
+            if kind == "metric":
+                # NaN is stored as 0 with is_nan: only "!=" holds for it.
+                nan = "is_nan = ?"
+                if comparator == "!=":
+                    sqlite, postgresql = f"({sqlite} OR {nan})", f"({postgresql} OR {nan})"
+                    values = (*values, True)
+                else:
+                    sqlite, postgresql = f"{sqlite} AND NOT {nan}", f"{postgresql} AND NOT {nan}"
+                    values = (*values, True)
+            add(
+                f"run_uuid IN (SELECT run_uuid FROM {table} WHERE key = ? AND {sqlite})",
+                f"run_uuid IN (SELECT run_uuid FROM {table} WHERE key = ? AND {postgresql})",
+                key,
+                *values,
+            )
+        elif kind == "dataset" and key == "context":
+            sqlite, postgresql, values = _compare("t.value", comparator, value)
+            query = (
+                "run_uuid IN (SELECT i.destination_id FROM datasets AS d "
+                "JOIN inputs AS i ON i.source_id = d.dataset_uuid "
+                "JOIN input_tags AS t ON t.input_uuid = i.input_uuid AND t.name = ? AND {})"
+            )
+            add(query.format(sqlite), query.format(postgresql), "mlflow.data.context", *values)
+        elif kind == "dataset" and key in ("name", "digest"):
+            sqlite, postgresql, values = _compare(f"d.{key}", comparator, value)
+            query = (
+                "run_uuid IN (SELECT i.destination_id FROM datasets AS d "
+                "JOIN inputs AS i ON i.source_id = d.dataset_uuid WHERE {})"
+            )
+            add(query.format(sqlite), query.format(postgresql), *values)
+        else:
+            raise SelectionError(
+                f"--filter {text!r}: {kind} {key!r} is not searched by the SQL source; "
+                "use --source client"
+            )
+    return _Filter(tuple(written), tuple(parameters))
+
+
+def _compare(column: str, comparator: str, value: Any) -> tuple[str, str, tuple[Any, ...]]:
+    """`column COMPARATOR ?` for SQLite and for PostgreSQL, and the values to bind, with
+    SQLAlchemy's spelling of each operator (LIKE is case-sensitive: MLflow sets SQLite's
+    case_sensitive_like, and so does `_connect`)."""
+    if comparator in ("=", "!=", ">", ">=", "<", "<="):
+        return f"{column} {comparator} ?", f"{column} {comparator} ?", (value,)
+    if comparator == "LIKE":
+        return f"{column} LIKE ?", f"{column} LIKE ?", (value,)
+    if comparator == "ILIKE":
+        return f"lower({column}) LIKE lower(?)", f"{column} ILIKE ?", (value,)
+    if comparator in ("IN", "NOT IN"):
+        values = tuple(value)
+        condition = f"{column} {comparator} ({_marks(values)})"
+        return condition, condition, values
+    raise SelectionError(f"--filter: {comparator} is not searched by the SQL source")
 
 
 def _marks(values: Sequence[Any]) -> str:

@@ -354,7 +354,7 @@ def check_schema_revision(store: TrackingStore) -> None:
     if store.kind not in ("sqlite", "database"):
         return
     # The SQL source reads SQLite and PostgreSQL stores without it, except for these two.
-    reached = " (--source client or --filter)" if store.dialect in ("sqlite", "postgresql") else ""
+    reached = " (--source client)" if store.dialect in ("sqlite", "postgresql") else ""
     require_mlflow_sql_client(store, f"reading {store.display} through MLflow's client{reached}")
     found = read_schema_revision(store)
     expected = installed_schema_revision()
@@ -362,7 +362,7 @@ def check_schema_revision(store: TrackingStore) -> None:
         if store.dialect in ("sqlite", "postgresql"):
             # The SQL source reads the tables as they are (audit/sources/sql.py).
             remedy = (
-                "`--source sql` (the default for SQLite and PostgreSQL without --filter) reads "
+                "`--source sql` (the default for SQLite and PostgreSQL) reads "
                 "stores of MLflow 2.9 and later untouched; or audit it with the MLflow version "
                 "that wrote it, or audit a copy"
             )
