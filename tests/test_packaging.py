@@ -224,6 +224,15 @@ def test_the_core_install_audits_with_mlflow_skinny(
     assert (code, loaded) == ("0", "-"), err
     assert "Compliance matrix" in (tmp_path / "reports" / "complete.html").read_text()
 
+    # --filter is MLflow's parser (in mlflow-skinny) and SQL: the SQL store's own client is not
+    # needed.
+    out, err, loaded, code = probe(
+        python, "check", "--tracking-uri", sqlite_store.uri, "-e", "truth-table",
+        "--filter", "params.alpha = '0.1' and attributes.run_name != 'complete'", cwd=tmp_path,
+    )  # fmt: skip
+    assert code == "1" and "no-data" in out and "PASS  complete" not in out, err
+    assert "sqlalchemy" not in loaded, loaded
+
     out, err, loaded, code = probe(
         python, "check", "--tracking-uri", sqlite_store.uri, "--source", "client", cwd=tmp_path
     )
