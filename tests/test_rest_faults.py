@@ -279,7 +279,7 @@ def test_default_timeout_and_retries_are_bounded(monkeypatch) -> None:
     assert "MLFLOW_HTTP_REQUEST_TIMEOUT" not in source._settings()  # the user's value stays
     explicit = ClientSource(resolve_store("http://127.0.0.1:1"), timeout=5)
     assert explicit._settings()["MLFLOW_HTTP_REQUEST_TIMEOUT"] == "5"
-    assert explicit.page_size == 5_000  # MLflow's 50,000 would hold about 1.2 GB per page
+    assert explicit.page_size == 2_000  # MLflow's 50,000 would hold about 1.2 GB per page
 
 
 def test_dropped_connections_are_exit_2(cli, no_backoff, proxy) -> None:
