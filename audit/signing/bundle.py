@@ -16,6 +16,7 @@ from typing import Any
 
 from audit import __version__
 from audit.errors import AuditError
+from audit.report.writer import RESULT_FILE
 from audit.signing import dsse
 from audit.signing.keys import SigningError, SigningKey, certificates_pem
 from audit.signing.pdf import PdfSignOptions, sign_pdf
@@ -27,8 +28,6 @@ from audit.signing.statement import (
     statement,
     subjects_of,
 )
-
-RESULT_FILE = "result.json"
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ from typing import Any
 from cryptography import x509
 
 from audit.errors import AuditError
+from audit.report.writer import EVIDENCE_FILE
 from audit.signing import dsse
 from audit.signing.keys import colon_fingerprint, common_name, fingerprint, trust_problem
 from audit.signing.pdf import PdfSignature, verify_pdf
@@ -27,8 +28,6 @@ from audit.signing.statement import (
     folder_files,
     sha256_file,
 )
-
-EVIDENCE_FILE = "evidence.json"
 
 
 @dataclass(frozen=True)
