@@ -106,7 +106,6 @@ def sign_pdf(
     """Add a PAdES B-B signature (B-T with a timestamp authority) to the PDF `source`, writing
     the signed file to `target` (default: over `source`, once it is complete)."""
     require_pyhanko()
-    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.sign import fields, signers
     from pyhanko.sign.fields import SigSeedSubFilter
 
@@ -118,7 +117,7 @@ def sign_pdf(
         timestamper = HTTPTimeStamper(options.tsa_url, timeout=TSA_TIMEOUT_SECONDS)
     data = source.read_bytes()
     try:
-        writer = _pdfa_writer(IncrementalPdfFileWriter)(io.BytesIO(data), strict=False)
+        writer = _pdfa_writer()(io.BytesIO(data), strict=False)
         existing = {name for name, _, _ in fields.enumerate_sig_fields(writer)}
         field_name = FIELD_NAME
         number = 1
@@ -159,20 +158,22 @@ def sign_pdf(
 
 
 @functools.cache
-def _pdfa_writer(base: type) -> type:
+def _pdfa_writer() -> type:
     """pyHanko's incremental writer, keeping the document information dictionary and the XMP
     metadata equal as PDF/A requires (ISO 19005-3, 6.6.2.3.1): pyHanko writes its own name as
     the XMP producer but appends it to the Info producer."""
     from pyhanko.pdf_utils import generic
+    from pyhanko.pdf_utils.incremental_writer import IncrementalPdfFileWriter
     from pyhanko.pdf_utils.metadata.model import VENDOR
 
-    class PdfAWriter(base):  # type: ignore[misc]
+    class PdfAWriter(IncrementalPdfFileWriter):
         def _update_meta(self) -> None:
-            super()._update_meta()
-            info = self._info.get_object() if self._info is not None else None
-            if info is not None and "/Metadata" in self.root:
+            super()._update_meta()  # type: ignore[no-untyped-call]
+            reference = self._info
+            if reference is not None and "/Metadata" in self.root:
+                info = reference.get_object()  # type: ignore[no-untyped-call]
                 info["/Producer"] = generic.TextStringObject(VENDOR)
-                self.mark_update(self._info)
+                self.mark_update(reference)
 
     return PdfAWriter
 

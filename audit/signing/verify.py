@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -163,8 +163,6 @@ def verify(
     for pdf in pdfs:
         problems += [Problem(pdf.path.relative_to(folder).as_posix(), r) for r in pdf.problems]
     signed_records = _signed_records(folder, statement, problems)
-    from dataclasses import replace
-
     result = replace(result, files_checked=len(checked), pdfs=pdfs, problems=tuple(problems))
     if against_store:
         if signed_records is None:

@@ -1206,13 +1206,9 @@ def _filter_sql(text: str) -> _Filter:
             sqlite, postgresql, values = _compare("value", comparator, value)
             if kind == "metric":
                 # NaN is stored as 0 with is_nan: only "!=" holds for it.
-                nan = "is_nan = ?"
-                if comparator == "!=":
-                    sqlite, postgresql = f"({sqlite} OR {nan})", f"({postgresql} OR {nan})"
-                    values = (*values, True)
-                else:
-                    sqlite, postgresql = f"{sqlite} AND NOT {nan}", f"{postgresql} AND NOT {nan}"
-                    values = (*values, True)
+                nan = "({} OR is_nan = ?)" if comparator == "!=" else "{} AND NOT is_nan = ?"
+                sqlite, postgresql = nan.format(sqlite), nan.format(postgresql)
+                values = (*values, True)
             add(
                 f"run_uuid IN (SELECT run_uuid FROM {table} WHERE key = ? AND {sqlite})",
                 f"run_uuid IN (SELECT run_uuid FROM {table} WHERE key = ? AND {postgresql})",
