@@ -7,12 +7,14 @@ result.exit_code, result.summary(), result.runs[0].findings
 
 from __future__ import annotations
 
+import contextlib
+import gc
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from audit.errors import SelectionError
-from audit.evaluation import evaluate
+from audit.evaluation import EvaluatedRun, RunEvaluator, gather
 from audit.policy import Policy, load_policy
 from audit.result import AuditResult, FailOn
 from audit.sources import (
@@ -105,31 +107,49 @@ def _evaluate_selected(
     accepted = waivers if isinstance(waivers, WaiverSet | None) else load_waivers(waivers)
     store = resolve_store(tracking_uri)
     reader = open_source(store, page_size=page_size, prefer=source, timeout=timeout)
-    runs: Iterable[CollectedRun] = reader.collect(selection, needs or loaded.needs)
+    evaluator = RunEvaluator(loaded, accepted, keep=keep_records or collected is not None)
+    evaluated = reader.collect_each(selection, needs or loaded.needs, evaluator)
     if collected is not None:
-        runs = _keeping(runs, collected)
-    result = evaluate(
-        runs,
-        loaded,
-        store=store.display,
-        source=reader.name,
-        selection=selection.to_dict(),
-        fail_on=fail_on,
-        min_score=min_score,
-        waivers=accepted,
-        keep_records=keep_records,
-        truncated_at=selection.max_runs,
-        on_run=on_run,
-    )
+        evaluated = _keeping(evaluated, collected)
+    with _without_cyclic_gc():
+        result = gather(
+            evaluated,
+            loaded,
+            store=store.display,
+            source=reader.name,
+            selection=selection.to_dict(),
+            fail_on=fail_on,
+            min_score=min_score,
+            waivers=accepted,
+            keep_records=keep_records,
+            truncated_at=selection.max_runs,
+            on_run=on_run,
+        )
     if not result.runs:
         raise SelectionError(f"no runs matched {selection.describe()} in {store.display}")
     return result
 
 
-def _keeping(runs: Iterable[CollectedRun], kept: list[CollectedRun]) -> Iterator[CollectedRun]:
+def _keeping(runs: Iterable[EvaluatedRun], kept: list[CollectedRun]) -> Iterator[EvaluatedRun]:
     for run in runs:
-        kept.append(run)
+        if run.collected is not None:
+            kept.append(run.collected)
         yield run
+
+
+@contextlib.contextmanager
+def _without_cyclic_gc() -> Iterator[None]:
+    """Python's cycle collector off while runs are collected and evaluated. Records, results
+    and findings hold no reference cycles, but each collection pass walks every object still
+    alive, and an audit keeps 100,000 results alive: it took a fifth of a large audit's time.
+    Worker processes forked meanwhile inherit the setting."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def check(

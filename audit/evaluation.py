@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
-from typing import Any
+from typing import Any, NamedTuple
 
 from audit import __version__
 from audit.evidence import sha256_hex
@@ -52,6 +52,45 @@ def evaluate_record(record: Mapping[str, Any], policy: Policy) -> tuple[Finding,
     return sort_findings(findings.values(), policy.rule_order)
 
 
+class EvaluatedRun(NamedTuple):
+    """One run's result, with the collected run itself when the caller keeps records. (A named
+    tuple: worker processes send back one per run, and tuples pickle fastest.)"""
+
+    result: RunResult
+    collected: CollectedRun | None = None
+    #: The waivers that matched its findings (`WaiverSet.lookup`), for the gathering process to
+    #: count.
+    waiver_matches: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunEvaluator:
+    """What `evaluate` does to each run: its findings, waivers applied. A source may call it
+    where it builds the record (`Source.collect_each`: in the worker processes of a large SQL
+    audit), so that only the result, not the record, crosses to the auditing process."""
+
+    policy: Policy
+    waivers: WaiverSet | None = None
+    #: Also return the collected run (its record and metric histories), for reports.
+    keep: bool = False
+
+    def __call__(self, item: CollectedRun) -> EvaluatedRun:
+        record = item.record
+        run = record["run"]
+        findings, matches = _waive(evaluate_record(record, self.policy), record, self.waivers)
+        result = RunResult(
+            run_id=run["id"],
+            run_name=run["name"],
+            experiment_id=run["experiment_id"],
+            experiment_name=run["experiment_name"],
+            evidence_sha256=item.evidence_sha256 or sha256_hex(record),
+            findings=findings,
+            selected_by=item.selected_by,
+            model_versions=tuple(str(v) for v in item.model_versions),
+        )
+        return EvaluatedRun(result, item if self.keep else None, matches)
+
+
 def evaluate(
     collected: Iterable[CollectedRun | Mapping[str, Any]],
     policy: Policy,
@@ -69,27 +108,49 @@ def evaluate(
     """Evaluate collected runs (or plain evidence records). Records are streamed: only findings
     are kept, unless `keep_records` asks for the records too. Findings a waiver matches are
     kept, marked with it."""
+    evaluator = RunEvaluator(policy, waivers, keep=keep_records)
+    return gather(
+        (
+            evaluator(item if isinstance(item, CollectedRun) else CollectedRun(record=item))
+            for item in collected
+        ),
+        policy,
+        store=store,
+        source=source,
+        selection=selection,
+        fail_on=fail_on,
+        min_score=min_score,
+        waivers=waivers,
+        keep_records=keep_records,
+        truncated_at=truncated_at,
+        on_run=on_run,
+    )
+
+
+def gather(
+    evaluated: Iterable[EvaluatedRun],
+    policy: Policy,
+    *,
+    store: str = "",
+    source: str = "",
+    selection: Mapping[str, Any] | None = None,
+    fail_on: FailOn = "error",
+    min_score: float | None = None,
+    waivers: WaiverSet | None = None,
+    keep_records: bool = False,
+    truncated_at: int | None = None,
+    on_run: Callable[[int], None] | None = None,
+) -> AuditResult:
+    """The audit result of evaluated runs (`RunEvaluator`), with their records when
+    `keep_records` (the evaluator must have kept them)."""
     runs: list[RunResult] = []
     records: dict[str, Mapping[str, Any]] | None = {} if keep_records else None
-    for item in collected:
-        if not isinstance(item, CollectedRun):
-            item = CollectedRun(record=item)
-        record = item.record
-        run = record["run"]
-        runs.append(
-            RunResult(
-                run_id=run["id"],
-                run_name=run["name"],
-                experiment_id=run["experiment_id"],
-                experiment_name=run["experiment_name"],
-                evidence_sha256=item.evidence_sha256 or sha256_hex(record),
-                findings=_waive(evaluate_record(record, policy), record, waivers),
-                selected_by=item.selected_by,
-                model_versions=tuple(str(v) for v in item.model_versions),
-            )
-        )
-        if records is not None:
-            records[run["id"]] = record
+    for item in evaluated:
+        runs.append(item.result)
+        if waivers is not None:
+            waivers.count(item.waiver_matches)
+        if records is not None and item.collected is not None:
+            records[item.result.run_id] = item.collected.record
         if on_run is not None:
             on_run(len(runs))
     return AuditResult(
@@ -111,13 +172,18 @@ def evaluate(
 
 def _waive(
     findings: tuple[Finding, ...], record: Mapping[str, Any], waivers: WaiverSet | None
-) -> tuple[Finding, ...]:
+) -> tuple[tuple[Finding, ...], tuple[int, ...]]:
+    """The findings with the waivers that accept them, and every waiver match to count."""
     if waivers is None or not findings:
-        return findings
+        return findings, ()
     scope = RunScope.of(record)
-    return tuple(
-        replace(finding, waiver=waivers.match(finding.rule_id, scope)) for finding in findings
-    )
+    waived = []
+    matches: list[int] = []
+    for finding in findings:
+        waiver, matched = waivers.lookup(finding.rule_id, scope)
+        waived.append(replace(finding, waiver=waiver))
+        matches.extend(matched)
+    return tuple(waived), tuple(matches)
 
 
 # --------------------------------------------------------------------------- messages

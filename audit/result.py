@@ -41,6 +41,17 @@ class Finding:
     #: The waiver that accepts this gap: still reported, no longer failing the gate.
     waiver: Waiver | None = None
 
+    def __reduce__(self) -> tuple[type[Finding], tuple[Any, ...]]:
+        # As a tuple of arguments: the dataclass default for slots sets each field in a Python
+        # loop, and worker processes send back half a million findings for 100,000 runs.
+        return (
+            Finding,
+            (
+                self.rule_id, self.title, self.category, self.severity, self.pointer,
+                self.message, self.provisions, self.remediation, self.waiver,
+            ),
+        )  # fmt: skip
+
     @property
     def waived(self) -> bool:
         return self.waiver is not None
@@ -53,8 +64,7 @@ class Finding:
 
     @property
     def citations(self) -> list[str]:
-        catalog = load_catalog()
-        return [catalog[p].citation for p in self.provisions if p in catalog]
+        return list(_citations(self.provisions))
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -265,8 +275,7 @@ class AuditResult:
     @property
     def score(self) -> float:
         """Percentage of rule evaluations that pass, across the audited runs."""
-        evaluations, passes = self.rule_evaluations()
-        return round(100.0 * passes / evaluations, 1) if evaluations else 100.0
+        return _score(*self.rule_evaluations())
 
     def failing_runs(self, fail_on: FailOn | None = None) -> list[RunResult]:
         threshold = self.fail_on if fail_on is None else fail_on
@@ -331,6 +340,9 @@ class AuditResult:
     def summary(self) -> dict[str, Any]:
         evaluations, passes = self.rule_evaluations()
         by_rule = Counter(rule_id for run in self.runs for rule_id in run.failed_rule_ids)
+        failing_runs = len(self.failing_runs())
+        score = _score(evaluations, passes)
+        score_too_low = self.min_score is not None and score < self.min_score
         return {
             "runs": len(self.runs),
             "runs_by_status": self.status_counts(),
@@ -341,14 +353,14 @@ class AuditResult:
             "runs_failing_rule": dict(sorted(by_rule.items())),
             "rule_evaluations": evaluations,
             "rule_passes": passes,
-            "score": self.score,
+            "score": score,
             "truncated": self.truncated,
             "gate": {
                 "fail_on": self.fail_on,
                 "min_score": self.min_score,
-                "failed": self.gate_failed,
-                "failing_runs": len(self.failing_runs()),
-                "score_too_low": self.score_too_low,
+                "failed": bool(failing_runs) or score_too_low,
+                "failing_runs": failing_runs,
+                "score_too_low": score_too_low,
             },
         }
 
@@ -396,6 +408,16 @@ class AuditResult:
         from audit.formats.rows import RULE_COLUMNS, rule_rows
 
         return pd.DataFrame(rule_rows(self), columns=list(RULE_COLUMNS))
+
+
+def _score(evaluations: int, passes: int) -> float:
+    return round(100.0 * passes / evaluations, 1) if evaluations else 100.0
+
+
+@functools.lru_cache(maxsize=1024)  # a rule's provisions: the same tuple for all its findings
+def _citations(provisions: tuple[str, ...]) -> tuple[str, ...]:
+    catalog = load_catalog()
+    return tuple(catalog[p].citation for p in provisions if p in catalog)
 
 
 def sort_findings(

@@ -10,7 +10,7 @@ is reported; so is a waiver that matched nothing.
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -121,14 +121,27 @@ class WaiverSet:
 
     def match(self, rule_id: str, run: RunScope) -> Waiver | None:
         """The first active waiver of the rule covering the run; counts expired matches too."""
+        chosen, matched = self.lookup(rule_id, run)
+        self.count(matched)
+        return chosen
+
+    def lookup(self, rule_id: str, run: RunScope) -> tuple[Waiver | None, tuple[int, ...]]:
+        """`match` without counting: the waiver, and the indexes of every waiver (expired ones
+        too) that matched, for `count`. Worker processes evaluate with their own copy of the
+        set, so their matches are counted where the result is gathered."""
         chosen = None
+        matched = []
         for index, waiver in enumerate(self.waivers):
             if waiver.rule_id != rule_id or not waiver.covers(run):
                 continue
-            self._matched[index] = self._matched.get(index, 0) + 1
+            matched.append(index)
             if chosen is None and not waiver.expired(self.today):
                 chosen = waiver
-        return chosen
+        return chosen, tuple(matched)
+
+    def count(self, matched: Iterable[int]) -> None:
+        for index in matched:
+            self._matched[index] = self._matched.get(index, 0) + 1
 
     def uses(self) -> tuple[WaiverUse, ...]:
         uses = []

@@ -603,5 +603,52 @@ def test_records_built_in_worker_processes_are_the_same_in_the_same_order(
         list(SqlSource(store, workers=2).collect(selection, EVERYTHING))
 
 
+def test_runs_evaluated_in_worker_processes_give_the_same_result(
+    sqlite_store: Store, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A large audit evaluates each run in the worker process that built it, waivers included:
+    the same findings, statuses and waiver counts (expired ones too) as one process gives."""
+    import os
+
+    import audit
+    import audit.evaluation
+    import audit.sources.sql as sql
+
+    waivers = tmp_path / "waivers.yaml"
+    waivers.write_text(
+        "waivers:\n"
+        + "".join(
+            f"  - rule: {rule}\n    scope: all\n    reason: accepted for the pilot\n"
+            f"    approved_by: Jane Doe\n    expires: {expires}\n"
+            for rule, expires in (("model.logged", "2999-01-01"), ("data.training-dataset",
+                                  "2000-01-01"), ("run.finished", "2999-01-01"))
+        )
+    )  # fmt: skip
+
+    def audited() -> audit.AuditResult:
+        return audit.check(sqlite_store.uri, include_deleted=True, waivers=waivers)
+
+    alone = audited()
+    uses = {use.waiver.rule_id: (use.state, use.findings) for use in alone.waivers}
+    assert uses["model.logged"][0] == "applied" and uses["model.logged"][1] > 0
+    assert uses["data.training-dataset"][0] == "expired" and uses["data.training-dataset"][1] > 0
+
+    auditor = os.getpid()
+    evaluate_record = audit.evaluation.evaluate_record
+
+    def in_a_worker(*args: Any) -> Any:
+        assert os.getpid() != auditor, "a run was evaluated in the auditing process"
+        return evaluate_record(*args)
+
+    monkeypatch.setattr(audit.evaluation, "evaluate_record", in_a_worker)
+    monkeypatch.setattr(sql, "_PARALLEL_MIN_RUNS", 2)
+    monkeypatch.setattr(sql, "_JOB_RUNS", 2)
+    monkeypatch.setattr(sql.os, "cpu_count", lambda: 2)
+    parallel = audited()
+    assert parallel.runs == alone.runs
+    assert parallel.waivers == alone.waivers
+    assert parallel.summary() == alone.summary()
+
+
 def _failing_job(*_: Any) -> Any:
     raise sqlite3.OperationalError("disk I/O error")

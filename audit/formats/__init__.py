@@ -29,12 +29,16 @@ def render_chunks(
     width: int = 80,
     artifact_uri: str | None = None,
 ) -> Iterator[str]:
-    """`render`, in pieces to write one after the other: JSON, the format of large results,
-    is produced run by run; the others in one piece."""
+    """`render`, in pieces to write one after the other: JSON and the table, the formats of
+    large results, are produced run by run; the others in one piece."""
     if name == "json":
         from audit.formats.json import json_chunks
 
         yield from json_chunks(result)
+    elif name == "table":
+        from audit.formats.table import table_chunks
+
+        yield from table_chunks(result, color=color, width=width)
     else:
         yield render(result, name, color=color, width=width, artifact_uri=artifact_uri)
 

@@ -8,9 +8,9 @@ SQLite and PostgreSQL stores, much faster, with identical records (`open_source`
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from audit.errors import SelectionError
 from audit.sources.store import TrackingStore, resolve_store
@@ -25,6 +25,8 @@ __all__ = [
     "open_source",
     "resolve_store",
 ]
+
+T = TypeVar("T")
 
 #: MLflow's largest page for `search_runs` (SEARCH_MAX_RESULTS_THRESHOLD).
 MAX_PAGE_SIZE = 50_000
@@ -156,6 +158,14 @@ class Source(Protocol):
     def collect(self, selection: Selection, needs: CollectionNeeds) -> Iterator[CollectedRun]:
         """Yield one collected run per selected run; raise AuditError if the audit cannot
         complete."""
+        ...
+
+    def collect_each(
+        self, selection: Selection, needs: CollectionNeeds, finish: Callable[[CollectedRun], T]
+    ) -> Iterator[T]:
+        """`collect`, each run passed through `finish` where it was built: in the worker
+        processes of a large SQL audit, so that only what `finish` returns crosses processes.
+        `finish` must not depend on state it changes: each worker has its own copy."""
         ...
 
 

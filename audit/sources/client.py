@@ -107,6 +107,11 @@ class ClientSource:
             self._client = self._open()
             yield from self._collect(selection, needs)
 
+    def collect_each(
+        self, selection: Selection, needs: CollectionNeeds, finish: Callable[[CollectedRun], _T]
+    ) -> Iterator[_T]:
+        return map(finish, self.collect(selection, needs))
+
     # ----------------------------------------------------------------------- setup
 
     def _settings(self) -> dict[str, str]:

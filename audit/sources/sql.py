@@ -39,10 +39,10 @@ import posixpath
 import re
 import sqlite3
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence, Set
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence, Set
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 from urllib.parse import quote
 
 from audit.errors import AuditError, SelectionError, StoreError, first_line
@@ -152,6 +152,8 @@ _WORKSPACE_TABLES = (
     "registered_models", "registered_model_tags", "model_versions", "model_version_tags",
     "registered_model_aliases",
 )  # fmt: skip
+
+_T = TypeVar("_T")
 
 #: Run ids per `IN (...)` query: SQLite allows 32,766 variables, and smaller batches keep the
 #: params and tags of only this many runs in memory, whatever the page size.
@@ -459,16 +461,23 @@ class SqlSource:
     # ----------------------------------------------------------------------- public
 
     def collect(self, selection: Selection, needs: CollectionNeeds) -> Iterator[CollectedRun]:
+        return self.collect_each(selection, needs, _as_collected)
+
+    def collect_each(
+        self, selection: Selection, needs: CollectionNeeds, finish: Callable[[CollectedRun], _T]
+    ) -> Iterator[_T]:
         # Parsed before any run is read: a bad filter is an error of the selection.
         self._filter = _filter_sql(selection.filter) if selection.filter else _NO_FILTER
-        return self._collect(selection, needs)
+        return self._collect(selection, needs, finish)
 
-    def _collect(self, selection: Selection, needs: CollectionNeeds) -> Iterator[CollectedRun]:
+    def _collect(
+        self, selection: Selection, needs: CollectionNeeds, finish: Callable[[CollectedRun], _T]
+    ) -> Iterator[_T]:
         # Any revision MLflow 2.9 to SCHEMA_REVISION writes is read as it is (the connection is
         # read-only; nothing is ever migrated), others when they hold what is read.
         with self._errors(), contextlib.closing(_connect(self.store)) as db:
             self._schema = _Schema.read(db, self.store.display)
-            yield from self._select(db, selection, needs)
+            yield from self._select(db, selection, needs, finish)
 
     # ----------------------------------------------------------------------- setup
 
@@ -492,8 +501,12 @@ class SqlSource:
     # ----------------------------------------------------------------------- selection
 
     def _select(
-        self, db: _Database, selection: Selection, needs: CollectionNeeds
-    ) -> Iterator[CollectedRun]:
+        self,
+        db: _Database,
+        selection: Selection,
+        needs: CollectionNeeds,
+        finish: Callable[[CollectedRun], _T],
+    ) -> Iterator[_T]:
         seen: set[str] = set()
         emitted = 0
         limit = selection.max_runs
@@ -510,12 +523,12 @@ class SqlSource:
                     fresh.append(item)
                 if workers is None and self._worth_workers(len(fresh)):
                     workers = stack.enter_context(
-                        _Workers(self.store, self.workers, db.export_snapshot())
+                        _Workers(self.store, self.workers, db.export_snapshot(), finish)
                     )
                 collected = (
                     workers.collect(fresh, needs)
                     if workers is not None and len(fresh) >= _JOB_RUNS
-                    else self._collect_page(db, fresh, needs)
+                    else map(finish, self._collect_page(db, fresh, needs))
                 )
                 for run in collected:
                     emitted += 1
@@ -1031,16 +1044,23 @@ _PARALLEL_MIN_RUNS = 4_000
 
 
 class _Workers:
-    """Processes that read and build the records of a large selection, job by job, in order.
+    """Processes that read, build and finish the records of a large selection, job by job, in
+    order.
 
-    Building a record (rows to facts, the record, its redaction) is nearly all of an audit's
-    time and needs no shared state, so each worker does it with its own read-only connection
-    (on PostgreSQL, in the auditing session's snapshot) while this process evaluates the
-    records that came back. At most two jobs per worker are in flight, which bounds the records
-    held in memory.
+    Building a record (rows to facts, the record, its redaction) and evaluating it are nearly
+    all of an audit's time and need no shared state, so each worker does both with its own
+    read-only connection (on PostgreSQL, in the auditing session's snapshot) and sends back
+    only what `finish` returns (a run's findings, for `check`). At most two jobs per worker are
+    in flight, which bounds what is held in memory.
     """
 
-    def __init__(self, store: TrackingStore, processes: int, snapshot: str | None) -> None:
+    def __init__(
+        self,
+        store: TrackingStore,
+        processes: int,
+        snapshot: str | None,
+        finish: Callable[[CollectedRun], Any],
+    ) -> None:
         import multiprocessing
         from concurrent.futures import ProcessPoolExecutor
 
@@ -1049,7 +1069,8 @@ class _Workers:
             max_workers=processes,
             mp_context=multiprocessing.get_context("fork"),
             initializer=_start_worker,
-            initargs=(store, snapshot),
+            # Forked, not pickled: `finish` may hold what pickle cannot (a compiled policy).
+            initargs=(store, snapshot, finish),
         )
 
     def __enter__(self) -> _Workers:
@@ -1058,7 +1079,7 @@ class _Workers:
     def __exit__(self, *_: object) -> None:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
-    def collect(self, page: Sequence[_Selected], needs: CollectionNeeds) -> Iterator[CollectedRun]:
+    def collect(self, page: Sequence[_Selected], needs: CollectionNeeds) -> Iterator[Any]:
         from collections import deque
 
         jobs = iter([page[i : i + _JOB_RUNS] for i in range(0, len(page), _JOB_RUNS)])
@@ -1074,11 +1095,13 @@ class _Workers:
             yield from done
 
 
-#: In a worker process: its source and connection, opened once by `_start_worker`.
-_worker: tuple[SqlSource, _Database] | None = None
+#: In a worker process: its source, connection and `finish`, set once by `_start_worker`.
+_worker: tuple[SqlSource, _Database, Callable[[CollectedRun], Any]] | None = None
 
 
-def _start_worker(store: TrackingStore, snapshot: str | None) -> None:
+def _start_worker(
+    store: TrackingStore, snapshot: str | None, finish: Callable[[CollectedRun], Any]
+) -> None:
     global _worker
     source = SqlSource(store, workers=1)
     db = _connect(store)
@@ -1087,14 +1110,18 @@ def _start_worker(store: TrackingStore, snapshot: str | None) -> None:
         # as the auditing session itself does (REPEATABLE READ), while writes go on.
         db.use_snapshot(snapshot)
     source._schema = _Schema.read(db, store.display)
-    _worker = (source, db)
+    _worker = (source, db, finish)
 
 
-def _collect_job(job: Sequence[_Selected], needs: CollectionNeeds) -> list[CollectedRun]:
+def _collect_job(job: Sequence[_Selected], needs: CollectionNeeds) -> list[Any]:
     assert _worker is not None
-    source, db = _worker
+    source, db, finish = _worker
     with source._errors():
-        return list(source._collect_page(db, job, needs))
+        return [finish(run) for run in source._collect_page(db, job, needs)]
+
+
+def _as_collected(run: CollectedRun) -> CollectedRun:
+    return run
 
 
 def check_sql_usable(store: TrackingStore) -> None:
