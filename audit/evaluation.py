@@ -220,9 +220,12 @@ def _observation(violation: Violation, record: Mapping[str, Any]) -> str:
 
 def item_label(record: Mapping[str, Any], pointer: str) -> str | None:
     """Name the list entry a pointer goes through (a dataset, a requirement, a metric)."""
+    parts = pointer.split("/")[1:]
+    if not any(part.isdigit() for part in parts):
+        return None  # a label names a list entry, which only an index reaches
     node: Any = record
     label = None
-    for part in pointer.split("/")[1:]:
+    for part in parts:
         part = part.replace("~1", "/").replace("~0", "~")
         if isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]

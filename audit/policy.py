@@ -13,7 +13,7 @@ import json
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from audit.datafiles import read_data_file
@@ -73,9 +73,9 @@ class Rule:
         }
 
 
-@dataclass(frozen=True)
-class Violation:
-    """One failing constraint of a record, mapped to its rule."""
+class Violation(NamedTuple):
+    """One failing constraint of a record, mapped to its rule. (A named tuple: made for every
+    gap of every run.)"""
 
     rule: Rule
     pointer: str
@@ -118,17 +118,15 @@ class Policy:
         """Every failing constraint of the record, each with its rule and JSON Pointer."""
         for error in self._validator.iter_errors(record):
             path = tuple(error.evaluation_path)
-            pointer = _pointer(error.instance_path)
+            instance_path = tuple(error.instance_path)
+            pointer = _cached_pointer(instance_path)
             keyword = str(path[-1]) if path else ""
-            kind = getattr(error, "kind", None)
-            if keyword == "required" and kind is not None and hasattr(kind, "property"):
-                pointer = f"{pointer}/{_escape(str(kind.property))}"
+            if keyword == "required":
+                kind = getattr(error, "kind", None)
+                if kind is not None and hasattr(kind, "property"):
+                    pointer = f"{pointer}/{_escape(str(kind.property))}"
             yield Violation(
-                rule=self.rule_at(path, error.instance_path),
-                pointer=pointer,
-                keyword=keyword,
-                instance=error.instance,
-                message=str(error.message),
+                self.rule_at(path, instance_path), pointer, keyword, error.instance, error.message
             )
 
     def rule_at(self, evaluation_path: tuple[Any, ...], instance_path: Sequence[Any] = ()) -> Rule:
@@ -207,6 +205,10 @@ def _escape(segment: str) -> str:
 
 def _pointer(path: Sequence[Any]) -> str:
     return "".join(f"/{_escape(str(segment))}" for segment in path)
+
+
+# The places a policy fails at recur run after run ("/models", "/environment/requirements").
+_cached_pointer = functools.lru_cache(maxsize=4096)(_pointer)
 
 
 # --------------------------------------------------------------------------- loading

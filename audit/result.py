@@ -425,14 +425,13 @@ def sort_findings(
 ) -> tuple[Finding, ...]:
     """Highest severity first, then by category, by the rule's place in the policy, and by
     place in the record."""
-    categories = {category: index for index, category in enumerate(CATEGORIES)}
     rules = rule_order or {}
     return tuple(
         sorted(
             findings,
             key=lambda f: (
                 -SEVERITY_RANK[f.severity],
-                categories.get(f.category, len(categories)),
+                _CATEGORY_ORDER.get(f.category, len(_CATEGORY_ORDER)),
                 rules.get(f.rule_id, len(rules)),
                 f.rule_id,
                 _pointer_key(f.pointer),
@@ -441,6 +440,10 @@ def sort_findings(
     )
 
 
+_CATEGORY_ORDER = {category: index for index, category in enumerate(CATEGORIES)}
+
+
+@functools.lru_cache(maxsize=4096)  # the places a policy fails at recur run after run
 def _pointer_key(pointer: str) -> tuple[tuple[int, int, str], ...]:
     """Sort /requirements/2 before /requirements/10."""
     return tuple(
