@@ -35,6 +35,7 @@ from audit.api import collect, make_selection
 from audit.evidence import sha256_hex
 from audit.sources import CollectionNeeds
 from tests.conftest import Server, running_mlflow_server
+from tests.stores import probe_cli
 
 #: What the proxy does with one request: forward it (None), answer with this status, wait this
 #: many seconds and then forward, or drop the connection without an answer.
@@ -421,6 +422,9 @@ def test_self_signed_tls_needs_mlflow_tracking_insecure_tls(
     accepted = cli("check", "--tracking-uri", secured.uri, "-e", "truth-table", "-f", "json")
     assert accepted.code == 1, accepted.err
     assert len(accepted.json()["runs"]) == 5
+    # urllib3 warns on stderr about every connection without verification, asked for by name.
+    quiet = probe_cli("check", "--tracking-uri", secured.uri, "-e", "truth-table", watched=())
+    assert quiet.code == 1 and quiet.err == "", quiet.err
 
 
 def _self_signed_context(directory: Path) -> ssl.SSLContext:
@@ -511,6 +515,28 @@ def test_runs_written_while_paging_are_neither_lost_nor_doubled(own_server: OwnS
     served = Counter(run_id for page in recording.search_pages for run_id in page)
     assert max(served.values()) > 1  # the server did repeat runs across pages
     assert set(created) & set(audited)  # the ones with an old start time were reached
+
+
+def test_a_run_deleted_while_paging_hides_no_other_run(
+    mlflow_server: Server, tmp_path: Path
+) -> None:
+    """MLflow pages by offset: a run deleted after it was served would shift every later run
+    back by one, and the first of the next page would never be served. The audit pages through
+    deleted runs too (they keep their place) and leaves them out itself."""
+    from mlflow import MlflowClient
+
+    with _copy_of_server(mlflow_server, tmp_path) as server:
+        writer = MlflowClient(server.uri)
+        experiments = [e.experiment_id for e in writer.search_experiments()]
+        active = {run.info.run_id for run in writer.search_runs(experiments, max_results=1000)}
+        assert len(active) > 6
+        audited: list[str] = []
+        needs = CollectionNeeds(artifacts=False, registry=False)
+        for collected in collect(server.uri, selection=make_selection(), needs=needs, page_size=2):
+            audited.append(collected.record["run"]["id"])
+            if len(audited) in (1, 3):
+                writer.delete_run(audited[-1])  # served already: every later run moves back
+    assert sorted(audited) == sorted(active)
 
 
 def test_server_killed_mid_audit_is_exit_2(

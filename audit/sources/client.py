@@ -8,6 +8,7 @@ import functools
 import itertools
 import os
 import threading
+import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
@@ -112,7 +113,14 @@ class ClientSource:
     # ----------------------------------------------------------------------- public
 
     def collect(self, selection: Selection, needs: CollectionNeeds) -> Iterator[CollectedRun]:
-        with _environment(self._settings()), _mlflow_errors(self.store, selection):
+        with (
+            _environment(self._settings()),
+            _mlflow_errors(self.store, selection),
+            warnings.catch_warnings(),
+        ):
+            # Without verification, urllib3 warns on stderr about every new server connection:
+            # the user asked for it by name (MLFLOW_TRACKING_INSECURE_TLS).
+            warnings.filterwarnings("ignore", message="Unverified HTTPS request")
             self._client = self._open()
             yield from self._collect(selection, needs)
 
@@ -267,18 +275,27 @@ class ClientSource:
             return
         if self.store.kind == "http":
             # The server builds the next page while this one is audited.
-            yield from _ahead(self._search_server(experiment_ids, selection))
+            pages = _ahead(self._search_server(experiment_ids, selection))
         elif self.store.kind == "databricks":
-            yield from _ahead(self._search_client(experiment_ids, selection))
+            pages = _ahead(self._search_client(experiment_ids, selection))
         else:
-            yield from self._search_client(experiment_ids, selection)
+            pages = self._search_client(experiment_ids, selection)
+        for page in pages:
+            if not selection.include_deleted:
+                # Searched with deleted runs (see `_search_client`), left out here.
+                page = [run for run in page if run.info.lifecycle_stage == "active"]
+            if page:
+                yield page
 
     def _search_client(
         self, experiment_ids: list[str], selection: Selection
     ) -> Iterator[list[Run]]:
         from mlflow.entities import ViewType
 
-        view = ViewType.ALL if selection.include_deleted else ViewType.ACTIVE_ONLY
+        # Deleted runs too, whatever the selection: MLflow pages by offset, and a run deleted
+        # during the audit would otherwise move every later run back by one, hiding one of them
+        # for good. Deleted runs keep their place; `_search` leaves them out.
+        view = ViewType.ALL
         token = None
         while True:
             page = self._client.search_runs(
@@ -304,7 +321,7 @@ class ClientSource:
 
         credentials = get_default_host_creds(self.store.client_uri)  # type: ignore[no-untyped-call]
         endpoint = rest_runs.SEARCH_ENDPOINT
-        view = "ALL" if selection.include_deleted else "ACTIVE_ONLY"
+        view = "ALL"  # as in `_search_client`
         token = None
         while True:
             body = rest_runs.search_body(
