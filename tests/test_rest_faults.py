@@ -517,6 +517,16 @@ def test_runs_written_while_paging_are_neither_lost_nor_doubled(own_server: OwnS
     assert set(created) & set(audited)  # the ones with an old start time were reached
 
 
+def test_max_runs_bounds_the_pages_asked_for(cli, proxy) -> None:
+    """`--max-runs 2` asks the server for pages of 2 runs, not of thousands (the next page is
+    asked for ahead, and waited for when the audit stops)."""
+    recording = proxy()
+    result = cli("check", "--tracking-uri", recording.uri, "--max-runs", "2", "-f", "json")
+    assert len(result.json()["runs"]) == 2
+    assert recording.search_pages
+    assert all(len(page) <= 2 for page in recording.search_pages)
+
+
 def test_a_run_deleted_while_paging_hides_no_other_run(
     mlflow_server: Server, tmp_path: Path
 ) -> None:

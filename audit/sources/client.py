@@ -287,6 +287,13 @@ class ClientSource:
             if page:
                 yield page
 
+    def _page_size(self, selection: Selection) -> int:
+        """No more runs per page than the audit stops at: `--max-runs 10` need not wait for a
+        server to build pages of thousands, nor for the next one, asked for ahead."""
+        if selection.max_runs is None:
+            return self.page_size
+        return min(self.page_size, selection.max_runs)
+
     def _search_client(
         self, experiment_ids: list[str], selection: Selection
     ) -> Iterator[list[Run]]:
@@ -302,7 +309,7 @@ class ClientSource:
                 experiment_ids,
                 filter_string=selection.filter or "",
                 run_view_type=view,
-                max_results=self.page_size,
+                max_results=self._page_size(selection),
                 page_token=token,
             )
             if page:
@@ -325,7 +332,7 @@ class ClientSource:
         token = None
         while True:
             body = rest_runs.search_body(
-                experiment_ids, selection.filter or "", view, self.page_size, token
+                experiment_ids, selection.filter or "", view, self._page_size(selection), token
             )
             response = http_request(credentials, endpoint, "POST", json=body)  # type: ignore[no-untyped-call]
             if response.status_code != 200:
