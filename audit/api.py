@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from audit.errors import SelectionError
-from audit.evaluation import EvaluatedRun, RunEvaluator, gather
+from audit.evaluation import EvaluatedRun, RunEvaluator, evaluate
 from audit.policy import Policy, load_policy
 from audit.result import AuditResult, FailOn
 from audit.sources import (
@@ -112,7 +112,7 @@ def _evaluate_selected(
     if collected is not None:
         evaluated = _keeping(evaluated, collected)
     with _without_cyclic_gc():
-        result = gather(
+        result = evaluate(
             evaluated,
             loaded,
             store=store.display,

@@ -92,7 +92,7 @@ class RunEvaluator:
 
 
 def evaluate(
-    collected: Iterable[CollectedRun | Mapping[str, Any]],
+    collected: Iterable[CollectedRun | EvaluatedRun | Mapping[str, Any]],
     policy: Policy,
     *,
     store: str = "",
@@ -105,47 +105,18 @@ def evaluate(
     truncated_at: int | None = None,
     on_run: Callable[[int], None] | None = None,
 ) -> AuditResult:
-    """Evaluate collected runs (or plain evidence records). Records are streamed: only findings
+    """Evaluate collected runs (or plain evidence records, or runs a source evaluated already
+    with a `RunEvaluator` of this policy and these waivers). Records are streamed: only findings
     are kept, unless `keep_records` asks for the records too. Findings a waiver matches are
     kept, marked with it."""
     evaluator = RunEvaluator(policy, waivers, keep=keep_records)
-    return gather(
-        (
-            evaluator(item if isinstance(item, CollectedRun) else CollectedRun(record=item))
-            for item in collected
-        ),
-        policy,
-        store=store,
-        source=source,
-        selection=selection,
-        fail_on=fail_on,
-        min_score=min_score,
-        waivers=waivers,
-        keep_records=keep_records,
-        truncated_at=truncated_at,
-        on_run=on_run,
-    )
-
-
-def gather(
-    evaluated: Iterable[EvaluatedRun],
-    policy: Policy,
-    *,
-    store: str = "",
-    source: str = "",
-    selection: Mapping[str, Any] | None = None,
-    fail_on: FailOn = "error",
-    min_score: float | None = None,
-    waivers: WaiverSet | None = None,
-    keep_records: bool = False,
-    truncated_at: int | None = None,
-    on_run: Callable[[int], None] | None = None,
-) -> AuditResult:
-    """The audit result of evaluated runs (`RunEvaluator`), with their records when
-    `keep_records` (the evaluator must have kept them)."""
     runs: list[RunResult] = []
     records: dict[str, Mapping[str, Any]] | None = {} if keep_records else None
-    for item in evaluated:
+    for each in collected:
+        if isinstance(each, EvaluatedRun):
+            item = each
+        else:
+            item = evaluator(each if isinstance(each, CollectedRun) else CollectedRun(record=each))
         runs.append(item.result)
         if waivers is not None:
             waivers.count(item.waiver_matches)

@@ -1,8 +1,8 @@
 """The evidence record: one normalised, plain-JSON document per MLflow run.
 
-Sources (the MLflow client today, direct SQL later) gather `RunFacts` in whatever way is fastest
-for their store; `build_record` is the single place that turns facts into a record, so that every
-source produces byte-identical records for the same MLflow data.
+Sources (MLflow's client, a tracking server's JSON, the SQL tables) gather `RunFacts` in
+whatever way is fastest for their store; `build_record` is the single place that turns facts into
+a record, so that every source produces byte-identical records for the same MLflow data.
 
 Everything in here is untrusted input read from MLflow: strings are bounded, JSON and YAML are
 parsed with safe loaders only, nothing is executed or unpickled, and credential-looking values
