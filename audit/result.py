@@ -275,7 +275,8 @@ class AuditResult:
     @property
     def score(self) -> float:
         """Percentage of rule evaluations that pass, across the audited runs."""
-        return _score(*self.rule_evaluations())
+        evaluations, passes = self.rule_evaluations()
+        return round(100.0 * passes / evaluations, 1) if evaluations else 100.0
 
     def failing_runs(self, fail_on: FailOn | None = None) -> list[RunResult]:
         threshold = self.fail_on if fail_on is None else fail_on
@@ -340,9 +341,6 @@ class AuditResult:
     def summary(self) -> dict[str, Any]:
         evaluations, passes = self.rule_evaluations()
         by_rule = Counter(rule_id for run in self.runs for rule_id in run.failed_rule_ids)
-        failing_runs = len(self.failing_runs())
-        score = _score(evaluations, passes)
-        score_too_low = self.min_score is not None and score < self.min_score
         return {
             "runs": len(self.runs),
             "runs_by_status": self.status_counts(),
@@ -353,14 +351,14 @@ class AuditResult:
             "runs_failing_rule": dict(sorted(by_rule.items())),
             "rule_evaluations": evaluations,
             "rule_passes": passes,
-            "score": score,
+            "score": self.score,
             "truncated": self.truncated,
             "gate": {
                 "fail_on": self.fail_on,
                 "min_score": self.min_score,
-                "failed": bool(failing_runs) or score_too_low,
-                "failing_runs": failing_runs,
-                "score_too_low": score_too_low,
+                "failed": self.gate_failed,
+                "failing_runs": len(self.failing_runs()),
+                "score_too_low": self.score_too_low,
             },
         }
 
@@ -408,10 +406,6 @@ class AuditResult:
         from audit.formats.rows import RULE_COLUMNS, rule_rows
 
         return pd.DataFrame(rule_rows(self), columns=list(RULE_COLUMNS))
-
-
-def _score(evaluations: int, passes: int) -> float:
-    return round(100.0 * passes / evaluations, 1) if evaluations else 100.0
 
 
 @functools.lru_cache(maxsize=1024)  # a rule's provisions: the same tuple for all its findings
