@@ -10,7 +10,7 @@ from typing import Any, NamedTuple
 
 from audit import __version__
 from audit.evidence import sha256_hex
-from audit.policy import Policy, Violation
+from audit.policy import Policy, Rule, Violation
 from audit.result import AuditResult, FailOn, Finding, RunResult, sort_findings
 from audit.sources import CollectedRun
 from audit.waivers import RunScope, WaiverSet
@@ -36,20 +36,39 @@ def evaluate_record(record: Mapping[str, Any], policy: Policy) -> tuple[Finding,
         key = (violation.rule.id, violation.pointer)
         if key in findings:
             continue
-        rule = violation.rule
-        findings[key] = Finding(
-            rule_id=rule.id,
-            title=rule.title,
-            category=rule.category,
-            severity=rule.severity,
-            pointer=violation.pointer,
-            message=_observation(violation, record),
-            provisions=rule.provisions,
-            remediation=rule.remediation,
-        )
+        findings[key] = _finding(violation.rule, violation.pointer, _observation(violation, record))
     for finding in _secret_findings(record):
         findings[(finding.rule_id, finding.pointer)] = finding
     return sort_findings(findings.values(), policy.rule_order)
+
+
+#: Findings already made, by rule, place and message: most runs of a store share their gaps
+#: ("/data/version: missing"), and a finding is immutable, so runs share one object instead of
+#: each holding its own (about 1 KB per run of an audit that keeps 100,000 results; a batch of
+#: results from a worker process pickles each shared finding once). Bounded: cleared when full.
+_FINDINGS: dict[tuple[int, str, str], tuple[Rule, Finding]] = {}
+_FINDINGS_HELD = 50_000
+
+
+def _finding(rule: Rule, pointer: str, message: str) -> Finding:
+    key = (id(rule), pointer, message)
+    held = _FINDINGS.get(key)
+    if held is not None and held[0] is rule:  # the rule held with it keeps its id unique
+        return held[1]
+    finding = Finding(
+        rule_id=rule.id,
+        title=rule.title,
+        category=rule.category,
+        severity=rule.severity,
+        pointer=pointer,
+        message=message,
+        provisions=rule.provisions,
+        remediation=rule.remediation,
+    )
+    if len(_FINDINGS) >= _FINDINGS_HELD:
+        _FINDINGS.clear()
+    _FINDINGS[key] = (rule, finding)
+    return finding
 
 
 class EvaluatedRun(NamedTuple):

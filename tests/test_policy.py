@@ -182,3 +182,19 @@ def test_policy_hash_is_stable() -> None:
     assert (
         load_policy("baseline").sha256 == load_policy(schema_path("policies/baseline.json")).sha256
     )
+
+
+def test_runs_with_the_same_gaps_share_their_findings(tmp_path: Path) -> None:
+    """An audit of 100,000 runs holds every finding: a gap that runs share (same rule, place and
+    message) is one object, and a rule of the same id in another policy is not mistaken for it."""
+    rule = {"x-audit": {"id": "run.team-tag", "category": "run", "severity": "error",
+                        "provisions": [], "title": "A team", "remediation": "set tag team"},
+            "required": ["team"]}  # fmt: skip
+    policy = load_policy(write(tmp_path, "a.json", {"properties": {"tags": rule}}))
+    first = evaluate_record(_record(), policy)
+    second = evaluate_record(_record(), policy)
+    assert len(first) == 1 and first[0] is second[0]
+    renamed = {**rule, "x-audit": {**rule["x-audit"], "title": "Another title"}}
+    other = load_policy(write(tmp_path, "b.json", {"properties": {"tags": renamed}}))
+    (finding,) = evaluate_record(_record(), other)
+    assert finding.title == "Another title" and first[0].title == "A team"
