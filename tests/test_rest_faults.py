@@ -60,6 +60,8 @@ class Proxy:
     search_pages: list[list[str]] = field(default_factory=list)
     in_flight: int = 0
     most_in_flight: int = 0
+    searches_in_flight: int = 0
+    most_searches_in_flight: int = 0
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -106,13 +108,19 @@ class Proxy:
         with self._lock:
             index = sum(1 for s in self.seen if s.path.split("?")[0] == seen.path.split("?")[0])
             self.seen.append(seen)
+            search = "runs/search" in seen.path
             self.in_flight += 1
+            self.searches_in_flight += search
             self.most_in_flight = max(self.most_in_flight, self.in_flight)
+            self.most_searches_in_flight = max(
+                self.most_searches_in_flight, self.searches_in_flight
+            )
         try:
             self._answer(handler, seen, self.rule(seen, index))
         finally:
             with self._lock:
                 self.in_flight -= 1
+                self.searches_in_flight -= search
 
     def _answer(
         self, handler: http.server.BaseHTTPRequestHandler, seen: Seen, action: Action
@@ -515,6 +523,31 @@ def test_runs_written_while_paging_are_neither_lost_nor_doubled(own_server: OwnS
     served = Counter(run_id for page in recording.search_pages for run_id in page)
     assert max(served.values()) > 1  # the server did repeat runs across pages
     assert set(created) & set(audited)  # the ones with an old start time were reached
+
+
+def test_pages_are_asked_for_several_at_once_and_audited_in_order(
+    mlflow_server: Server, proxy
+) -> None:
+    """The server answers offset page tokens: the following pages are asked for with the
+    tokens of the following offsets, SERVER_REQUESTS at a time, and the runs come in MLflow's
+    order, each once, as paging one page after the other gives them."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    from audit.sources.client import SERVER_REQUESTS
+
+    reference = MlflowClient(mlflow_server.uri)
+    experiments = [e.experiment_id for e in reference.search_experiments()]
+    in_order = [
+        run.info.run_id
+        for run in reference.search_runs(experiments, run_view_type=ViewType.ALL, max_results=1000)
+    ]
+    assert len(in_order) > 2 * (1 + SERVER_REQUESTS)  # pages of 2: one, then the others at once
+    slow = proxy(lambda seen, index: 0.2 if "runs/search" in seen.path else None)
+    assert _everything(slow.uri, page_size=2) == in_order
+    assert slow.most_searches_in_flight == SERVER_REQUESTS
+    served = Counter(run_id for page in slow.search_pages for run_id in page)
+    assert set(served) == set(in_order) and max(served.values()) == 1
 
 
 def test_max_runs_bounds_the_pages_asked_for(cli, proxy) -> None:

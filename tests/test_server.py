@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import base64
+import functools
+import itertools
+import threading
+import time
 from typing import Any
 
 import pytest
@@ -69,7 +74,7 @@ def test_server_pages_read_without_protobuf_match_mlflows_client(
     one is audited: the same records, in the same order, as MLflow's client and entities give,
     over several pages, artifacts included."""
     from audit.evidence import canonical_json
-    from audit.sources.client import ClientSource
+    from audit.sources.client import ClientSource, _pages_in_turn
 
     def records() -> list[tuple[str, bytes]]:
         return [
@@ -81,7 +86,9 @@ def test_server_pages_read_without_protobuf_match_mlflows_client(
     read_from_json = records()
 
     def through_mlflows_client(self: ClientSource, selection: Any) -> Any:
-        return self._search_client(self._experiment_ids(selection), selection)
+        experiment_ids = self._experiment_ids(selection)
+        size = self._page_size(selection)
+        return _pages_in_turn(functools.partial(self._client_page, experiment_ids, selection, size))
 
     monkeypatch.setattr(ClientSource, "_search", through_mlflows_client)
     assert read_from_json == records()
@@ -147,3 +154,133 @@ def test_runs_search_json_read_as_mlflows_entities_read_it() -> None:
         assert [o.model_id for o in mine.outputs.model_outputs] == [
             o.model_id for o in run.outputs.model_outputs
         ]
+
+
+# --------------------------------------------------------------------------- paging ahead
+
+
+def test_offset_tokens_are_spelled_as_mlflows_stores_spell_them() -> None:
+    from mlflow.utils.search_utils import SearchUtils
+
+    from audit.sources import rest_runs
+
+    for offset in (0, 1, 2_000, 5_000, 10**9):
+        token = SearchUtils.create_page_token(offset).decode()
+        assert rest_runs.offset_token(offset) == token
+        assert rest_runs.offset_of(token) == offset
+    other_spellings = [
+        None,
+        "",
+        "not base64!",
+        "CAESBgoEdGVzdA",  # an opaque token of another server
+        base64.b64encode(b'{"offset":5}').decode(),  # spelled otherwise: not MLflow's
+        base64.b64encode(b'{"offset": 5, "order": 1}').decode(),
+        base64.b64encode(b'{"offset": "5"}').decode(),
+        base64.b64encode(b'{"offset": -5}').decode(),
+        base64.b64encode(b'{"offset": 5.0}').decode(),
+        base64.b64encode(b"[5]").decode(),
+        rest_runs.offset_token(5) + "\n",
+    ]
+    assert [rest_runs.offset_of(token) for token in other_spellings] == [None] * 11
+
+
+class PagedList:
+    """A search over `items` as a server answers it, page by page, each answer taking a little
+    time; it records the offsets asked for and how many requests it answered at once."""
+
+    def __init__(self, items: int, first: int, then: int, offsets: bool = True) -> None:
+        self.items = list(range(items))
+        self.first, self.then = first, then  # runs in the first page, in every later one
+        self.offsets = offsets  # page tokens spelled as MLflow's stores spell them, or opaque
+        self.failing: int | None = None  # the offset of a page whose request fails
+        self.asked: list[int] = []
+        self.busy = self.most_busy = 0
+        self._lock = threading.Lock()
+
+    def fetch(self, token: str | None) -> tuple[list[int], str | None]:
+        from audit.sources import rest_runs
+
+        with self._lock:
+            self.busy += 1
+            self.most_busy = max(self.most_busy, self.busy)
+        try:
+            time.sleep(0.02)
+            if token is None:
+                start = 0
+            elif self.offsets:
+                start = rest_runs.offset_of(token)  # type: ignore[assignment]
+            else:
+                start = int(token.removeprefix("opaque-"))
+            with self._lock:
+                self.asked.append(start)
+            if start == self.failing:
+                raise RuntimeError(f"page at {start} failed")
+            end = start + (self.first if start == 0 else self.then)
+            if end >= len(self.items):
+                return self.items[start:], None
+            next_token = rest_runs.offset_token(end) if self.offsets else f"opaque-{end}"
+            return self.items[start:end], next_token
+        finally:
+            with self._lock:
+                self.busy -= 1
+
+
+def _all_pages(paged: PagedList, requests: int = 3, limit: int | None = None) -> list[list[int]]:
+    from audit.sources.client import _pages_ahead
+
+    pages = []
+    for page in _pages_ahead(paged.fetch, requests, limit):
+        time.sleep(0.01)  # the audit's work on a page
+        pages.append(page)
+    return pages
+
+
+def test_offset_pages_are_asked_for_several_at_once_in_order() -> None:
+    paged = PagedList(23, first=5, then=5)
+    pages = _all_pages(paged)
+    assert pages == [paged.items[i : i + 5] for i in range(0, 23, 5)]
+    assert paged.most_busy == 3
+    # Past the last page, at most the pages already asked for ahead.
+    assert sorted(paged.asked)[:5] == [0, 5, 10, 15, 20] and len(paged.asked) <= 5 + 2
+
+
+def test_pages_asked_for_ahead_are_checked_against_the_servers_tokens() -> None:
+    """A first page of 3 runs makes the next pages look 3 runs apart; the server's later pages
+    hold 7: the pages asked for at offsets 6 and 9 are dropped when the page at 3 answers with
+    the token of offset 10, and the search goes on from there. Nothing is lost or doubled."""
+    paged = PagedList(40, first=3, then=7)
+    pages = _all_pages(paged)
+    assert [item for page in pages for item in page] == paged.items
+    assert pages[:3] == [[0, 1, 2], [3, 4, 5, 6, 7, 8, 9], list(range(10, 17))]
+    assert 6 in paged.asked  # asked for ahead, dropped
+
+
+def test_opaque_tokens_are_followed_one_page_ahead() -> None:
+    paged = PagedList(23, first=5, then=5, offsets=False)
+    pages = _all_pages(paged)
+    assert [item for page in pages for item in page] == paged.items
+    assert paged.most_busy == 1 and paged.asked == [0, 5, 10, 15, 20]
+
+
+def test_no_page_at_or_past_the_limit_is_asked_for_ahead() -> None:
+    """--max-runs 12 in pages of 5: the pages at 0, 5 and 10 are what the audit uses; only the
+    server's own next token (15) is followed one page ahead, as with any server."""
+    from audit.sources.client import _pages_ahead
+
+    paged = PagedList(100, first=5, then=5)
+    pages = _pages_ahead(paged.fetch, 3, 12)
+    assert list(itertools.islice(pages, 3)) == [paged.items[i : i + 5] for i in (0, 5, 10)]
+    pages.close()  # type: ignore[attr-defined]
+    assert sorted(paged.asked) in ([0, 5, 10], [0, 5, 10, 15])  # 15: if not cancelled in time
+
+
+def test_a_page_that_fails_raises_where_it_would_be() -> None:
+    paged = PagedList(40, first=5, then=5)
+    paged.failing = 15
+    from audit.sources.client import _pages_ahead
+
+    received = []
+    with pytest.raises(RuntimeError, match="page at 15 failed"):
+        for page in _pages_ahead(paged.fetch, 3, None):
+            received.append(page)
+    assert received == [paged.items[0:5], paged.items[5:10], paged.items[10:15]]

@@ -71,6 +71,10 @@ CLIENT_PAGE_SIZE = 2_000
 #: in pages of 5,000, 100 s in pages of 50,000, which take it about 50 s each): 5,000 keeps a
 #: page well inside the request timeout.
 SERVER_PAGE_SIZE = 5_000
+#: Search pages asked of a tracking server at once (`_pages_ahead`). A server builds several
+#: pages at once on its workers; 100,000 runs in pages of 5,000 from `mlflow server --workers 2`
+#: on 2 cores: 129 s one page at a time, 92 s two at a time, 76 s three at a time.
+SERVER_REQUESTS = 3
 #: Seconds a request to a tracking server may wait for the server (MLFLOW_HTTP_REQUEST_TIMEOUT,
 #: connecting and between bytes of the answer). MLflow's own default is 120 s with 7 retries.
 DEFAULT_TIMEOUT = 30
@@ -273,16 +277,20 @@ class ClientSource:
         experiment_ids = self._experiment_ids(selection)
         if not experiment_ids:
             return
+        size = self._page_size(selection)
+        pages: Iterator[list[Any]]
         if self.store.kind == "http":
-            # The server builds the next page while this one is audited.
-            pages = _ahead(self._search_server(experiment_ids, selection))
+            fetch = functools.partial(self._server_page, experiment_ids, selection, size)
+            pages = _pages_ahead(fetch, SERVER_REQUESTS, selection.max_runs)
         elif self.store.kind == "databricks":
-            pages = _ahead(self._search_client(experiment_ids, selection))
+            fetch = functools.partial(self._client_page, experiment_ids, selection, size)
+            pages = _pages_ahead(fetch, SERVER_REQUESTS, selection.max_runs)
         else:
-            pages = self._search_client(experiment_ids, selection)
+            fetch = functools.partial(self._client_page, experiment_ids, selection, size)
+            pages = _pages_in_turn(fetch)
         for page in pages:
             if not selection.include_deleted:
-                # Searched with deleted runs (see `_search_client`), left out here.
+                # Searched with deleted runs (see `_client_page`), left out here.
                 page = [run for run in page if run.info.lifecycle_stage == "active"]
             if page:
                 yield page
@@ -294,57 +302,43 @@ class ClientSource:
             return self.page_size
         return min(self.page_size, selection.max_runs)
 
-    def _search_client(
-        self, experiment_ids: list[str], selection: Selection
-    ) -> Iterator[list[Run]]:
+    def _client_page(
+        self, experiment_ids: list[str], selection: Selection, size: int, token: str | None
+    ) -> tuple[list[Run], str | None]:
+        """One page of the search through MLflow's client, and the next page's token."""
         from mlflow.entities import ViewType
 
         # Deleted runs too, whatever the selection: MLflow pages by offset, and a run deleted
         # during the audit would otherwise move every later run back by one, hiding one of them
         # for good. Deleted runs keep their place; `_search` leaves them out.
-        view = ViewType.ALL
-        token = None
-        while True:
-            page = self._client.search_runs(
-                experiment_ids,
-                filter_string=selection.filter or "",
-                run_view_type=view,
-                max_results=self._page_size(selection),
-                page_token=token,
-            )
-            if page:
-                yield list(page)
-            token = page.token
-            if not token:
-                return
+        page = self._client.search_runs(
+            experiment_ids,
+            filter_string=selection.filter or "",
+            run_view_type=ViewType.ALL,
+            max_results=size,
+            page_token=token,
+        )
+        return list(page), page.token or None
 
-    def _search_server(self, experiment_ids: list[str], selection: Selection) -> Iterator[Any]:
-        """`_search_client` for a tracking server: the same requests through mlflow-skinny's
-        HTTP helpers (retries, timeouts, authentication, TLS), the runs read from the JSON
-        without protobuf (`rest_runs`: objects with the attributes read of MLflow's Run)."""
+    def _server_page(
+        self, experiment_ids: list[str], selection: Selection, size: int, token: str | None
+    ) -> tuple[list[Any], str | None]:
+        """`_client_page` for a tracking server: the same request through mlflow-skinny's HTTP
+        helpers (retries, timeouts, authentication, TLS), the runs read from the JSON without
+        protobuf (`rest_runs`: objects with the attributes read of MLflow's Run)."""
         import orjson
         from mlflow.utils.credentials import get_default_host_creds
         from mlflow.utils.rest_utils import http_request, verify_rest_response
 
         credentials = get_default_host_creds(self.store.client_uri)  # type: ignore[no-untyped-call]
         endpoint = rest_runs.SEARCH_ENDPOINT
-        view = "ALL"  # as in `_search_client`
-        token = None
-        while True:
-            body = rest_runs.search_body(
-                experiment_ids, selection.filter or "", view, self._page_size(selection), token
-            )
-            response = http_request(credentials, endpoint, "POST", json=body)  # type: ignore[no-untyped-call]
-            if response.status_code != 200:
-                verify_rest_response(response, endpoint)  # MLflow's error for the answer
-            # Not verify_rest_response on success: it parses the whole page once more.
-            document = orjson.loads(response.content)
-            runs, token = rest_runs.runs_of(document), rest_runs.next_token(document)
-            del document, response  # a page's JSON is several times the size of its runs
-            if runs:
-                yield runs
-            if token is None:
-                return
+        body = rest_runs.search_body(experiment_ids, selection.filter or "", "ALL", size, token)
+        response = http_request(credentials, endpoint, "POST", json=body)  # type: ignore[no-untyped-call]
+        if response.status_code != 200:
+            verify_rest_response(response, endpoint)  # MLflow's error for the answer
+        # Not verify_rest_response on success: it parses the whole page once more.
+        document = orjson.loads(response.content)
+        return rest_runs.runs_of(document), rest_runs.next_token(document)
 
     # ----------------------------------------------------------------------- evidence
 
@@ -606,14 +600,78 @@ def _merge_explicit(items: list[_Selected]) -> list[_Selected]:
     return list(merged.values())
 
 
-def _ahead(items: Iterator[_T]) -> Iterator[_T]:
-    """The items, the next one produced by a thread while the caller works on the current one.
-    At most one is ahead; an error producing it is raised here, where that item would be."""
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="mlflow-audit-search") as pool:
-        pending = pool.submit(next, items, None)
-        while (item := pending.result()) is not None:
-            pending = pool.submit(next, items, None)
-            yield item
+#: A page of a search and the next page's token (None after the last page).
+_Page = tuple[list[Any], "str | None"]
+
+
+def _pages_in_turn(fetch: Callable[[str | None], _Page]) -> Iterator[list[Any]]:
+    """Every non-empty page of a search, each asked for once the one before has been used."""
+    token = None
+    while True:
+        runs, token = fetch(token)
+        if runs:
+            yield runs
+        if token is None:
+            return
+
+
+def _pages_ahead(
+    fetch: Callable[[str | None], _Page], requests: int, limit: int | None
+) -> Iterator[list[Any]]:
+    """Every non-empty page of a search, in order, while the server builds the next ones.
+
+    A server builds a page in one go (seconds for thousands of runs) and can build several at
+    once, but a page token comes only with the page before. MLflow's stores spell a token as
+    the offset its page starts at: once the server has answered a page with a token spelled
+    exactly so (`rest_runs.offset_of`), the following pages are asked for with the tokens of
+    the following offsets, `requests` at a time, a page's length apart, and every answer is
+    checked: its own next token must be the one the page after it was asked with, else the
+    pages asked for ahead are dropped and the search goes on from the server's token. With any
+    other tokens, one page is asked for ahead. No page starting at or after `limit` runs
+    (--max-runs) is asked for ahead. At most `requests` pages are held beyond the one in use;
+    an error fetching a page is raised where that page would be.
+    """
+    with ThreadPoolExecutor(max_workers=requests, thread_name_prefix="mlflow-audit-search") as pool:
+        pending: collections.deque[tuple[str | None, Future[_Page]]] = collections.deque(
+            [(None, pool.submit(fetch, None))]
+        )
+        try:
+            while pending:
+                asked, answer = pending.popleft()
+                runs, token = answer.result()
+                if token is None or (pending and pending[0][0] != token):
+                    for _asked, ahead in pending:
+                        ahead.cancel()  # those running already finish unused
+                    pending.clear()
+                if token is not None:
+                    if not pending:
+                        pending.append((token, pool.submit(fetch, token)))
+                    step = _page_span(asked, token)
+                    last = rest_runs.offset_of(pending[-1][0])
+                    while (
+                        step is not None
+                        and last is not None
+                        and len(pending) < requests
+                        and (limit is None or last + step < limit)
+                    ):
+                        last += step
+                        forged = rest_runs.offset_token(last)
+                        pending.append((forged, pool.submit(fetch, forged)))
+                if runs:
+                    yield runs
+        finally:
+            for _asked, ahead in pending:
+                ahead.cancel()
+
+
+def _page_span(asked: str | None, token: str) -> int | None:
+    """How many offsets a page asked for with `asked` spans, given the token that came with it;
+    None unless both are offset tokens (`rest_runs.offset_of`)."""
+    start = 0 if asked is None else rest_runs.offset_of(asked)
+    end = rest_runs.offset_of(token)
+    if start is None or end is None or end <= start:
+        return None
+    return end - start
 
 
 def _ordered_map(

@@ -15,6 +15,9 @@ authentication and TLS settings, and its error for an error response.
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -123,6 +126,32 @@ def next_token(document: Mapping[str, Any]) -> str | None:
     """The next page's token; None on the last page (MLflow's client reads "" so too)."""
     token = document.get("next_page_token")
     return str(token) if token else None
+
+
+def offset_token(offset: int) -> str:
+    """The page token MLflow's stores give the page that starts at `offset` (base64 of
+    `{"offset": N}`, `SearchUtils.create_page_token`). MLflow calls the format unstable: it is
+    only ever used after the server itself answered with a token spelled exactly so
+    (`offset_of`), and each page asked for with it is checked against the server's next token.
+    """
+    return base64.b64encode(json.dumps({"offset": offset}).encode()).decode()
+
+
+def offset_of(token: str | None) -> int | None:
+    """The offset `token` stands for if it is spelled exactly as `offset_token` spells it, else
+    None (another server, another format)."""
+    if not token:
+        return None
+    try:
+        decoded = json.loads(base64.b64decode(token, validate=True))
+    except (binascii.Error, ValueError):
+        return None
+    if not isinstance(decoded, dict) or decoded.keys() != {"offset"}:
+        return None
+    offset = decoded["offset"]
+    if type(offset) is not int or offset < 0 or offset_token(offset) != token:
+        return None
+    return offset
 
 
 def _run(run: Mapping[str, Any]) -> Run:
