@@ -188,16 +188,19 @@ class PagedList:
     """A search over `items` as a server answers it, page by page, each answer taking a little
     time; it records the offsets asked for and how many requests it answered at once."""
 
-    def __init__(self, items: int, first: int, then: int, offsets: bool = True) -> None:
+    def __init__(
+        self, items: int, first: int, then: int, offsets: bool = True, size: int = 0
+    ) -> None:
         self.items = list(range(items))
         self.first, self.then = first, then  # runs in the first page, in every later one
         self.offsets = offsets  # page tokens spelled as MLflow's stores spell them, or opaque
+        self.size = size  # bytes of each answer (0: unknown)
         self.failing: int | None = None  # the offset of a page whose request fails
         self.asked: list[int] = []
         self.busy = self.most_busy = 0
         self._lock = threading.Lock()
 
-    def fetch(self, token: str | None) -> tuple[list[int], str | None]:
+    def fetch(self, token: str | None) -> tuple[list[int], str | None, int]:
         from audit.sources import rest_runs
 
         with self._lock:
@@ -208,7 +211,9 @@ class PagedList:
             if token is None:
                 start = 0
             elif self.offsets:
-                start = rest_runs.offset_of(token)  # type: ignore[assignment]
+                offset = rest_runs.offset_of(token)
+                assert offset is not None, token  # only ever its own tokens, or forged ones
+                start = offset
             else:
                 start = int(token.removeprefix("opaque-"))
             with self._lock:
@@ -217,19 +222,21 @@ class PagedList:
                 raise RuntimeError(f"page at {start} failed")
             end = start + (self.first if start == 0 else self.then)
             if end >= len(self.items):
-                return self.items[start:], None
+                return self.items[start:], None, self.size
             next_token = rest_runs.offset_token(end) if self.offsets else f"opaque-{end}"
-            return self.items[start:end], next_token
+            return self.items[start:end], next_token, self.size
         finally:
             with self._lock:
                 self.busy -= 1
 
 
-def _all_pages(paged: PagedList, requests: int = 3, limit: int | None = None) -> list[list[int]]:
+def _all_pages(
+    paged: PagedList, requests: int = 3, limit: int | None = None, bytes_ahead: int = 2**30
+) -> list[list[int]]:
     from audit.sources.client import _pages_ahead
 
     pages = []
-    for page in _pages_ahead(paged.fetch, requests, limit):
+    for page in _pages_ahead(paged.fetch, requests, limit, bytes_ahead):
         time.sleep(0.01)  # the audit's work on a page
         pages.append(page)
     return pages
@@ -242,6 +249,17 @@ def test_offset_pages_are_asked_for_several_at_once_in_order() -> None:
     assert paged.most_busy == 3
     # Past the last page, at most the pages already asked for ahead.
     assert sorted(paged.asked)[:5] == [0, 5, 10, 15, 20] and len(paged.asked) <= 5 + 2
+
+
+def test_large_answers_are_asked_for_fewer_at_a_time() -> None:
+    """Answers of 40 bytes against 100 bytes ahead: two pages at once, not three; whatever
+    their size, one is asked for ahead."""
+    paged = PagedList(40, first=5, then=5, size=40)
+    assert [item for page in _all_pages(paged, bytes_ahead=100) for item in page] == paged.items
+    assert paged.most_busy == 2
+    huge = PagedList(40, first=5, then=5, size=10**9)
+    assert [item for page in _all_pages(huge, bytes_ahead=100) for item in page] == huge.items
+    assert huge.most_busy == 1
 
 
 def test_pages_asked_for_ahead_are_checked_against_the_servers_tokens() -> None:
@@ -268,9 +286,9 @@ def test_no_page_at_or_past_the_limit_is_asked_for_ahead() -> None:
     from audit.sources.client import _pages_ahead
 
     paged = PagedList(100, first=5, then=5)
-    pages = _pages_ahead(paged.fetch, 3, 12)
+    pages = _pages_ahead(paged.fetch, 3, 12, 2**30)
     assert list(itertools.islice(pages, 3)) == [paged.items[i : i + 5] for i in (0, 5, 10)]
-    pages.close()  # type: ignore[attr-defined]
+    pages.close()
     assert sorted(paged.asked) in ([0, 5, 10], [0, 5, 10, 15])  # 15: if not cancelled in time
 
 
@@ -281,6 +299,6 @@ def test_a_page_that_fails_raises_where_it_would_be() -> None:
 
     received = []
     with pytest.raises(RuntimeError, match="page at 15 failed"):
-        for page in _pages_ahead(paged.fetch, 3, None):
+        for page in _pages_ahead(paged.fetch, 3, None, 2**30):
             received.append(page)
     assert received == [paged.items[0:5], paged.items[5:10], paged.items[10:15]]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import GeneratorType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
 
 from audit.errors import AuditError, SelectionError, StoreError, first_line
 from audit.evidence import (
@@ -75,6 +75,10 @@ SERVER_PAGE_SIZE = 5_000
 #: pages at once on its workers; 100,000 runs in pages of 5,000 from `mlflow server --workers 2`
 #: on 2 cores: 129 s one page at a time, 92 s two at a time, 76 s three at a time.
 SERVER_REQUESTS = 3
+#: Bytes of answers a search asks for ahead at most, whatever SERVER_REQUESTS: a page is parsed
+#: into about three times its size, and runs with hundreds of params make pages of 5,000 runs
+#: several times larger than the 19 MB of the benchmark's (docs/performance.md).
+SERVER_BYTES_AHEAD = 64 * 2**20
 #: Seconds a request to a tracking server may wait for the server (MLFLOW_HTTP_REQUEST_TIMEOUT,
 #: connecting and between bytes of the answer). MLflow's own default is 120 s with 7 retries.
 DEFAULT_TIMEOUT = 30
@@ -281,10 +285,10 @@ class ClientSource:
         pages: Iterator[list[Any]]
         if self.store.kind == "http":
             fetch = functools.partial(self._server_page, experiment_ids, selection, size)
-            pages = _pages_ahead(fetch, SERVER_REQUESTS, selection.max_runs)
+            pages = _pages_ahead(fetch, SERVER_REQUESTS, selection.max_runs, SERVER_BYTES_AHEAD)
         elif self.store.kind == "databricks":
             fetch = functools.partial(self._client_page, experiment_ids, selection, size)
-            pages = _pages_ahead(fetch, SERVER_REQUESTS, selection.max_runs)
+            pages = _pages_ahead(fetch, SERVER_REQUESTS, selection.max_runs, SERVER_BYTES_AHEAD)
         else:
             fetch = functools.partial(self._client_page, experiment_ids, selection, size)
             pages = _pages_in_turn(fetch)
@@ -304,7 +308,7 @@ class ClientSource:
 
     def _client_page(
         self, experiment_ids: list[str], selection: Selection, size: int, token: str | None
-    ) -> tuple[list[Run], str | None]:
+    ) -> _Page:
         """One page of the search through MLflow's client, and the next page's token."""
         from mlflow.entities import ViewType
 
@@ -318,11 +322,11 @@ class ClientSource:
             max_results=size,
             page_token=token,
         )
-        return list(page), page.token or None
+        return _Page(list(page), page.token or None)
 
     def _server_page(
         self, experiment_ids: list[str], selection: Selection, size: int, token: str | None
-    ) -> tuple[list[Any], str | None]:
+    ) -> _Page:
         """`_client_page` for a tracking server: the same request through mlflow-skinny's HTTP
         helpers (retries, timeouts, authentication, TLS), the runs read from the JSON without
         protobuf (`rest_runs`: objects with the attributes read of MLflow's Run)."""
@@ -338,7 +342,9 @@ class ClientSource:
             verify_rest_response(response, endpoint)  # MLflow's error for the answer
         # Not verify_rest_response on success: it parses the whole page once more.
         document = orjson.loads(response.content)
-        return rest_runs.runs_of(document), rest_runs.next_token(document)
+        return _Page(
+            rest_runs.runs_of(document), rest_runs.next_token(document), len(response.content)
+        )
 
     # ----------------------------------------------------------------------- evidence
 
@@ -584,6 +590,15 @@ class _Selected:
     versions: tuple[ModelVersionRef, ...] = ()
 
 
+class _Page(NamedTuple):
+    """A page of a search: its runs, the next page's token (None after the last page), and the
+    size of the server's answer in bytes (0 where MLflow's client read it)."""
+
+    runs: list[Any]
+    token: str | None
+    size: int = 0
+
+
 def _merge_explicit(items: list[_Selected]) -> list[_Selected]:
     """One entry per run, keeping every way the selection reached it."""
     merged: dict[str, _Selected] = {}
@@ -600,15 +615,11 @@ def _merge_explicit(items: list[_Selected]) -> list[_Selected]:
     return list(merged.values())
 
 
-#: A page of a search and the next page's token (None after the last page).
-_Page = tuple[list[Any], "str | None"]
-
-
 def _pages_in_turn(fetch: Callable[[str | None], _Page]) -> Iterator[list[Any]]:
     """Every non-empty page of a search, each asked for once the one before has been used."""
     token = None
     while True:
-        runs, token = fetch(token)
+        runs, token, _size = fetch(token)
         if runs:
             yield runs
         if token is None:
@@ -616,7 +627,7 @@ def _pages_in_turn(fetch: Callable[[str | None], _Page]) -> Iterator[list[Any]]:
 
 
 def _pages_ahead(
-    fetch: Callable[[str | None], _Page], requests: int, limit: int | None
+    fetch: Callable[[str | None], _Page], requests: int, limit: int | None, bytes_ahead: int
 ) -> Iterator[list[Any]]:
     """Every non-empty page of a search, in order, while the server builds the next ones.
 
@@ -628,8 +639,9 @@ def _pages_ahead(
     checked: its own next token must be the one the page after it was asked with, else the
     pages asked for ahead are dropped and the search goes on from the server's token. With any
     other tokens, one page is asked for ahead. No page starting at or after `limit` runs
-    (--max-runs) is asked for ahead. At most `requests` pages are held beyond the one in use;
-    an error fetching a page is raised where that page would be.
+    (--max-runs) is asked for ahead, nor more pages than `bytes_ahead` holds of answers the
+    size of the last one. At most `requests` pages are held beyond the one in use; an error
+    fetching a page is raised where that page would be.
     """
     with ThreadPoolExecutor(max_workers=requests, thread_name_prefix="mlflow-audit-search") as pool:
         pending: collections.deque[tuple[str | None, Future[_Page]]] = collections.deque(
@@ -638,7 +650,7 @@ def _pages_ahead(
         try:
             while pending:
                 asked, answer = pending.popleft()
-                runs, token = answer.result()
+                runs, token, size = answer.result()
                 if token is None or (pending and pending[0][0] != token):
                     for _asked, ahead in pending:
                         ahead.cancel()  # those running already finish unused
@@ -648,10 +660,11 @@ def _pages_ahead(
                         pending.append((token, pool.submit(fetch, token)))
                     step = _page_span(asked, token)
                     last = rest_runs.offset_of(pending[-1][0])
+                    most = max(1, min(requests, bytes_ahead // size)) if size else requests
                     while (
                         step is not None
                         and last is not None
-                        and len(pending) < requests
+                        and len(pending) < most
                         and (limit is None or last + step < limit)
                     ):
                         last += step
