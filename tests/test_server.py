@@ -7,6 +7,7 @@ import functools
 import itertools
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -189,12 +190,24 @@ class PagedList:
     time; it records the offsets asked for and how many requests it answered at once."""
 
     def __init__(
-        self, items: int, first: int, then: int, offsets: bool = True, size: int = 0
+        self,
+        items: int,
+        first: int,
+        then: int,
+        offsets: bool = True,
+        size: int = 0,
+        serial: float = 0,
+        later: Callable[[int], float] = lambda start: 0.02,
     ) -> None:
         self.items = list(range(items))
         self.first, self.then = first, then  # runs in the first page, in every later one
         self.offsets = offsets  # page tokens spelled as MLflow's stores spell them, or opaque
         self.size = size  # bytes of each answer (0: unknown)
+        self.serial = serial  # seconds a page takes a server that builds one at a time
+        self.later = later  # seconds the page at an offset takes (built in parallel)
+        self.latencies: list[float] = []
+        self.busy_at_start: list[int] = []
+        self._building = threading.Lock()
         self.failing: int | None = None  # the offset of a page whose request fails
         self.asked: list[int] = []
         self.busy = self.most_busy = 0
@@ -206,8 +219,9 @@ class PagedList:
         with self._lock:
             self.busy += 1
             self.most_busy = max(self.most_busy, self.busy)
+            self.busy_at_start.append(self.busy)
+        began = time.monotonic()
         try:
-            time.sleep(0.02)
             if token is None:
                 start = 0
             elif self.offsets:
@@ -216,6 +230,11 @@ class PagedList:
                 start = offset
             else:
                 start = int(token.removeprefix("opaque-"))
+            if self.serial:
+                with self._building:
+                    time.sleep(self.serial)
+            else:
+                time.sleep(0.02 if token is None else self.later(start))
             with self._lock:
                 self.asked.append(start)
             if start == self.failing:
@@ -228,15 +247,23 @@ class PagedList:
         finally:
             with self._lock:
                 self.busy -= 1
+                self.latencies.append(time.monotonic() - began)
 
 
 def _all_pages(
-    paged: PagedList, requests: int = 3, limit: int | None = None, bytes_ahead: int = 2**30
+    paged: PagedList,
+    requests: int = 3,
+    limit: int | None = None,
+    bytes_ahead: int = 2**30,
+    seconds_ahead: float = 60,
 ) -> list[list[int]]:
     from audit.sources.client import _pages_ahead
 
     pages = []
-    for page in _pages_ahead(paged.fetch, requests, limit, bytes_ahead):
+    ahead = _pages_ahead(
+        paged.fetch, requests, limit, bytes_ahead=bytes_ahead, seconds_ahead=seconds_ahead
+    )
+    for page in ahead:
         time.sleep(0.01)  # the audit's work on a page
         pages.append(page)
     return pages
@@ -260,6 +287,36 @@ def test_large_answers_are_asked_for_fewer_at_a_time() -> None:
     huge = PagedList(40, first=5, then=5, size=10**9)
     assert [item for page in _all_pages(huge, bytes_ahead=100) for item in page] == huge.items
     assert huge.most_busy == 1
+
+
+def test_a_server_building_one_page_at_a_time_is_not_pushed_past_the_time_allowed() -> None:
+    """A server that builds one page at a time, 0.1 s each, answers three requests at once in
+    0.3 s: with 0.25 s allowed, no more than two are asked for at once (each answer takes at
+    least 0.1 s, so this holds however slow the machine)."""
+    paged = PagedList(30, first=3, then=3, serial=0.1)
+    assert [item for page in _all_pages(paged, seconds_ahead=0.25) for item in page] == paged.items
+    assert paged.most_busy <= 2
+    unbounded = PagedList(30, first=3, then=3, serial=0.1)
+    _all_pages(unbounded, seconds_ahead=60)
+    assert unbounded.most_busy == 3 and max(unbounded.latencies) > 0.25  # what is avoided
+
+
+def test_fewer_pages_are_asked_for_at_once_when_answers_grow_slower() -> None:
+    """The first page in 0.02 s, the others in 0.3 s: past 0.25 s, one fewer at a time, down
+    to one page ahead."""
+    paged = PagedList(45, first=3, then=3, later=lambda start: 0.3)
+    assert [item for page in _all_pages(paged, seconds_ahead=0.25) for item in page] == paged.items
+    assert paged.most_busy >= 2  # 3 unless the first page took over 0.08 s
+    assert paged.busy_at_start[-4:] == [1, 1, 1, 1]
+
+
+def test_more_pages_are_asked_for_at_once_again_when_answers_are_fast_again() -> None:
+    """Pages at offsets below 30 take 0.3 s, over the 0.25 s allowed; later ones 0.05 s, so
+    that even built one after the other three would be in time."""
+    paged = PagedList(90, first=3, then=3, later=lambda start: 0.3 if start < 30 else 0.05)
+    assert [item for page in _all_pages(paged, seconds_ahead=0.25) for item in page] == paged.items
+    assert 1 in paged.busy_at_start[5:12]  # slowed down to one page ahead
+    assert max(paged.busy_at_start[-8:]) >= 2  # and sped up again
 
 
 def test_pages_asked_for_ahead_are_checked_against_the_servers_tokens() -> None:
@@ -286,7 +343,7 @@ def test_no_page_at_or_past_the_limit_is_asked_for_ahead() -> None:
     from audit.sources.client import _pages_ahead
 
     paged = PagedList(100, first=5, then=5)
-    pages = _pages_ahead(paged.fetch, 3, 12, 2**30)
+    pages = _pages_ahead(paged.fetch, 3, 12, bytes_ahead=2**30, seconds_ahead=60)
     assert list(itertools.islice(pages, 3)) == [paged.items[i : i + 5] for i in (0, 5, 10)]
     pages.close()
     assert sorted(paged.asked) in ([0, 5, 10], [0, 5, 10, 15])  # 15: if not cancelled in time
@@ -299,6 +356,6 @@ def test_a_page_that_fails_raises_where_it_would_be() -> None:
 
     received = []
     with pytest.raises(RuntimeError, match="page at 15 failed"):
-        for page in _pages_ahead(paged.fetch, 3, None, 2**30):
+        for page in _pages_ahead(paged.fetch, 3, None, bytes_ahead=2**30, seconds_ahead=60):
             received.append(page)
     assert received == [paged.items[0:5], paged.items[5:10], paged.items[10:15]]

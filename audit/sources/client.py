@@ -8,6 +8,7 @@ import functools
 import itertools
 import os
 import threading
+import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -79,6 +80,11 @@ SERVER_REQUESTS = 3
 #: into about three times its size, and runs with hundreds of params make pages of 5,000 runs
 #: several times larger than the 19 MB of the benchmark's (docs/performance.md).
 SERVER_BYTES_AHEAD = 64 * 2**20
+#: The share of the request timeout that pages asked for at once may take each: a server with
+#: one worker answers three requests at once in three times the time of one (5,000 runs: 6.5 s
+#: alone, 16 to 21 s three at a time), which must not become a timeout that paging one page
+#: after the other would not have met.
+SERVER_SECONDS_AHEAD = 2 / 3
 #: Seconds a request to a tracking server may wait for the server (MLFLOW_HTTP_REQUEST_TIMEOUT,
 #: connecting and between bytes of the answer). MLflow's own default is 120 s with 7 retries.
 DEFAULT_TIMEOUT = 30
@@ -283,12 +289,16 @@ class ClientSource:
             return
         size = self._page_size(selection)
         pages: Iterator[list[Any]]
-        if self.store.kind == "http":
-            fetch = functools.partial(self._server_page, experiment_ids, selection, size)
-            pages = _pages_ahead(fetch, SERVER_REQUESTS, selection.max_runs, SERVER_BYTES_AHEAD)
-        elif self.store.kind == "databricks":
-            fetch = functools.partial(self._client_page, experiment_ids, selection, size)
-            pages = _pages_ahead(fetch, SERVER_REQUESTS, selection.max_runs, SERVER_BYTES_AHEAD)
+        if self.store.kind in ("http", "databricks"):
+            read = self._server_page if self.store.kind == "http" else self._client_page
+            fetch = functools.partial(read, experiment_ids, selection, size)
+            pages = _pages_ahead(
+                fetch,
+                SERVER_REQUESTS,
+                selection.max_runs,
+                bytes_ahead=SERVER_BYTES_AHEAD,
+                seconds_ahead=_request_timeout() * SERVER_SECONDS_AHEAD,
+            )
         else:
             fetch = functools.partial(self._client_page, experiment_ids, selection, size)
             pages = _pages_in_turn(fetch)
@@ -627,7 +637,12 @@ def _pages_in_turn(fetch: Callable[[str | None], _Page]) -> Iterator[list[Any]]:
 
 
 def _pages_ahead(
-    fetch: Callable[[str | None], _Page], requests: int, limit: int | None, bytes_ahead: int
+    fetch: Callable[[str | None], _Page],
+    requests: int,
+    limit: int | None,
+    *,
+    bytes_ahead: int,
+    seconds_ahead: float,
 ) -> Iterator[list[Any]]:
     """Every non-empty page of a search, in order, while the server builds the next ones.
 
@@ -640,41 +655,81 @@ def _pages_ahead(
     pages asked for ahead are dropped and the search goes on from the server's token. With any
     other tokens, one page is asked for ahead. No page starting at or after `limit` runs
     (--max-runs) is asked for ahead, nor more pages than `bytes_ahead` holds of answers the
-    size of the last one. At most `requests` pages are held beyond the one in use; an error
-    fetching a page is raised where that page would be.
+    size of the last one, nor more than the server could answer within `seconds_ahead` were
+    it to build them one after the other: as many as the first page's time allows, then one
+    fewer after an answer over that time, one more after one fast enough for it. At most
+    `requests` pages are held beyond the one in use; an error fetching a page is raised where
+    that page would be.
     """
+
+    def timed(token: str | None) -> tuple[_Page, float]:
+        start = time.monotonic()
+        return fetch(token), time.monotonic() - start
+
     with ThreadPoolExecutor(max_workers=requests, thread_name_prefix="mlflow-audit-search") as pool:
-        pending: collections.deque[tuple[str | None, Future[_Page]]] = collections.deque(
-            [(None, pool.submit(fetch, None))]
-        )
+        pending: collections.deque[_Asked] = collections.deque()
+
+        def ask(token: str | None) -> None:
+            pending.append(_Asked(token, pool.submit(timed, token)))
+
+        ask(None)
+        by_time = requests
         try:
             while pending:
-                asked, answer = pending.popleft()
-                runs, token, size = answer.result()
-                if token is None or (pending and pending[0][0] != token):
-                    for _asked, ahead in pending:
-                        ahead.cancel()  # those running already finish unused
+                asked = pending.popleft()
+                (runs, token, size), seconds = asked.answer.result()
+                if token is None or (pending and pending[0].token != token):
+                    for each in pending:
+                        each.answer.cancel()  # those running already finish unused
                     pending.clear()
                 if token is not None:
                     if not pending:
-                        pending.append((token, pool.submit(fetch, token)))
-                    step = _page_span(asked, token)
-                    last = rest_runs.offset_of(pending[-1][0])
-                    most = max(1, min(requests, bytes_ahead // size)) if size else requests
+                        ask(token)
+                    if asked.token is None:
+                        # The first page, asked for alone: were the server to build pages one
+                        # after the other, `by_time` of them at once would each be answered
+                        # within seconds_ahead.
+                        by_time = min(
+                            requests, int(seconds_ahead // seconds) if seconds else requests
+                        )
+                    elif seconds > seconds_ahead:
+                        by_time = max(1, by_time - 1)  # slower than that after all
+                    elif seconds * (by_time + 1) <= seconds_ahead:
+                        # Fast enough for one more: no page takes the server less than an answer.
+                        by_time = min(requests, by_time + 1)
+                    by_size = bytes_ahead // size if size else requests
+                    at_once = max(1, min(requests, by_time, by_size))
+                    step = _page_span(asked.token, token)
+                    last = rest_runs.offset_of(pending[-1].token)
                     while (
                         step is not None
                         and last is not None
-                        and len(pending) < most
+                        and len(pending) < at_once
                         and (limit is None or last + step < limit)
                     ):
                         last += step
-                        forged = rest_runs.offset_token(last)
-                        pending.append((forged, pool.submit(fetch, forged)))
+                        ask(rest_runs.offset_token(last))
                 if runs:
                     yield runs
         finally:
-            for _asked, ahead in pending:
-                ahead.cancel()
+            for each in pending:
+                each.answer.cancel()
+
+
+class _Asked(NamedTuple):
+    """A page asked for: the token it was asked with, the answer to come with the seconds it
+    took."""
+
+    token: str | None
+    answer: Future[tuple[_Page, float]]
+
+
+def _request_timeout() -> float:
+    """Seconds a request may wait for the server, as MLflow's HTTP helpers read them."""
+    try:
+        return float(os.environ.get("MLFLOW_HTTP_REQUEST_TIMEOUT") or DEFAULT_TIMEOUT)
+    except ValueError:
+        return DEFAULT_TIMEOUT
 
 
 def _page_span(asked: str | None, token: str) -> int | None:
