@@ -119,16 +119,11 @@ class WaiverSet:
     today: dt.date = field(default_factory=lambda: dt.datetime.now(dt.timezone.utc).date())
     _matched: dict[int, int] = field(default_factory=dict, repr=False)
 
-    def match(self, rule_id: str, run: RunScope) -> Waiver | None:
-        """The first active waiver of the rule covering the run; counts expired matches too."""
-        chosen, matched = self.lookup(rule_id, run)
-        self.count(matched)
-        return chosen
-
     def lookup(self, rule_id: str, run: RunScope) -> tuple[Waiver | None, tuple[int, ...]]:
-        """`match` without counting: the waiver, and the indexes of every waiver (expired ones
-        too) that matched, for `count`. Worker processes evaluate with their own copy of the
-        set, so their matches are counted where the result is gathered."""
+        """The first active waiver of the rule covering the run, and the indexes of every
+        waiver (expired ones too) that matched, for `count`. Not counted here: worker processes
+        evaluate with their own copy of the set, so matches are counted where results are
+        gathered."""
         chosen = None
         matched = []
         for index, waiver in enumerate(self.waivers):
@@ -140,6 +135,7 @@ class WaiverSet:
         return chosen, tuple(matched)
 
     def count(self, matched: Iterable[int]) -> None:
+        """Count matches `lookup` returned: `uses` reports them (and waivers that matched none)."""
         for index in matched:
             self._matched[index] = self._matched.get(index, 0) + 1
 
