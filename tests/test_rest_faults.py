@@ -550,6 +550,32 @@ def test_pages_are_asked_for_several_at_once_and_audited_in_order(
     assert set(served) == set(in_order) and max(served.values()) == 1
 
 
+def test_pages_of_large_runs_hold_fewer_runs(
+    mlflow_server: Server, proxy, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """After a first page of 4 runs, pages hold as many runs as SERVER_PAGE_BYTES of the
+    server's answer do, judged by the answer before: with 1 byte, one run each. The runs come
+    in MLflow's order, each once."""
+    from mlflow import MlflowClient
+    from mlflow.entities import ViewType
+
+    import audit.sources.client
+
+    monkeypatch.setattr(audit.sources.client, "SERVER_FIRST_PAGE", 4)
+    monkeypatch.setattr(audit.sources.client, "SERVER_PAGE_BYTES", 1)
+    reference = MlflowClient(mlflow_server.uri)
+    experiments = [e.experiment_id for e in reference.search_experiments()]
+    in_order = [
+        run.info.run_id
+        for run in reference.search_runs(experiments, run_view_type=ViewType.ALL, max_results=1000)
+    ]
+    recording = proxy()
+    assert _everything(recording.uri, page_size=50) == in_order
+    sizes = [len(page) for page in recording.search_pages]
+    assert sizes[0] == 4 and set(sizes[1:]) <= {0, 1}  # 0: asked for past the last run
+    assert sum(sizes) == len(in_order)
+
+
 def test_max_runs_bounds_the_pages_asked_for(cli, proxy) -> None:
     """`--max-runs 2` asks the server for pages of 2 runs, not of thousands (the next page is
     asked for ahead, and waited for when the audit stops)."""

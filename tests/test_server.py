@@ -7,7 +7,7 @@ import functools
 import itertools
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -89,7 +89,9 @@ def test_server_pages_read_without_protobuf_match_mlflows_client(
     def through_mlflows_client(self: ClientSource, selection: Any) -> Any:
         experiment_ids = self._experiment_ids(selection)
         size = self._page_size(selection)
-        return _pages_in_turn(functools.partial(self._client_page, experiment_ids, selection, size))
+        return _pages_in_turn(
+            functools.partial(self._client_page, experiment_ids, selection, size=size)
+        )
 
     monkeypatch.setattr(ClientSource, "_search", through_mlflows_client)
     assert read_from_json == records()
@@ -187,33 +189,34 @@ def test_offset_tokens_are_spelled_as_mlflows_stores_spell_them() -> None:
 
 class PagedList:
     """A search over `items` as a server answers it, page by page, each answer taking a little
-    time; it records the offsets asked for and how many requests it answered at once."""
+    time; it records the offsets and page sizes asked for and how many requests it answered at
+    once."""
 
     def __init__(
         self,
         items: int,
-        first: int,
-        then: int,
         offsets: bool = True,
-        size: int = 0,
+        run_bytes: Callable[[int], int] = lambda start: 0,
+        cap: int | None = None,
         serial: float = 0,
         later: Callable[[int], float] = lambda start: 0.02,
     ) -> None:
         self.items = list(range(items))
-        self.first, self.then = first, then  # runs in the first page, in every later one
         self.offsets = offsets  # page tokens spelled as MLflow's stores spell them, or opaque
-        self.size = size  # bytes of each answer (0: unknown)
-        self.serial = serial  # seconds a page takes a server that builds one at a time
+        self.run_bytes = run_bytes  # bytes per run of the page at an offset (0: unknown)
+        self.cap = cap  # the most runs the server puts in a page, whatever is asked
+        self.serial = serial  # seconds per run of a server that builds one page at a time
         self.later = later  # seconds the page at an offset takes (built in parallel)
         self.latencies: list[float] = []
         self.busy_at_start: list[int] = []
         self._building = threading.Lock()
         self.failing: int | None = None  # the offset of a page whose request fails
         self.asked: list[int] = []
+        self.sizes: dict[int, int] = {}  # the page size last asked for at each offset
         self.busy = self.most_busy = 0
         self._lock = threading.Lock()
 
-    def fetch(self, token: str | None) -> tuple[list[int], str | None, int]:
+    def fetch(self, token: str | None, size: int) -> tuple[list[int], str | None, int]:
         from audit.sources import rest_runs
 
         with self._lock:
@@ -230,47 +233,53 @@ class PagedList:
                 start = offset
             else:
                 start = int(token.removeprefix("opaque-"))
+            end = start + min(size, self.cap or size)
             if self.serial:
                 with self._building:
-                    time.sleep(self.serial)
+                    time.sleep(self.serial * len(self.items[start:end]))
             else:
                 time.sleep(0.02 if token is None else self.later(start))
             with self._lock:
                 self.asked.append(start)
+                self.sizes[start] = size
             if start == self.failing:
                 raise RuntimeError(f"page at {start} failed")
-            end = start + (self.first if start == 0 else self.then)
+            page = self.items[start:end]
+            answer_bytes = self.run_bytes(start) * len(page)
             if end >= len(self.items):
-                return self.items[start:], None, self.size
+                return page, None, answer_bytes
             next_token = rest_runs.offset_token(end) if self.offsets else f"opaque-{end}"
-            return self.items[start:end], next_token, self.size
+            return page, next_token, answer_bytes
         finally:
             with self._lock:
                 self.busy -= 1
                 self.latencies.append(time.monotonic() - began)
 
 
-def _all_pages(
+def _pages(
     paged: PagedList,
-    requests: int = 3,
+    first: int = 5,
+    largest: int = 5,
+    answer_bytes: int = 0,
     limit: int | None = None,
-    bytes_ahead: int = 2**30,
     seconds_ahead: float = 60,
-) -> list[list[int]]:
-    from audit.sources.client import _pages_ahead
+) -> Iterator[list[int]]:
+    from audit.sources.client import _pages_ahead, _PageSizes
 
+    sizes = _PageSizes(first, largest, answer_bytes)
+    return _pages_ahead(paged.fetch, 3, limit, sizes=sizes, seconds_ahead=seconds_ahead)
+
+
+def _all_pages(paged: PagedList, **sizes: Any) -> list[list[int]]:
     pages = []
-    ahead = _pages_ahead(
-        paged.fetch, requests, limit, bytes_ahead=bytes_ahead, seconds_ahead=seconds_ahead
-    )
-    for page in ahead:
+    for page in _pages(paged, **sizes):
         time.sleep(0.01)  # the audit's work on a page
         pages.append(page)
     return pages
 
 
 def test_offset_pages_are_asked_for_several_at_once_in_order() -> None:
-    paged = PagedList(23, first=5, then=5)
+    paged = PagedList(23)
     pages = _all_pages(paged)
     assert pages == [paged.items[i : i + 5] for i in range(0, 23, 5)]
     assert paged.most_busy == 3
@@ -278,60 +287,75 @@ def test_offset_pages_are_asked_for_several_at_once_in_order() -> None:
     assert sorted(paged.asked)[:5] == [0, 5, 10, 15, 20] and len(paged.asked) <= 5 + 2
 
 
-def test_large_answers_are_asked_for_fewer_at_a_time() -> None:
-    """Answers of 40 bytes against 100 bytes ahead: two pages at once, not three; whatever
-    their size, one is asked for ahead."""
-    paged = PagedList(40, first=5, then=5, size=40)
-    assert [item for page in _all_pages(paged, bytes_ahead=100) for item in page] == paged.items
-    assert paged.most_busy == 2
-    huge = PagedList(40, first=5, then=5, size=10**9)
-    assert [item for page in _all_pages(huge, bytes_ahead=100) for item in page] == huge.items
-    assert huge.most_busy == 1
+def test_pages_hold_as_many_runs_as_the_answers_allow() -> None:
+    """A first page of 5, then as many runs as 100 bytes of answer hold (10 bytes a run: 10),
+    fewer once runs grow larger (25 bytes from offset 45 on: 4), one when a run is larger than
+    that; never more than the largest page (30)."""
+    paged = PagedList(100, run_bytes=lambda start: 10 if start < 45 else 25)
+    pages = _all_pages(paged, first=5, largest=30, answer_bytes=100)
+    assert [item for page in pages for item in page] == paged.items
+    assert [len(page) for page in pages[:6]] == [5, 10, 10, 10, 10, 10]
+    assert {len(page) for page in pages[8:-1]} == {4}  # three pages of 10 were asked already
+    small = PagedList(40, run_bytes=lambda start: 1)
+    assert [len(page) for page in _all_pages(small, first=5, largest=30, answer_bytes=100)] == [
+        5, 30, 5,
+    ]  # fmt: skip
+    huge = PagedList(12, run_bytes=lambda start: 10**9)
+    assert _all_pages(huge, first=5, largest=30, answer_bytes=100) == [
+        [0, 1, 2, 3, 4],
+        *([i] for i in range(5, 12)),
+    ]
 
 
-def test_a_server_building_one_page_at_a_time_is_not_pushed_past_the_time_allowed() -> None:
-    """A server that builds one page at a time, 0.1 s each, answers three requests at once in
-    0.3 s: with 0.25 s allowed, no more than two are asked for at once (each answer takes at
-    least 0.1 s, so this holds however slow the machine)."""
-    paged = PagedList(30, first=3, then=3, serial=0.1)
-    assert [item for page in _all_pages(paged, seconds_ahead=0.25) for item in page] == paged.items
-    assert paged.most_busy <= 2
-    unbounded = PagedList(30, first=3, then=3, serial=0.1)
-    _all_pages(unbounded, seconds_ahead=60)
-    assert unbounded.most_busy == 3 and max(unbounded.latencies) > 0.25  # what is avoided
+def test_pages_are_sized_for_a_server_building_one_at_a_time() -> None:
+    """A server that builds one page at a time, 0.05 s a run: its first page of 2 runs shows
+    that three pages asked for at once are each answered within the 0.25 s allowed only if they
+    hold one run each (whatever the machine's speed: a run takes at least 0.05 s). Without the
+    limit, a server taking 0.06 s a run gets pages of 10 (0.6 s each), the second answered
+    after 1.2 s."""
+    paged = PagedList(12, serial=0.05)
+    pages = _all_pages(paged, first=2, largest=10, seconds_ahead=0.25)
+    assert pages == [[0, 1], *([i] for i in range(2, 12))]
+    unbounded = PagedList(22, serial=0.06)
+    assert len(_all_pages(unbounded, first=2, largest=10, seconds_ahead=60)[1]) == 10
+    assert unbounded.most_busy == 3 and max(unbounded.latencies) > 1.2 - 0.01
 
 
 def test_fewer_pages_are_asked_for_at_once_when_answers_grow_slower() -> None:
     """The first page in 0.02 s, the others in 0.3 s: past 0.25 s, one fewer at a time, down
     to one page ahead."""
-    paged = PagedList(45, first=3, then=3, later=lambda start: 0.3)
-    assert [item for page in _all_pages(paged, seconds_ahead=0.25) for item in page] == paged.items
-    assert paged.most_busy >= 2  # 3 unless the first page took over 0.08 s
+    paged = PagedList(45, later=lambda start: 0.3)
+    pages = _all_pages(paged, first=3, largest=3, seconds_ahead=0.25)
+    assert [item for page in pages for item in page] == paged.items
+    assert paged.most_busy == 3
     assert paged.busy_at_start[-4:] == [1, 1, 1, 1]
 
 
 def test_more_pages_are_asked_for_at_once_again_when_answers_are_fast_again() -> None:
     """Pages at offsets below 30 take 0.3 s, over the 0.25 s allowed; later ones 0.05 s, so
     that even built one after the other three would be in time."""
-    paged = PagedList(90, first=3, then=3, later=lambda start: 0.3 if start < 30 else 0.05)
-    assert [item for page in _all_pages(paged, seconds_ahead=0.25) for item in page] == paged.items
+    paged = PagedList(90, later=lambda start: 0.3 if start < 30 else 0.05)
+    pages = _all_pages(paged, first=3, largest=3, seconds_ahead=0.25)
+    assert [item for page in pages for item in page] == paged.items
     assert 1 in paged.busy_at_start[5:12]  # slowed down to one page ahead
     assert max(paged.busy_at_start[-8:]) >= 2  # and sped up again
 
 
 def test_pages_asked_for_ahead_are_checked_against_the_servers_tokens() -> None:
-    """A first page of 3 runs makes the next pages look 3 runs apart; the server's later pages
-    hold 7: the pages asked for at offsets 6 and 9 are dropped when the page at 3 answers with
-    the token of offset 10, and the search goes on from there. Nothing is lost or doubled."""
-    paged = PagedList(40, first=3, then=7)
-    pages = _all_pages(paged)
+    """A server that puts at most 7 runs in a page: asked for pages of 10 after a first page
+    of 3, its page at offset 3 ends at 10, not 13: the pages asked for at 13 and 23 are
+    dropped, the search goes on from the server's token in pages of 7. Nothing is lost or
+    doubled."""
+    paged = PagedList(40, cap=7)
+    pages = _all_pages(paged, first=3, largest=10)
     assert [item for page in pages for item in page] == paged.items
     assert pages[:3] == [[0, 1, 2], [3, 4, 5, 6, 7, 8, 9], list(range(10, 17))]
-    assert 6 in paged.asked  # asked for ahead, dropped
+    assert 13 in paged.asked  # asked for ahead, dropped
+    assert {paged.sizes[start] for start in (17, 24, 31)} == {7}
 
 
 def test_opaque_tokens_are_followed_one_page_ahead() -> None:
-    paged = PagedList(23, first=5, then=5, offsets=False)
+    paged = PagedList(23, offsets=False)
     pages = _all_pages(paged)
     assert [item for page in pages for item in page] == paged.items
     assert paged.most_busy == 1 and paged.asked == [0, 5, 10, 15, 20]
@@ -340,22 +364,18 @@ def test_opaque_tokens_are_followed_one_page_ahead() -> None:
 def test_no_page_at_or_past_the_limit_is_asked_for_ahead() -> None:
     """--max-runs 12 in pages of 5: the pages at 0, 5 and 10 are what the audit uses; only the
     server's own next token (15) is followed one page ahead, as with any server."""
-    from audit.sources.client import _pages_ahead
-
-    paged = PagedList(100, first=5, then=5)
-    pages = _pages_ahead(paged.fetch, 3, 12, bytes_ahead=2**30, seconds_ahead=60)
+    paged = PagedList(100)
+    pages = _pages(paged, limit=12)
     assert list(itertools.islice(pages, 3)) == [paged.items[i : i + 5] for i in (0, 5, 10)]
     pages.close()
     assert sorted(paged.asked) in ([0, 5, 10], [0, 5, 10, 15])  # 15: if not cancelled in time
 
 
 def test_a_page_that_fails_raises_where_it_would_be() -> None:
-    paged = PagedList(40, first=5, then=5)
+    paged = PagedList(40)
     paged.failing = 15
-    from audit.sources.client import _pages_ahead
-
     received = []
     with pytest.raises(RuntimeError, match="page at 15 failed"):
-        for page in _pages_ahead(paged.fetch, 3, None, bytes_ahead=2**30, seconds_ahead=60):
+        for page in _pages(paged):
             received.append(page)
     assert received == [paged.items[0:5], paged.items[5:10], paged.items[10:15]]

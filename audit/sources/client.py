@@ -66,24 +66,29 @@ _ARTIFACT_WORKERS = 8
 #: are no faster (docs/performance.md): at 2,000, an audit of 100,000 runs through the client
 #: took as long as at 5,000 and stayed under 450 MB instead of 571 MB.
 CLIENT_PAGE_SIZE = 2_000
-#: Runs per search request to a tracking server, whose answers are read without MLflow's
+#: Runs per search request to a tracking server at most, whose answers are read without MLflow's
 #: client (`rest_runs`: a few KB held per run). The server builds a page in one go, and pays per
 #: page as well as per run (100,000 runs: 132 s of the server's time in pages of 2,000, 117 s
 #: in pages of 5,000, 100 s in pages of 50,000, which take it about 50 s each): 5,000 keeps a
-#: page well inside the request timeout.
+#: page well inside the request timeout. Pages of large runs hold fewer (`_pages_ahead`).
 SERVER_PAGE_SIZE = 5_000
+#: Runs in the first page asked of a tracking server, before the size of its runs and the time
+#: it takes for them are known: runs with hundreds of params make pages of 5,000 that a server
+#: takes over the 30 s timeout to build (docs/performance.md).
+SERVER_FIRST_PAGE = 1_000
+#: Bytes of a server's answer a page is sized for (judged by the answers before): a page is
+#: parsed into about four times its size, and SERVER_REQUESTS of them are held ahead besides
+#: the one in use. The benchmark's runs (10 params, 5 metrics, 6 tags) take 19 MB per 5,000;
+#: runs with 200 params over 36 MB per 1,000 (docs/performance.md).
+SERVER_PAGE_BYTES = 16 * 2**20
 #: Search pages asked of a tracking server at once (`_pages_ahead`). A server builds several
 #: pages at once on its workers; 100,000 runs in pages of 5,000 from `mlflow server --workers 2`
 #: on 2 cores: 129 s one page at a time, 92 s two at a time, 76 s three at a time.
 SERVER_REQUESTS = 3
-#: Bytes of answers a search asks for ahead at most, whatever SERVER_REQUESTS: a page is parsed
-#: into about three times its size, and runs with hundreds of params make pages of 5,000 runs
-#: several times larger than the 19 MB of the benchmark's (docs/performance.md).
-SERVER_BYTES_AHEAD = 64 * 2**20
 #: The share of the request timeout that pages asked for at once may take each: a server with
 #: one worker answers three requests at once in three times the time of one (5,000 runs: 6.5 s
 #: alone, 16 to 21 s three at a time), which must not become a timeout that paging one page
-#: after the other would not have met.
+#: after the other would not have met. A page alone is sized to take at most half of it.
 SERVER_SECONDS_AHEAD = 2 / 3
 #: Seconds a request to a tracking server may wait for the server (MLFLOW_HTTP_REQUEST_TIMEOUT,
 #: connecting and between bytes of the answer). MLflow's own default is 120 s with 7 retries.
@@ -291,17 +296,17 @@ class ClientSource:
         pages: Iterator[list[Any]]
         if self.store.kind in ("http", "databricks"):
             read = self._server_page if self.store.kind == "http" else self._client_page
-            fetch = functools.partial(read, experiment_ids, selection, size)
             pages = _pages_ahead(
-                fetch,
+                functools.partial(read, experiment_ids, selection),
                 SERVER_REQUESTS,
                 selection.max_runs,
-                bytes_ahead=SERVER_BYTES_AHEAD,
+                sizes=_PageSizes(min(size, SERVER_FIRST_PAGE), size, SERVER_PAGE_BYTES),
                 seconds_ahead=_request_timeout() * SERVER_SECONDS_AHEAD,
             )
         else:
-            fetch = functools.partial(self._client_page, experiment_ids, selection, size)
-            pages = _pages_in_turn(fetch)
+            pages = _pages_in_turn(
+                functools.partial(self._client_page, experiment_ids, selection, size=size)
+            )
         for page in pages:
             if not selection.include_deleted:
                 # Searched with deleted runs (see `_client_page`), left out here.
@@ -317,7 +322,7 @@ class ClientSource:
         return min(self.page_size, selection.max_runs)
 
     def _client_page(
-        self, experiment_ids: list[str], selection: Selection, size: int, token: str | None
+        self, experiment_ids: list[str], selection: Selection, token: str | None, size: int
     ) -> _Page:
         """One page of the search through MLflow's client, and the next page's token."""
         from mlflow.entities import ViewType
@@ -335,7 +340,7 @@ class ClientSource:
         return _Page(list(page), page.token or None)
 
     def _server_page(
-        self, experiment_ids: list[str], selection: Selection, size: int, token: str | None
+        self, experiment_ids: list[str], selection: Selection, token: str | None, size: int
     ) -> _Page:
         """`_client_page` for a tracking server: the same request through mlflow-skinny's HTTP
         helpers (retries, timeouts, authentication, TLS), the runs read from the JSON without
@@ -636,12 +641,21 @@ def _pages_in_turn(fetch: Callable[[str | None], _Page]) -> Iterator[list[Any]]:
             return
 
 
+class _PageSizes(NamedTuple):
+    """Runs per page of a search: in the first page; at most; and bytes of answer a page is
+    sized for (0: none)."""
+
+    first: int
+    largest: int
+    answer_bytes: int
+
+
 def _pages_ahead(
-    fetch: Callable[[str | None], _Page],
+    fetch: Callable[[str | None, int], _Page],
     requests: int,
     limit: int | None,
     *,
-    bytes_ahead: int,
+    sizes: _PageSizes,
     seconds_ahead: float,
 ) -> Iterator[list[Any]]:
     """Every non-empty page of a search, in order, while the server builds the next ones.
@@ -650,65 +664,81 @@ def _pages_ahead(
     once, but a page token comes only with the page before. MLflow's stores spell a token as
     the offset its page starts at: once the server has answered a page with a token spelled
     exactly so (`rest_runs.offset_of`), the following pages are asked for with the tokens of
-    the following offsets, `requests` at a time, a page's length apart, and every answer is
-    checked: its own next token must be the one the page after it was asked with, else the
-    pages asked for ahead are dropped and the search goes on from the server's token. With any
-    other tokens, one page is asked for ahead. No page starting at or after `limit` runs
-    (--max-runs) is asked for ahead, nor more pages than `bytes_ahead` holds of answers the
-    size of the last one, nor more than the server could answer within `seconds_ahead` were
-    it to build them one after the other: as many as the first page's time allows, then one
-    fewer after an answer over that time, one more after one fast enough for it. At most
+    the following offsets, `requests` at a time, each starting where the one before ends, and
+    every answer is checked: its own next token must be the one the page after it was asked
+    with, else the pages asked for ahead are dropped and the search goes on from the server's
+    token. With any other tokens, one page is asked for ahead. No page starting at or after
+    `limit` runs (--max-runs) is asked for ahead.
+
+    Pages are sized by what the answers before showed: `sizes.first` runs in the first page,
+    asked for alone; then as many as fit in `sizes.answer_bytes` (by the bytes per run of the
+    last answer) and as the server would answer alone in a `requests`th of `seconds_ahead` (by
+    the first page's time per run), up to `sizes.largest` or the fewest runs the server
+    answered for a full page. Were the server to build pages one after the other, `requests`
+    of them at once would then each be answered within `seconds_ahead`; after an answer over
+    that time one fewer is asked for at once, after one fast enough for it one more. At most
     `requests` pages are held beyond the one in use; an error fetching a page is raised where
     that page would be.
     """
 
-    def timed(token: str | None) -> tuple[_Page, float]:
+    def timed(token: str | None, size: int) -> tuple[_Page, float]:
         start = time.monotonic()
-        return fetch(token), time.monotonic() - start
+        return fetch(token, size), time.monotonic() - start
 
     with ThreadPoolExecutor(max_workers=requests, thread_name_prefix="mlflow-audit-search") as pool:
         pending: collections.deque[_Asked] = collections.deque()
 
-        def ask(token: str | None) -> None:
-            pending.append(_Asked(token, pool.submit(timed, token)))
+        def ask(token: str | None, size: int) -> None:
+            pending.append(_Asked(token, size, pool.submit(timed, token, size)))
 
-        ask(None)
+        largest = sizes.largest
+        size = min(sizes.first, largest)
+        ask(None, size)
         by_time = requests
+        seconds_per_run = 0.0
         try:
             while pending:
                 asked = pending.popleft()
-                (runs, token, size), seconds = asked.answer.result()
+                (runs, token, answer_bytes), seconds = asked.answer.result()
                 if token is None or (pending and pending[0].token != token):
                     for each in pending:
                         each.answer.cancel()  # those running already finish unused
                     pending.clear()
                 if token is not None:
+                    span = _page_span(asked.token, token)
+                    if span is not None and span < asked.size:
+                        largest = span  # the server's own limit on runs per page
+                    if runs and asked.token is None:
+                        # The first page, asked for alone: the server's time per run.
+                        seconds_per_run = seconds / len(runs)
+                    size = largest
+                    if runs and answer_bytes and sizes.answer_bytes:
+                        size = min(size, sizes.answer_bytes * len(runs) // answer_bytes)
+                    if seconds_per_run:
+                        # Were the server to build pages one after the other, `requests` of
+                        # them at once would each be answered within seconds_ahead.
+                        size = min(size, int(seconds_ahead / requests / seconds_per_run))
+                    size = max(1, size)
+                    if asked.token is not None:
+                        if seconds > seconds_ahead:
+                            by_time = max(1, by_time - 1)  # slower than that after all
+                        elif seconds * (by_time + 1) <= seconds_ahead:
+                            # Fast enough for one more: no page takes the server less time
+                            # than its answer took.
+                            by_time = min(requests, by_time + 1)
                     if not pending:
-                        ask(token)
-                    if asked.token is None:
-                        # The first page, asked for alone: were the server to build pages one
-                        # after the other, `by_time` of them at once would each be answered
-                        # within seconds_ahead.
-                        by_time = min(
-                            requests, int(seconds_ahead // seconds) if seconds else requests
-                        )
-                    elif seconds > seconds_ahead:
-                        by_time = max(1, by_time - 1)  # slower than that after all
-                    elif seconds * (by_time + 1) <= seconds_ahead:
-                        # Fast enough for one more: no page takes the server less than an answer.
-                        by_time = min(requests, by_time + 1)
-                    by_size = bytes_ahead // size if size else requests
-                    at_once = max(1, min(requests, by_time, by_size))
-                    step = _page_span(asked.token, token)
-                    last = rest_runs.offset_of(pending[-1].token)
+                        ask(token, size)
+                    last = pending[-1]
+                    following = rest_runs.offset_of(last.token)
                     while (
-                        step is not None
-                        and last is not None
-                        and len(pending) < at_once
-                        and (limit is None or last + step < limit)
+                        span is not None
+                        and following is not None
+                        and len(pending) < by_time
+                        and (limit is None or following + last.size < limit)
                     ):
-                        last += step
-                        ask(rest_runs.offset_token(last))
+                        following += last.size
+                        ask(rest_runs.offset_token(following), size)
+                        last = pending[-1]
                 if runs:
                     yield runs
         finally:
@@ -717,10 +747,11 @@ def _pages_ahead(
 
 
 class _Asked(NamedTuple):
-    """A page asked for: the token it was asked with, the answer to come with the seconds it
-    took."""
+    """A page asked for: the token and page size it was asked with, the answer to come with
+    the seconds it took."""
 
     token: str | None
+    size: int
     answer: Future[tuple[_Page, float]]
 
 
