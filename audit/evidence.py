@@ -929,6 +929,20 @@ def record_and_digest(facts: RunFacts) -> tuple[dict[str, Any], str]:
     """`build_record`, and the record's sha256 (`sha256_hex`), from one canonical encoding:
     the text redaction screens for secrets is the one the digest is taken of, unless redaction
     changed the record."""
+    record = _unredacted_record(facts)
+    # Here, before any digest or output exists, so that a secret logged to MLflow reaches
+    # neither the evidence sha256 nor any report.
+    text = canonical_json(record)
+    redacted = redact(record, screen=text.decode("utf-8"))
+    if redacted:
+        record["collection"]["redacted"] = redacted
+        text = canonical_json(record)
+    return record, hashlib.sha256(text).hexdigest()
+
+
+def _unredacted_record(facts: RunFacts) -> dict[str, Any]:
+    """The record as `record_and_digest` screens it for secrets (benchmarks/bench_scale.py
+    --floor builds only this)."""
     models, file_sets = _models_section(facts)
     metrics, system_metrics = _metrics_sections(facts)
     notes = sorted(
@@ -955,11 +969,4 @@ def record_and_digest(facts: RunFacts) -> tuple[dict[str, Any], str]:
         ),
         "collection": {"artifacts_read": facts.artifacts_read, "notes": notes, "redacted": []},
     }
-    # Here, before any digest or output exists, so that a secret logged to MLflow reaches
-    # neither the evidence sha256 nor any report.
-    text = canonical_json(record)
-    redacted = redact(record, screen=text.decode("utf-8"))
-    if redacted:
-        record["collection"]["redacted"] = redacted
-        text = canonical_json(record)
-    return record, hashlib.sha256(text).hexdigest()
+    return record

@@ -2,7 +2,7 @@
 read of the same tables, side by side in one run, on SQLite, PostgreSQL and an `mlflow server`.
 
     python benchmarks/bench_scale.py [--runs 100000] [--rounds 1] [--skip-client-audit]
-                                     [--backends sqlite,postgresql,rest]
+                                     [--backends sqlite,postgresql,rest] [--floor]
 
 Builds (once, then reuses) benchmarks/.stores/runs-N: the 2,000-run store of bench_check.py
 (10 params, 5 metrics, 6 tags, 1 dataset input per run, written by MLflow itself) replicated
@@ -17,6 +17,13 @@ processes, with their peak memory (max RSS, from /usr/bin/time):
   mlflow search_runs MlflowClient.search_runs(max_results=50000), page after page
   audit (client)     mlflow-audit check --source client -f json (skip with --skip-client-audit)
   cold start         mlflow-audit check of the 10-run demo store, against python -c "import mlflow"
+
+With --floor, two more on SQLite: the SQL audit with its later stages cut out, to show what the
+stages before them cost (its worker processes, page by page, no output written):
+
+  audit rows only    the runs' rows read into the facts a record is built from
+  audit records only the evidence records built too, without canonical JSON, redaction,
+                     sha256 or evaluation
 
 Targets (issue 6): search_runs / audit (sql) >= 10 on SQLite and PostgreSQL; audit (sql) /
 bare SQL <= 2; over REST, search_runs / audit (client) >= 1.3; peak memory under 500 MB on
@@ -54,6 +61,31 @@ for table in ("runs", "params", "tags", "latest_metrics", "inputs", "datasets", 
     while batch := cursor.fetchmany(10000):
         rows += len(batch)
 print(rows)
+"""
+
+# `mlflow-audit check --source sql` with the stages after reading (`rows`) or after building the
+# records (`records`) cut out: each run's result is its id alone.
+_AUDIT_FLOOR = """
+import sys
+import audit.api, audit.evidence as ev, audit.sources.sql as sql
+from audit.evaluation import EvaluatedRun
+from audit.result import RunResult
+
+def record_only(facts):
+    if sys.argv[2] == "rows":
+        return {"run": {"id": facts.run_id}}, ""
+    return ev._unredacted_record(facts), ""
+
+class IdOnly:
+    def __init__(self, *arguments, **options):
+        pass
+    def __call__(self, item):
+        run_id = item.record["run"]["id"]
+        return EvaluatedRun(RunResult(run_id, None, "0", None, "", (), (), ()))
+
+sql.record_and_digest = record_only
+audit.api.RunEvaluator = IdOnly
+print(len(audit.api.check(sys.argv[1], source="sql").runs))
 """
 
 # Tables whose rows belong to a run, and the columns that carry the run's (or input's) id.
@@ -264,6 +296,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--backends", default="sqlite,postgresql,rest")
     parser.add_argument("--skip-client-audit", action="store_true")
+    parser.add_argument("--floor", action="store_true", help="also the SQL audit's first stages")
     parser.add_argument("--store-dir", type=Path, default=HERE / ".stores")
     args = parser.parse_args()
     backends = args.backends.split(",")
@@ -284,6 +317,9 @@ def main() -> int:
         }
         if not args.skip_client_audit:
             commands["audit (client)"] = check(uri, "client")
+        if args.floor and uri.startswith("sqlite:"):
+            for stage in ("rows", "records"):
+                commands[f"audit {stage} only"] = [sys.executable, "-c", _AUDIT_FLOOR, uri, stage]
         return commands
 
     with contextlib.ExitStack() as stack:
@@ -335,6 +371,9 @@ def compare(label: str, commands: dict[str, list[str]], rounds: int) -> None:
     print(f"\n{label}")
     for name in commands:
         print(f"  {name:<20} median {median[name]:7.2f} s   peak {memory[name]:6.0f} MB")
+    for name in median:
+        if name.endswith(" only"):
+            print(f"  {name} / bare SQL read: {median[name] / median['bare SQL read']:.1f}")
     if "audit (sql)" in median:
         print(
             f"  search_runs / audit (sql): "
