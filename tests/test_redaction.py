@@ -286,6 +286,40 @@ def test_redaction_is_idempotent_and_leaves_clean_records_alone() -> None:
     assert record == once
 
 
+def test_the_one_search_finds_every_text_that_holds_a_hint() -> None:
+    """Records are first searched once for any hint of a credential (RE2); only those with one
+    are looked at closely (`_Hints`). Every hint, in any case, and a URL's user info, anywhere in
+    a text, are found by that search, lone surrogates and all; texts without one are not."""
+    from audit.redaction import _HINTS, _LOWERCASE_HINTS, _Hints, _may_hold_a_secret
+
+    def casings(hint: str) -> list[str]:
+        return [hint, hint.lower(), hint.upper(), hint.swapcase(), hint[:1].upper() + hint[1:]]
+
+    texts = [
+        f"{before}{cased}{after}"
+        for hint in (*_HINTS, *_LOWERCASE_HINTS)
+        for cased in casings(hint)
+        for before, after in (("", ""), ("x", "y"), ('{"a":"', '\ud800"}'), ("é\u212a ", "\n"))
+    ]
+    texts += [
+        "git+https://ada:pw@git.acme.internal/churn",
+        "HTTPS://X@HOST",
+        "s3://@bucket",
+        "\ud800://ab@",
+    ]
+    # Every text the close look finds a hint in (exact hints only in their own case), and more.
+    assert sum(1 for text in texts if _Hints.of(text)) > 4 * len(_HINTS + _LOWERCASE_HINTS)
+    assert [text for text in texts if not _may_hold_a_secret(text)] == []
+    harmless = [
+        "",
+        "learning_rate 0.001 max_depth 8 ada@acme.com https://host/a@b",
+        "s3://acme-data/churn/train.parquet?versionId=3HL4kqtJlcpX",
+        "\ud800 tok en",
+        "://a\x0bb@",  # white space ends a URL's user info
+    ]
+    assert [text for text in harmless if _may_hold_a_secret(text) or _Hints.of(text)] == []
+
+
 def test_hostile_strings_take_linear_time() -> None:
     # Untrusted values are up to 16 KiB; a backtracking pattern would take minutes on these.
     hostile = [
