@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -118,7 +118,9 @@ class RunResult:
     def worst_at_or_above(self, fail_on: FailOn) -> bool:
         return any(f.fails_gate(fail_on) for f in self.findings)
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, finding: Callable[[Finding], Any] = Finding.to_dict) -> dict[str, Any]:
+        """The run as published; `finding` writes each finding (the JSON format passes one that
+        encodes a finding shared by many runs once)."""
         return {
             "run_id": self.run_id,
             "run_name": self.run_name,
@@ -128,7 +130,7 @@ class RunResult:
             "evidence_sha256": self.evidence_sha256,
             "selected_by": list(self.selected_by),
             "model_versions": list(self.model_versions),
-            "findings": [f.to_dict() for f in self.findings],
+            "findings": [finding(f) for f in self.findings],
         }
 
 

@@ -3,6 +3,7 @@ pure function of one `AuditResult`, checked against the published schemas and ho
 
 from __future__ import annotations
 
+import copy
 import csv
 import datetime as dt
 import io
@@ -139,6 +140,31 @@ def test_the_sample_result_covers_every_case(result: AuditResult) -> None:
     assert [use.state for use in result.waivers] == ["applied", "applied", "expired", "unused"]
     assert sum(len(run.waived_findings) for run in result.runs) == 2
     assert result.gate_failed and result.score_too_low
+
+
+# --------------------------------------------------------------------------- JSON
+
+
+@pytest.mark.parametrize("held", [10_000, 1])
+def test_json_writes_each_run_as_its_to_dict(
+    result: AuditResult, held: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Findings shared by runs (the same gap in two runs is one object) are encoded once and
+    written into every run that has them. Whether the encoded findings are held or not (`held`
+    1: dropped before each next one), with waivers or not, the document is the result's
+    `to_dict`."""
+    import audit.formats.json
+
+    gaps = _records()[5]
+    twin = copy.deepcopy(gaps)
+    twin["run"]["id"] = f"{7:032x}"
+    twins = evaluate([gaps, twin], load_policy())
+    first, second = twins.runs
+    assert first.findings
+    assert all(f is g for f, g in zip(first.findings, second.findings, strict=True))
+    monkeypatch.setattr(audit.formats.json, "_ENCODED_HELD", held)
+    for each in (twins, result):
+        assert json.loads(render(each, "json")) == json.loads(json.dumps(each.to_dict()))
 
 
 # --------------------------------------------------------------------------- JUnit

@@ -2,7 +2,8 @@
 
 Written in chunks, one line per top-level member and per run, by orjson (about 10 times faster
 than the json module's C encoder): a result of 100,000 runs (440 MB) is never held as one
-document or one string, and takes about a second to write.
+document or one string. A finding shared by many runs is encoded once: 100,000 runs with five
+gaps each are written in 1.3 s, 1.9 s before.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from audit.result import AuditResult
+from audit.result import AuditResult, Finding
 
 
 def render_json(result: AuditResult) -> str:
@@ -27,13 +28,34 @@ def json_chunks(result: AuditResult) -> Iterator[str]:
         comma = "," if index < len(sections) - 1 else ""
         yield f"  {_encode(key)}: "
         if value is None:
-            yield from _array(run.to_dict() for run in result.runs)
+            yield from _array(_runs(result))
         elif isinstance(value, list) and value:
             yield from _array(value)
         else:
             yield _encode(value)
         yield f"{comma}\n"
     yield "}\n"
+
+
+#: Findings encoded at most once per this many distinct ones: runs share a finding object for
+#: each gap they have in common (`evaluation._finding`), often hundreds of thousands of times.
+_ENCODED_HELD = 10_000
+
+
+def _runs(result: AuditResult) -> Iterator[dict[str, Any]]:
+    """Each run's `to_dict`, with every finding it shares with the runs before written once."""
+    encoded: dict[int, tuple[Finding, orjson.Fragment]] = {}
+
+    def finding(each: Finding) -> orjson.Fragment:
+        held = encoded.get(id(each))
+        if held is None or held[0] is not each:  # holding the finding keeps its id unique
+            if len(encoded) >= _ENCODED_HELD:
+                encoded.clear()
+            held = encoded[id(each)] = (each, orjson.Fragment(orjson.dumps(each.to_dict())))
+        return held[1]
+
+    for run in result.runs:
+        yield run.to_dict(finding)
 
 
 def _array(items: Any) -> Iterator[str]:
