@@ -424,7 +424,8 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
         default=None,  # from the configuration, else 50000
         metavar="N",
         help="runs per search request (default: 50000, MLflow's maximum, for SQL stores; at "
-        "most 5000 from a tracking server, 2000 through MLflow's client)",
+        "most 5000 from a tracking server, fewer for large runs or a slow server; 2000 "
+        "through MLflow's client)",
     )
     store.add_argument(
         "--timeout",
