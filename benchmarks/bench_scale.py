@@ -18,7 +18,7 @@ processes, with their peak memory (max RSS, from /usr/bin/time):
   audit (client)     mlflow-audit check --source client -f json (skip with --skip-client-audit)
   cold start         mlflow-audit check of the 10-run demo store, against python -c "import mlflow"
 
-With --floor, two more on SQLite: the SQL audit with its later stages cut out, to show what the
+With --floor, two more on SQLite and PostgreSQL: the SQL audit with its later stages cut out, to show what the
 stages before them cost (its worker processes, page by page, no output written):
 
   audit rows only    the runs' rows read into the facts a record is built from
@@ -317,7 +317,7 @@ def main() -> int:
         }
         if not args.skip_client_audit:
             commands["audit (client)"] = check(uri, "client")
-        if args.floor and uri.startswith("sqlite:"):
+        if args.floor:
             for stage in ("rows", "records"):
                 commands[f"audit {stage} only"] = [sys.executable, "-c", _AUDIT_FLOOR, uri, stage]
         return commands
