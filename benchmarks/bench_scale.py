@@ -18,8 +18,9 @@ processes, with their peak memory (max RSS, from /usr/bin/time):
   audit (client)     mlflow-audit check --source client -f json (skip with --skip-client-audit)
   cold start         mlflow-audit check of the 10-run demo store, against python -c "import mlflow"
 
-With --floor, two more on SQLite and PostgreSQL: the SQL audit with its later stages cut out, to show what the
-stages before them cost (its worker processes, page by page, no output written):
+With --floor, two more on SQLite and PostgreSQL: the SQL audit with its later stages cut out,
+to show what the stages before them cost (its worker processes, page by page, no output
+written):
 
   audit rows only    the runs' rows read into the facts a record is built from
   audit records only the evidence records built too, without canonical JSON, redaction,
