@@ -88,7 +88,7 @@ SERVER_REQUESTS = 3
 #: The share of the request timeout that pages asked for at once may take each: a server with
 #: one worker answers three requests at once in three times the time of one (5,000 runs: 6.5 s
 #: alone, 16 to 21 s three at a time), which must not become a timeout that paging one page
-#: after the other would not have met. A page alone is sized to take at most half of it.
+#: after the other would not have met. A page alone is sized to take at most a third of it.
 SERVER_SECONDS_AHEAD = 2 / 3
 #: Seconds a request to a tracking server may wait for the server (MLFLOW_HTTP_REQUEST_TIMEOUT,
 #: connecting and between bytes of the answer). MLflow's own default is 120 s with 7 retries.
