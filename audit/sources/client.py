@@ -74,8 +74,8 @@ CLIENT_PAGE_SIZE = 2_000
 SERVER_PAGE_SIZE = 5_000
 #: Runs in the first page asked of a tracking server, before the size of its runs and the time
 #: it takes for them are known: runs with hundreds of params make pages of 5,000 that a server
-#: takes over the 30 s timeout to build (docs/performance.md).
-SERVER_FIRST_PAGE = 1_000
+#: takes over the 30 s timeout to build, and 1,000 of them 37 MB (docs/performance.md).
+SERVER_FIRST_PAGE = 500
 #: Bytes of a server's answer a page is sized for (judged by the answers before): a page is
 #: parsed into about four times its size, and SERVER_REQUESTS of them are held ahead besides
 #: the one in use. The benchmark's runs (10 params, 5 metrics, 6 tags) take 19 MB per 5,000;
