@@ -76,11 +76,13 @@ SERVER_PAGE_SIZE = 5_000
 #: it takes for them are known: runs with hundreds of params make pages of 5,000 that a server
 #: takes over the 30 s timeout to build, and 1,000 of them 37 MB (docs/performance.md).
 SERVER_FIRST_PAGE = 500
-#: Bytes of a server's answer a page is sized for (judged by the answers before): a page is
-#: parsed into about four times its size, and SERVER_REQUESTS of them are held ahead besides
-#: the one in use. The benchmark's runs (10 params, 5 metrics, 6 tags) take 19 MB per 5,000;
-#: runs with 200 params over 36 MB per 1,000 (docs/performance.md).
-SERVER_PAGE_BYTES = 16 * 2**20
+#: Bytes of a server's answer a page is sized for (judged by the answers before): a page held
+#: as runs takes about three times its size of the process's memory (a 16 MB answer: 54 MB,
+#: 75 MB while parsed), and SERVER_REQUESTS of them may wait besides the one in use. The
+#: benchmark's runs (10 params, 5 metrics, 6 tags) take 19 MB per 5,000, runs with 200 params
+#: 37 MB per 1,000; pages of 16 MB took the 100,000-run audit to 454 to 535 MB, of 12 MB to 416
+#: to 433 MB in the same time (docs/performance.md).
+SERVER_PAGE_BYTES = 12 * 2**20
 #: Search pages asked of a tracking server at once (`_pages_ahead`). A server builds several
 #: pages at once on its workers; 100,000 runs in pages of 5,000 from `mlflow server --workers 2`
 #: on 2 cores: 129 s one page at a time, 92 s two at a time, 76 s three at a time.
