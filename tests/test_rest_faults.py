@@ -47,6 +47,8 @@ class Seen:
     method: str
     path: str
     authorization: str | None
+    #: The client's end of the connection the request came on.
+    connection: tuple[str, int]
 
 
 @dataclass
@@ -56,6 +58,9 @@ class Proxy:
     upstream: tuple[str, int]
     rule: Callable[[Seen, int], Action] = lambda seen, index: None
     tls: ssl.SSLContext | None = None
+    #: HTTP/1.1: connections are kept alive unless the client asks otherwise, as a real
+    #: server's are (HTTP/1.0: closed after each answer).
+    keep_alive: bool = False
     seen: list[Seen] = field(default_factory=list)
     search_pages: list[list[str]] = field(default_factory=list)
     in_flight: int = 0
@@ -75,6 +80,9 @@ class Proxy:
 
             def log_message(self, *args: Any) -> None:
                 pass  # the audit's stderr is what the tests read
+
+        if self.keep_alive:
+            Handler.protocol_version = "HTTP/1.1"
 
         class Quiet(http.server.ThreadingHTTPServer):
             daemon_threads = True
@@ -104,7 +112,12 @@ class Proxy:
         return sum(1 for seen in self.seen if endpoint in seen.path)
 
     def _handle(self, handler: http.server.BaseHTTPRequestHandler) -> None:
-        seen = Seen(handler.command, handler.path, handler.headers.get("Authorization"))
+        seen = Seen(
+            handler.command,
+            handler.path,
+            handler.headers.get("Authorization"),
+            handler.client_address,
+        )
         with self._lock:
             index = sum(1 for s in self.seen if s.path.split("?")[0] == seen.path.split("?")[0])
             self.seen.append(seen)
@@ -132,10 +145,12 @@ class Proxy:
             handler.connection.shutdown(socket.SHUT_RDWR)
             return
         if isinstance(action, int):
+            content = b"injected by the test proxy"
             handler.send_response(action)
             handler.send_header("Content-Type", "text/plain")
+            handler.send_header("Content-Length", str(len(content)))
             handler.end_headers()
-            handler.wfile.write(b"injected by the test proxy")
+            handler.wfile.write(content)
             return
         if isinstance(action, float):
             time.sleep(action)
@@ -161,6 +176,8 @@ class Proxy:
             if key.lower() not in _HOP_BY_HOP:
                 handler.send_header(key, value)
         handler.send_header("Content-Length", str(len(content)))
+        if handler.close_connection:
+            handler.send_header("Connection", "close")
         handler.end_headers()
         handler.wfile.write(content)
 
@@ -548,6 +565,21 @@ def test_pages_are_asked_for_several_at_once_and_audited_in_order(
     assert slow.most_searches_in_flight == SERVER_REQUESTS
     served = Counter(run_id for page in slow.search_pages for run_id in page)
     assert set(served) == set(in_order) and max(served.values()) == 1
+
+
+def test_each_search_page_comes_on_a_connection_of_its_own(mlflow_server: Server, proxy) -> None:
+    """A server's processes, or a load balancer's replicas, take connections, not requests: on
+    a kept-alive connection every page would go to the one that accepted it. Each page asks
+    for its connection to be closed; the audit's other requests keep theirs alive."""
+    from audit.sources.client import SERVER_REQUESTS
+
+    keeping = proxy(keep_alive=True)
+    _everything(keeping.uri, page_size=2)
+    searches = [seen.connection for seen in keeping.seen if "runs/search" in seen.path]
+    assert len(searches) > 1 + SERVER_REQUESTS
+    assert len(set(searches)) == len(searches)
+    others = [seen.connection for seen in keeping.seen if "runs/search" not in seen.path]
+    assert len(others) > 1 and len(set(others)) < len(others)  # kept alive where it may be
 
 
 def test_pages_of_large_runs_hold_fewer_runs(

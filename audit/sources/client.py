@@ -92,6 +92,13 @@ SERVER_REQUESTS = 3
 #: alone, 16 to 21 s three at a time), which must not become a timeout that paging one page
 #: after the other would not have met. A page alone is sized to take at most a third of it.
 SERVER_SECONDS_AHEAD = 2 / 3
+#: Each search page on a connection of its own. A kept-alive connection takes every request to
+#: the server process that accepted it (or the replica a load balancer chose for it): against
+#: `mlflow server --workers 2`, the 100,000-run audit took 90 to 145 s, as its connections
+#: happened to land (145 s with one worker doing 98% of the server's work, the other idle);
+#: closed after each page, 89 to 93 s, the workers' shares within 10% (docs/performance.md).
+#: A connection costs a millisecond or a TLS handshake; a page, seconds.
+_A_CONNECTION_EACH_PAGE = {"Connection": "close"}
 #: Seconds a request to a tracking server may wait for the server (MLFLOW_HTTP_REQUEST_TIMEOUT,
 #: connecting and between bytes of the answer). MLflow's own default is 120 s with 7 retries.
 DEFAULT_TIMEOUT = 30
@@ -354,7 +361,9 @@ class ClientSource:
         credentials = get_default_host_creds(self.store.client_uri)  # type: ignore[no-untyped-call]
         endpoint = rest_runs.SEARCH_ENDPOINT
         body = rest_runs.search_body(experiment_ids, selection.filter or "", "ALL", size, token)
-        response = http_request(credentials, endpoint, "POST", json=body)  # type: ignore[no-untyped-call]
+        response = http_request(  # type: ignore[no-untyped-call]
+            credentials, endpoint, "POST", json=body, extra_headers=_A_CONNECTION_EACH_PAGE
+        )
         if response.status_code != 200:
             verify_rest_response(response, endpoint)  # MLflow's error for the answer
         # Not verify_rest_response on success: it parses the whole page once more.
