@@ -74,8 +74,11 @@ CLIENT_PAGE_SIZE = 2_000
 SERVER_PAGE_SIZE = 5_000
 #: Runs in the first page asked of a tracking server, before the size of its runs and the time
 #: it takes for them are known: runs with hundreds of params make pages of 5,000 that a server
-#: takes over the 30 s timeout to build, and 1,000 of them 37 MB (docs/performance.md).
-SERVER_FIRST_PAGE = 500
+#: takes over the 30 s timeout to build; 500 runs with 2,000 params take it 24 s alone and
+#: 181 MB (the audit then took 1.1 GB), 100 of them 6 s and 36 MB. A page of 100 ordinary runs
+#: is mostly the server's fixed cost (0.11 s, of which 0.06 for any page), which makes its time
+#: per run, and so the time-sized pages after it, err on the small side (docs/performance.md).
+SERVER_FIRST_PAGE = 100
 #: Bytes of a server's answer a page is sized for (judged by the answers before): a page held
 #: as runs takes about three times its size of the process's memory (a 16 MB answer: 54 MB,
 #: 75 MB while parsed), and SERVER_REQUESTS of them may wait besides the one in use. The
