@@ -7,6 +7,7 @@ reference, since it reads through MLflow itself.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import json
 import sqlite3
 from pathlib import Path
@@ -575,6 +576,46 @@ def test_records_do_not_depend_on_the_batch_size(
     monkeypatch.setattr(sql, "_BATCH", 2)
     batched = outcome(collect(SqlSource, sqlite_store.uri, Selection(include_deleted=True)))
     assert batched == whole
+
+
+def test_batches_of_runs_with_many_params_hold_fewer_runs(
+    sqlite_store: Store, copy_of, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch holds as many runs as `_BATCH_ROWS` rows of params, tags and metrics allow, by the
+    rows per run of the batch before: runs with many params come a few at a time, not 500 (the
+    memory an audit takes), and their records are the same."""
+    import audit.sources.sql as sql
+
+    copy = copy_of(sqlite_store.root)
+    with sqlite3.connect(copy) as connection:
+        ids = [row[0] for row in connection.execute("SELECT run_uuid FROM runs")]
+        connection.executemany(
+            "INSERT INTO params (key, value, run_uuid) VALUES (?, ?, ?)",
+            [(f"extra_{i:03d}", "x" * 100, run_id) for run_id in ids for i in range(300)],
+        )
+    connection.close()
+    assert len(ids) > 8
+    selection = Selection(include_deleted=True)
+    whole = outcome(collect(SqlSource, f"sqlite:///{copy}", selection))
+
+    batches: list[tuple[int, int]] = []  # (runs, rows) of each batch read
+    read_details = SqlSource._details
+
+    def counted(self: SqlSource, db: Any, runs: Any, experiment_ids: Any) -> Any:
+        details = read_details(self, db, runs, experiment_ids)
+        rows = sum(len(d.params) + len(d.tags) + len(d.metrics) for d in details.values())
+        batches.append((len(runs), rows))
+        return details
+
+    monkeypatch.setattr(SqlSource, "_details", counted)
+    monkeypatch.setattr(sql, "_FIRST_BATCH", 2)
+    monkeypatch.setattr(sql, "_BATCH_ROWS", 1_000)  # about three of these runs
+    assert outcome(collect(SqlSource, f"sqlite:///{copy}", selection)) == whole
+    assert sum(runs for runs, _ in batches) == len(ids)
+    assert batches[0][0] == 2
+    for (runs_before, rows_before), (runs, _) in itertools.pairwise(batches):
+        assert runs <= max(1, 1_000 * runs_before // rows_before), batches
+    assert max(runs for runs, _ in batches) <= 3 and len(batches) >= len(ids) // 3
 
 
 def test_records_built_in_worker_processes_are_the_same_in_the_same_order(
