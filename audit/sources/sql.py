@@ -155,8 +155,8 @@ _WORKSPACE_TABLES = (
 
 _T = TypeVar("_T")
 
-#: Run ids per `IN (...)` query at most: SQLite allows 32,766 variables, and smaller batches
-#: keep the params and tags of only this many runs in memory, whatever the page size.
+#: Run ids per `IN (...)` query at most (SQLite allows 32,766 variables): a batch's params,
+#: tags and metrics are held in memory until its records are built, whatever the page size.
 _BATCH = 500
 #: Rows of params, tags and latest metrics a batch is sized for, by the rows per run of the
 #: batch before (MLflow limits a value's length, not how many a run has): 500 runs with 2,000
