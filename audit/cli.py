@@ -423,9 +423,9 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
         type=_positive_int,
         default=None,  # from the configuration, else 50000
         metavar="N",
-        help="runs per search request (default: 50000, MLflow's maximum, for SQL stores; at "
-        "most 5000 from a tracking server, fewer for large runs or a slow server; 2000 "
-        "through MLflow's client)",
+        help="runs per search request at most (default: 50000, MLflow's maximum, for SQL "
+        "stores; 5000 from a tracking server and 2000 through MLflow's client, fewer for "
+        "large runs or a slow server)",
     )
     store.add_argument(
         "--timeout",

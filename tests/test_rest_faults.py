@@ -593,7 +593,7 @@ def test_pages_of_large_runs_hold_fewer_runs(
 
     import audit.sources.client
 
-    monkeypatch.setattr(audit.sources.client, "SERVER_FIRST_PAGE", 4)
+    monkeypatch.setattr(audit.sources.client, "FIRST_PAGE", 4)
     monkeypatch.setattr(audit.sources.client, "SERVER_PAGE_BYTES", 1)
     reference = MlflowClient(mlflow_server.uri)
     experiments = [e.experiment_id for e in reference.search_experiments()]

@@ -75,7 +75,7 @@ def test_server_pages_read_without_protobuf_match_mlflows_client(
     one is audited: the same records, in the same order, as MLflow's client and entities give,
     over several pages, artifacts included."""
     from audit.evidence import canonical_json
-    from audit.sources.client import ClientSource, _pages_in_turn
+    from audit.sources.client import ClientSource, _pages_in_turn, _PageSizes
 
     def records() -> list[tuple[str, bytes]]:
         return [
@@ -90,7 +90,8 @@ def test_server_pages_read_without_protobuf_match_mlflows_client(
         experiment_ids = self._experiment_ids(selection)
         size = self._page_size(selection)
         return _pages_in_turn(
-            functools.partial(self._client_page, experiment_ids, selection, size=size)
+            functools.partial(self._client_page, experiment_ids, selection),
+            _PageSizes(size, size, 0),
         )
 
     monkeypatch.setattr(ClientSource, "_search", through_mlflows_client)
@@ -216,8 +217,9 @@ class PagedList:
         self.busy = self.most_busy = 0
         self._lock = threading.Lock()
 
-    def fetch(self, token: str | None, size: int) -> tuple[list[int], str | None, int]:
+    def fetch(self, token: str | None, size: int) -> Any:
         from audit.sources import rest_runs
+        from audit.sources.client import _Page
 
         with self._lock:
             self.busy += 1
@@ -247,9 +249,9 @@ class PagedList:
             page = self.items[start:end]
             answer_bytes = self.run_bytes(start) * len(page)
             if end >= len(self.items):
-                return page, None, answer_bytes
+                return _Page(page, None, answer_bytes)
             next_token = rest_runs.offset_token(end) if self.offsets else f"opaque-{end}"
-            return page, next_token, answer_bytes
+            return _Page(page, next_token, answer_bytes)
         finally:
             with self._lock:
                 self.busy -= 1

@@ -578,14 +578,10 @@ def test_records_do_not_depend_on_the_batch_size(
     assert batched == whole
 
 
-def test_batches_of_runs_with_many_params_hold_fewer_runs(
-    sqlite_store: Store, copy_of, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """A batch holds as many runs as `_BATCH_ROWS` rows of params, tags and metrics allow, by the
-    rows per run of the batch before: runs with many params come a few at a time, not 500 (the
-    memory an audit takes), and their records are the same."""
-    import audit.sources.sql as sql
-
+@pytest.fixture
+def many_params(sqlite_store: Store, copy_of) -> tuple[str, int]:
+    """A copy of the SQLite store whose runs have 300 params more (100 characters each): its
+    URI and how many runs it holds."""
     copy = copy_of(sqlite_store.root)
     with sqlite3.connect(copy) as connection:
         ids = [row[0] for row in connection.execute("SELECT run_uuid FROM runs")]
@@ -595,8 +591,33 @@ def test_batches_of_runs_with_many_params_hold_fewer_runs(
         )
     connection.close()
     assert len(ids) > 8
+    return f"sqlite:///{copy}", len(ids)
+
+
+def _rows(runs: Any) -> int:
+    """Params, tags and metrics of MLflow runs."""
+    return sum(len(r.data.params) + len(r.data.tags) + len(r.data.metrics) for r in runs)
+
+
+def _sized_by_the_one_before(sizes: list[tuple[int, int]], budget: int) -> None:
+    """Each batch or page (runs, rows) after the first holds no more runs than `budget` rows
+    allow by the rows per run of the one before."""
+    for (runs_before, rows_before), (runs, _) in itertools.pairwise(sizes):
+        assert runs <= max(1, budget * runs_before // rows_before), sizes
+    assert max(runs for runs, _ in sizes) <= 3, sizes
+
+
+def test_batches_of_runs_with_many_params_hold_fewer_runs(
+    many_params: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The SQL source reads params, tags and metrics for a batch of runs at a time, sized for
+    `_BATCH_ROWS` of them by the batch before: runs with many params come a few at a time, not
+    500 (the memory an audit takes), and their records are the same."""
+    import audit.sources.sql as sql
+
+    uri, count = many_params
     selection = Selection(include_deleted=True)
-    whole = outcome(collect(SqlSource, f"sqlite:///{copy}", selection))
+    whole = outcome(collect(SqlSource, uri, selection))
 
     batches: list[tuple[int, int]] = []  # (runs, rows) of each batch read
     read_details = SqlSource._details
@@ -610,12 +631,38 @@ def test_batches_of_runs_with_many_params_hold_fewer_runs(
     monkeypatch.setattr(SqlSource, "_details", counted)
     monkeypatch.setattr(sql, "_FIRST_BATCH", 2)
     monkeypatch.setattr(sql, "_BATCH_ROWS", 1_000)  # about three of these runs
-    assert outcome(collect(SqlSource, f"sqlite:///{copy}", selection)) == whole
-    assert sum(runs for runs, _ in batches) == len(ids)
-    assert batches[0][0] == 2
-    for (runs_before, rows_before), (runs, _) in itertools.pairwise(batches):
-        assert runs <= max(1, 1_000 * runs_before // rows_before), batches
-    assert max(runs for runs, _ in batches) <= 3 and len(batches) >= len(ids) // 3
+    assert outcome(collect(SqlSource, uri, selection)) == whole
+    assert sum(runs for runs, _ in batches) == count and batches[0][0] == 2
+    _sized_by_the_one_before(batches, 1_000)
+
+
+def test_pages_of_runs_with_many_params_hold_fewer_runs_through_mlflows_client(
+    many_params: tuple[str, int], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through MLflow's client (which holds a page many times over while it builds it), pages
+    are sized for CLIENT_PAGE_ROWS params, tags and metrics by the page before, the first
+    holding FIRST_PAGE runs; the records are the same."""
+    import audit.sources.client as client
+
+    uri, count = many_params
+    selection = Selection(include_deleted=True)
+    whole = outcome(collect(ClientSource, uri, selection))
+
+    pages: list[tuple[int, int]] = []  # (runs, rows) of each page read
+    read_page = ClientSource._client_page
+
+    def counted(self: ClientSource, *args: Any) -> Any:
+        page = read_page(self, *args)
+        pages.append((len(page.runs), _rows(page.runs)))
+        assert page.weight == _rows(page.runs)
+        return page
+
+    monkeypatch.setattr(ClientSource, "_client_page", counted)
+    monkeypatch.setattr(client, "FIRST_PAGE", 2)
+    monkeypatch.setattr(client, "CLIENT_PAGE_ROWS", 1_000)
+    assert outcome(collect(ClientSource, uri, selection)) == whole
+    assert sum(runs for runs, _ in pages) == count and pages[0][0] == 2
+    _sized_by_the_one_before([page for page in pages if page[0]], 1_000)
 
 
 def test_records_built_in_worker_processes_are_the_same_in_the_same_order(

@@ -66,19 +66,25 @@ _ARTIFACT_WORKERS = 8
 #: are no faster (docs/performance.md): at 2,000, an audit of 100,000 runs through the client
 #: took as long as at 5,000 and stayed under 450 MB instead of 571 MB.
 CLIENT_PAGE_SIZE = 2_000
+#: Rows of params, tags and metrics a page through MLflow's client is sized for (judged by the
+#: page before; not for `./mlruns` folders, whose store reads every run of the experiments for
+#: each page): runs of 10 params, 5 metrics and 6 tags still come 2,000 at a time, while pages
+#: of 2,000 runs with 210 params took the audit to 893 MB, and with 2,000 params to 3.0 GB.
+CLIENT_PAGE_ROWS = 50_000
 #: Runs per search request to a tracking server at most, whose answers are read without MLflow's
 #: client (`rest_runs`: a few KB held per run). The server builds a page in one go, and pays per
 #: page as well as per run (100,000 runs: 132 s of the server's time in pages of 2,000, 117 s
 #: in pages of 5,000, 100 s in pages of 50,000, which take it about 50 s each): 5,000 keeps a
 #: page well inside the request timeout. Pages of large runs hold fewer (`_pages_ahead`).
 SERVER_PAGE_SIZE = 5_000
-#: Runs in the first page asked of a tracking server, before the size of its runs and the time
-#: it takes for them are known: runs with hundreds of params make pages of 5,000 that a server
-#: takes over the 30 s timeout to build; 500 runs with 2,000 params take it 24 s alone and
-#: 181 MB (the audit then took 1.1 GB), 100 of them 6 s and 36 MB. A page of 100 ordinary runs
-#: is mostly the server's fixed cost (0.11 s, of which 0.06 for any page), which makes its time
-#: per run, and so the time-sized pages after it, err on the small side (docs/performance.md).
-SERVER_FIRST_PAGE = 100
+#: Runs in the first page asked of a tracking server or through MLflow's client, before the
+#: size of its runs and the time it takes for them are known: runs with hundreds of params make
+#: pages of 5,000 that a server takes over the 30 s timeout to build; 500 runs with 2,000 params
+#: take it 24 s alone and 181 MB (the audit then took 1.1 GB), 100 of them 6 s and 36 MB. A
+#: page of 100 ordinary runs is mostly the server's fixed cost (0.11 s, of which 0.06 for any
+#: page), which makes its time per run, and so the time-sized pages after it, err on the small
+#: side (docs/performance.md).
+FIRST_PAGE = 100
 #: Bytes of a server's answer a page is sized for (judged by the answers before): a page held
 #: as runs takes about three times its size of the process's memory (a 16 MB answer: 54 MB,
 #: 75 MB while parsed), and SERVER_REQUESTS of them may wait besides the one in use. The
@@ -305,19 +311,29 @@ class ClientSource:
         if not experiment_ids:
             return
         size = self._page_size(selection)
+        first = min(size, FIRST_PAGE)
         pages: Iterator[list[Any]]
         if self.store.kind in ("http", "databricks"):
-            read = self._server_page if self.store.kind == "http" else self._client_page
+            read, weight = (
+                (self._server_page, SERVER_PAGE_BYTES)
+                if self.store.kind == "http"
+                else (self._client_page, CLIENT_PAGE_ROWS)
+            )
             pages = _pages_ahead(
                 functools.partial(read, experiment_ids, selection),
                 SERVER_REQUESTS,
                 selection.max_runs,
-                sizes=_PageSizes(min(size, SERVER_FIRST_PAGE), size, SERVER_PAGE_BYTES),
+                sizes=_PageSizes(first, size, weight),
                 seconds_ahead=_request_timeout() * SERVER_SECONDS_AHEAD,
             )
         else:
+            sizes = (
+                _PageSizes(size, size, 0)
+                if self.store.kind == "file"
+                else _PageSizes(first, size, CLIENT_PAGE_ROWS)
+            )
             pages = _pages_in_turn(
-                functools.partial(self._client_page, experiment_ids, selection, size=size)
+                functools.partial(self._client_page, experiment_ids, selection), sizes
             )
         for page in pages:
             if not selection.include_deleted:
@@ -349,7 +365,9 @@ class ClientSource:
             max_results=size,
             page_token=token,
         )
-        return _Page(list(page), page.token or None)
+        runs = list(page)
+        rows = sum(len(r.data.params) + len(r.data.tags) + len(r.data.metrics) for r in runs)
+        return _Page(runs, page.token or None, rows)
 
     def _server_page(
         self, experiment_ids: list[str], selection: Selection, token: str | None, size: int
@@ -620,12 +638,13 @@ class _Selected:
 
 
 class _Page(NamedTuple):
-    """A page of a search: its runs, the next page's token (None after the last page), and the
-    size of the server's answer in bytes (0 where MLflow's client read it)."""
+    """A page of a search: its runs, the next page's token (None after the last page), and what
+    it weighs in the unit its pages are sized by (`_PageSizes.weight`): the bytes of a server's
+    answer, or the rows (params, tags and metrics) of the runs MLflow's client read."""
 
     runs: list[Any]
     token: str | None
-    size: int = 0
+    weight: int = 0
 
 
 def _merge_explicit(items: list[_Selected]) -> list[_Selected]:
@@ -644,24 +663,38 @@ def _merge_explicit(items: list[_Selected]) -> list[_Selected]:
     return list(merged.values())
 
 
-def _pages_in_turn(fetch: Callable[[str | None], _Page]) -> Iterator[list[Any]]:
-    """Every non-empty page of a search, each asked for once the one before has been used."""
+def _pages_in_turn(
+    fetch: Callable[[str | None, int], _Page], sizes: _PageSizes
+) -> Iterator[list[Any]]:
+    """Every non-empty page of a search, each asked for once the one before has been used:
+    `sizes.first` runs in the first, then as many as `_weighed` allows."""
     token = None
+    size = sizes.first
     while True:
-        runs, token, _size = fetch(token)
-        if runs:
-            yield runs
+        page = fetch(token, size)
+        token = page.token
+        size = _weighed(page, sizes, sizes.largest)
+        if page.runs:
+            yield page.runs
         if token is None:
             return
 
 
+def _weighed(page: _Page, sizes: _PageSizes, largest: int) -> int:
+    """Runs in the page after `page`: up to `largest`, and as many as fit in `sizes.weight` by
+    the weight per run of `page`."""
+    if page.runs and page.weight and sizes.weight:
+        return max(1, min(largest, sizes.weight * len(page.runs) // page.weight))
+    return largest
+
+
 class _PageSizes(NamedTuple):
-    """Runs per page of a search: in the first page; at most; and bytes of answer a page is
-    sized for (0: none)."""
+    """Runs per page of a search: in the first page; at most; and the weight a page is sized for
+    (`_Page.weight`; 0: none)."""
 
     first: int
     largest: int
-    answer_bytes: int
+    weight: int
 
 
 def _pages_ahead(
@@ -685,14 +718,14 @@ def _pages_ahead(
     `limit` runs (--max-runs) is asked for ahead.
 
     Pages are sized by what the answers before showed: `sizes.first` runs in the first page,
-    asked for alone; then as many as fit in `sizes.answer_bytes` (by the bytes per run of the
-    last answer) and as the server would answer alone in a `requests`th of `seconds_ahead` (by
-    the first page's time per run), up to `sizes.largest` or the fewest runs the server
-    answered for a full page. Were the server to build pages one after the other, `requests`
-    of them at once would then each be answered within `seconds_ahead`; after an answer over
-    that time one fewer is asked for at once, after one fast enough for it one more. At most
-    `requests` pages are held beyond the one in use; an error fetching a page is raised where
-    that page would be.
+    asked for alone; then as many as fit in `sizes.weight` (by the weight per run of the last
+    answer: its bytes, or its rows) and as the server would answer alone in a `requests`th of
+    `seconds_ahead` (by the first page's time per run), up to `sizes.largest` or the fewest runs
+    the server answered for a full page. Were the server to build pages one after the other,
+    `requests` of them at once would then each be answered within `seconds_ahead`; after an
+    answer over that time one fewer is asked for at once, after one fast enough for it one
+    more. At most `requests` pages are held beyond the one in use; an error fetching a page is
+    raised where that page would be.
     """
 
     def timed(token: str | None, size: int) -> tuple[_Page, float]:
@@ -713,7 +746,8 @@ def _pages_ahead(
         try:
             while pending:
                 asked = pending.popleft()
-                (runs, token, answer_bytes), seconds = asked.answer.result()
+                page, seconds = asked.answer.result()
+                runs, token = page.runs, page.token
                 if token is None or (pending and pending[0].token != token):
                     for each in pending:
                         each.answer.cancel()  # those running already finish unused
@@ -725,9 +759,7 @@ def _pages_ahead(
                     if runs and asked.token is None:
                         # The first page, asked for alone: the server's time per run.
                         seconds_per_run = seconds / len(runs)
-                    size = largest
-                    if runs and answer_bytes and sizes.answer_bytes:
-                        size = min(size, sizes.answer_bytes * len(runs) // answer_bytes)
+                    size = _weighed(page, sizes, largest)
                     if seconds_per_run:
                         # Were the server to build pages one after the other, `requests` of
                         # them at once would each be answered within seconds_ahead.
