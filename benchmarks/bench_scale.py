@@ -70,7 +70,7 @@ print(rows)
 # records (`records`) or after their canonical JSON and sha256 (`digests`: the least a run costs
 # when each result carries its evidence digest) cut out: each run's result is its id alone.
 _AUDIT_FLOOR = """
-import hashlib, sys
+import sys
 import audit.api, audit.evidence as ev, audit.sources.sql as sql
 from audit.evaluation import EvaluatedRun
 from audit.result import RunResult
@@ -80,7 +80,7 @@ def record_only(facts):
         return {"run": {"id": facts.run_id}}, ""
     record = ev._unredacted_record(facts)
     if sys.argv[2] == "digests":
-        return record, hashlib.sha256(ev.canonical_json(record)).hexdigest()
+        return record, ev.sha256_hex(record)
     return record, ""
 
 class IdOnly:
