@@ -43,7 +43,12 @@ from audit.sources.artifacts import (
     no_files,
     read_run_files,
 )
-from audit.sources.common import RegistryIndex, charted_metric_keys, describe_http_failure
+from audit.sources.common import (
+    RegistryIndex,
+    charted_metric_keys,
+    describe_http_failure,
+    runs_that_fit,
+)
 from audit.sources.store import TrackingStore, check_schema_revision
 
 if TYPE_CHECKING:
@@ -683,9 +688,7 @@ def _pages_in_turn(
 def _weighed(page: _Page, sizes: _PageSizes, largest: int) -> int:
     """Runs in the page after `page`: up to `largest`, and as many as fit in `sizes.weight` by
     the weight per run of `page`."""
-    if page.runs and page.weight and sizes.weight:
-        return max(1, min(largest, sizes.weight * len(page.runs) // page.weight))
-    return largest
+    return runs_that_fit(sizes.weight, len(page.runs), page.weight, largest)
 
 
 class _PageSizes(NamedTuple):

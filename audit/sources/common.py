@@ -1,6 +1,6 @@
-"""What every source does the same way once it has read MLflow's rows: index the model registry,
-pick the metrics whose histories a report charts, and say in a few words why a request to a
-server failed."""
+"""What every source does the same way once it has read MLflow's rows: size the next page or
+batch by the last, index the model registry, pick the metrics whose histories a report charts,
+and say in a few words why a request to a server failed."""
 
 from __future__ import annotations
 
@@ -15,7 +15,22 @@ from typing import Any
 from audit.evidence import RegisteredVersionFacts
 from audit.sources import MAX_CHARTED_METRICS
 
-__all__ = ["HttpFailure", "RegistryIndex", "charted_metric_keys", "describe_http_failure"]
+__all__ = [
+    "HttpFailure",
+    "RegistryIndex",
+    "charted_metric_keys",
+    "describe_http_failure",
+    "runs_that_fit",
+]
+
+
+def runs_that_fit(budget: int, runs: int, weight: int, largest: int) -> int:
+    """Runs in the next page or batch: as many as fit in `budget` by the weight per run of the
+    last (`runs` runs that weighed `weight`: bytes of an answer, or rows), at least one and at
+    most `largest`; `largest` where either weight is unknown (0)."""
+    if runs and weight and budget:
+        return max(1, min(largest, budget * runs // weight))
+    return largest
 
 
 class RegistryIndex:

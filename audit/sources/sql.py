@@ -69,7 +69,7 @@ from audit.sources.artifacts import (
     is_local,
     read_run_files,
 )
-from audit.sources.common import RegistryIndex, charted_metric_keys
+from audit.sources.common import RegistryIndex, charted_metric_keys, runs_that_fit
 from audit.sources.store import (
     TrackingStore,
     installed_schema_revision,
@@ -806,7 +806,7 @@ class SqlSource:
             runs = [item.run for item in batch]
             details = self._details(db, runs, experiment_ids)
             rows = sum(len(d.params) + len(d.tags) + len(d.metrics) for d in details.values())
-            self._batch_runs = max(1, min(_BATCH, _BATCH_ROWS * len(batch) // max(1, rows)))
+            self._batch_runs = runs_that_fit(_BATCH_ROWS, len(batch), rows, _BATCH)
             files = self._files(runs, details, needs)
             for item, run_files in zip(batch, files, strict=True):
                 facts = self._facts(
