@@ -20,6 +20,14 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_GAPS, EXIT_INCOMPLETE = 0, 1, 2
 
 _EPILOG = """\
+outcomes:
+  Every rule is decided on every run: pass (with the evidence it passed on),
+  fail (a gap, with the provisions it is relevant to and the fix), waived, not
+  applicable (its subject is absent: no model, no dataset) or unknown (MLflow's
+  record cannot show it either way). Not applicable and unknown never fail the
+  gate; the score counts the applicable rule evaluations, an unknown one as not
+  passed. Runs are listed worst first: most errors, then warnings, then unknown.
+
 exit codes:
   0  no open finding at or above --fail-on, and the score reaches --min-score
   1  gaps at or above --fail-on that no waiver accepts, or a score below
@@ -102,8 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="audit runs against a policy and fail on gaps (the CI gate)",
         description=_fill(
             "Collect runs from an MLflow tracking store (read-only), validate each against a "
-            "policy, print every gap with the provisions it breaks and how to fix it, and exit 1 "
-            "when gaps at or above --fail-on exist."
+            "policy, decide every rule on every run (pass with its evidence, fail, not "
+            "applicable, unknown, waived), print every gap with the provisions it is relevant "
+            "to and how to fix it, and exit 1 when gaps at or above --fail-on exist."
         ),
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -452,7 +461,8 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
         "--min-score",
         type=_percentage,
         metavar="N",
-        help="also fail when fewer than N percent of rule evaluations pass (0-100)",
+        help="also fail when fewer than N percent of the applicable rule evaluations pass "
+        "(0-100; unknown ones count as not passed)",
     )
     policy.add_argument(
         "--waivers",
@@ -922,9 +932,14 @@ def _run_policy(args: argparse.Namespace) -> int:
     for rule in policy.rules:
         lines += ["", f"{rule.severity:<8}{rule.id}  [{rule.category}]"]
         lines += wrap(rule.title, " " * 8)
+        lines += wrap(f"gap: {rule.gap_text}", " " * 8, hang=5)
+        if rule.not_applicable:
+            lines += wrap(f"not applicable when: {rule.not_applicable}", " " * 8, hang=21)
+        if rule.unknown:
+            lines += wrap(f"unknown when: {rule.unknown}", " " * 8, hang=14)
         citations = ", ".join(catalog[p].citation for p in rule.provisions)
         if citations:
-            lines += wrap(f"provisions: {citations}", " " * 8, hang=12)
+            lines += wrap(f"relevant to: {citations}", " " * 8, hang=13)
         lines += wrap(f"fix: {rule.remediation}", " " * 8, hang=5)
     print("\n".join(lines))
     return EXIT_OK

@@ -3,55 +3,93 @@
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from audit import __version__
+from audit.describe import brief, entries_text, evidence_text, item_label, nearby, node_at
 from audit.evidence import sha256_hex
 from audit.policy import Policy, Rule, Violation
-from audit.result import AuditResult, FailOn, Finding, RunResult, sort_findings
+from audit.result import (
+    AuditResult,
+    Evidence,
+    FailOn,
+    Finding,
+    RunResult,
+    sort_findings,
+    worst_first,
+)
 from audit.sources import CollectedRun
 from audit.waivers import RunScope, WaiverSet
 
 
-def _clip(text: str) -> str:
-    return text if len(text) <= 60 else text[:57] + "..."
+class Verdict(NamedTuple):
+    """What the policy decided on one record: the findings of the rules that apply and can be
+    decided, and the rules that do not apply or cannot be decided from MLflow's record."""
+
+    findings: tuple[Finding, ...]
+    not_applicable: tuple[str, ...]
+    unknown: tuple[str, ...]
 
 
-def _brief(value: Any) -> str:
-    """A value as JSON, cut short: what a reader needs to recognise it."""
-    if isinstance(value, str):
-        return json.dumps(_clip(value), ensure_ascii=False)
-    if value is None or isinstance(value, bool | int | float):
-        return json.dumps(value)
-    return type(value).__name__
+def judge_record(record: Mapping[str, Any], policy: Policy) -> Verdict:
+    """Every rule of the policy decided on one record. A rule whose `applies_if` the record
+    does not meet is not applicable, one whose `known_if` it does not meet is unknown; their
+    failing constraints are no findings. The rest fail with a finding per place, or pass."""
+    not_applicable, unknown = policy.undecided(record)
+    undecided = set(not_applicable) | set(unknown) if not_applicable or unknown else ()
+    findings: dict[tuple[str, str], Finding] = {}
+    for violation in policy.violations(record):
+        rule = violation.rule
+        key = (rule.id, violation.pointer)
+        if key in findings or rule.id in undecided:
+            continue
+        findings[key] = _finding(
+            rule,
+            violation.pointer,
+            _observation(violation, record),
+            policy.remediation(rule, record),
+        )
+    for finding in _secret_findings(record):
+        findings[(finding.rule_id, finding.pointer)] = finding
+    return Verdict(
+        sort_findings(findings.values(), policy.rule_order),
+        _shared(not_applicable),
+        _shared(unknown),
+    )
 
 
 def evaluate_record(record: Mapping[str, Any], policy: Policy) -> tuple[Finding, ...]:
     """The findings for one evidence record, most severe first; one per rule and place."""
-    findings: dict[tuple[str, str], Finding] = {}
-    for violation in policy.violations(record):
-        key = (violation.rule.id, violation.pointer)
-        if key in findings:
-            continue
-        findings[key] = _finding(violation.rule, violation.pointer, _observation(violation, record))
-    for finding in _secret_findings(record):
-        findings[(finding.rule_id, finding.pointer)] = finding
-    return sort_findings(findings.values(), policy.rule_order)
+    return judge_record(record, policy).findings
 
 
-#: Findings already made, by rule, place and message: most runs of a store share their gaps
-#: ("/data/version: missing"), and a finding is immutable, so runs share one object instead of
-#: each holding its own (about 1 KB per run of an audit that keeps 100,000 results; a batch of
-#: results from a worker process pickles each shared finding once). Bounded: cleared when full.
-_FINDINGS: dict[tuple[int, str, str], tuple[Rule, Finding]] = {}
+#: Most runs share their lists of undecided rules: one tuple for all of them.
+_SHARED_IDS: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _shared(ids: tuple[str, ...]) -> tuple[str, ...]:
+    if not ids:
+        return ()
+    if len(_SHARED_IDS) >= 4096:
+        _SHARED_IDS.clear()
+    return _SHARED_IDS.setdefault(ids, ids)
+
+
+#: Findings already made, by rule, place, message and fix: most runs of a store share their
+#: gaps ("/data/version: missing"), and a finding is immutable, so runs share one object
+#: instead of each holding its own (about 1 KB per run of an audit that keeps 100,000 results;
+#: a batch of results from a worker process pickles each shared finding once). Bounded:
+#: cleared when full.
+_FINDINGS: dict[tuple[int, str, str, str], tuple[Rule, Finding]] = {}
 _FINDINGS_HELD = 50_000
 
 
-def _finding(rule: Rule, pointer: str, message: str) -> Finding:
-    key = (id(rule), pointer, message)
+def _finding(rule: Rule, pointer: str, message: str, remediation: str) -> Finding:
+    key = (id(rule), pointer, message, remediation)
     held = _FINDINGS.get(key)
     if held is not None and held[0] is rule:  # the rule held with it keeps its id unique
         return held[1]
@@ -63,7 +101,8 @@ def _finding(rule: Rule, pointer: str, message: str) -> Finding:
         pointer=pointer,
         message=message,
         provisions=rule.provisions,
-        remediation=rule.remediation,
+        remediation=remediation,
+        gap=rule.gap_text,
     )
     if len(_FINDINGS) >= _FINDINGS_HELD:
         _FINDINGS.clear()
@@ -96,7 +135,8 @@ class RunEvaluator:
     def __call__(self, item: CollectedRun) -> EvaluatedRun:
         record = item.record
         run = record["run"]
-        findings, matches = _waive(evaluate_record(record, self.policy), record, self.waivers)
+        verdict = judge_record(record, self.policy)
+        findings, matches = _waive(verdict.findings, record, self.waivers)
         result = RunResult(
             run_id=run["id"],
             run_name=run["name"],
@@ -106,8 +146,24 @@ class RunEvaluator:
             findings=findings,
             selected_by=item.selected_by,
             model_versions=tuple(str(v) for v in item.model_versions),
+            not_applicable=verdict.not_applicable,
+            unknown=verdict.unknown,
+            evidence=pass_evidence(record, self.policy, verdict) if self.keep else None,
         )
         return EvaluatedRun(result, item if self.keep else None, matches)
+
+
+def pass_evidence(
+    record: Mapping[str, Any], policy: Policy, verdict: Verdict
+) -> dict[str, Evidence]:
+    """What satisfied each rule that passes on the record: the places, and them in words."""
+    failed = {finding.rule_id for finding in verdict.findings}
+    undecided = {*verdict.not_applicable, *verdict.unknown}
+    evidence = {}
+    for rule_id, pointers in policy.satisfied_by(record).items():
+        if rule_id not in failed and rule_id not in undecided:
+            evidence[rule_id] = Evidence(evidence_text(record, pointers), pointers)
+    return evidence
 
 
 def evaluate(
@@ -151,7 +207,7 @@ def evaluate(
         selection=dict(selection or {}),
         policy=policy.to_dict(),
         rules=policy.rules,
-        runs=runs,
+        runs=worst_first(runs),
         fail_on=fail_on,
         min_score=min_score,
         truncated=truncated_at is not None and len(runs) >= truncated_at,
@@ -180,9 +236,11 @@ def _waive(
 
 
 def _observation(violation: Violation, record: Mapping[str, Any]) -> str:
-    """What the evidence shows at the failing place, in a few words."""
+    """What the evidence shows at the failing place, in a few words, with what is nearby."""
     instance = violation.instance
     keyword = violation.keyword
+    pointer = violation.pointer
+    section = pointer.split("/")[1] if pointer.count("/") >= 1 else ""
     if keyword == "required":
         detail = "missing"
     elif instance is None or instance == "":
@@ -192,53 +250,47 @@ def _observation(violation: Violation, record: Mapping[str, Any]) -> str:
     ):
         detail = "none recorded"
     elif keyword == "contains":
-        detail = f"{len(instance)} recorded, none meets the rule"
+        detail = f"{len(instance)} recorded, none meets the rule: {entries_text(section, instance)}"
     elif keyword in ("const", "enum", "not"):
-        detail = f"is {_brief(instance)}"
+        detail = f"is {brief(instance)}"
     elif keyword == "pattern":
-        detail = f"{_brief(instance)} is not in the expected form"
+        detail = f"{brief(instance)} is not in the expected form"
     elif keyword in ("anyOf", "oneOf"):
         detail = "no accepted form of evidence found"
     elif keyword == "type":
-        detail = f"{_brief(instance)} has the wrong type"
+        detail = f"{brief(instance)} has the wrong type"
     else:
         detail = " ".join(violation.message.split())[:200]
-    label = item_label(record, violation.pointer)
-    where = f"{violation.pointer} ({label})" if label else violation.pointer or "/"
+    found_nearby = nearby(record, pointer)
+    if found_nearby:
+        detail = f"{detail}; found {found_nearby}"
+    label = item_label(record, pointer)
+    template = violation.rule.message
+    if template:
+        return _fill(template, where=pointer or "/", label=label or "", found=detail)
+    where = f"{pointer} ({label})" if label else pointer or "/"
     return f"{where}: {detail}"
 
 
-def item_label(record: Mapping[str, Any], pointer: str) -> str | None:
-    """Name the list entry a pointer goes through (a dataset, a requirement, a metric)."""
-    parts = pointer.split("/")[1:]
-    if not any(part.isdigit() for part in parts):
-        return None  # a label names a list entry, which only an index reaches
-    node: Any = record
-    label = None
-    for part in parts:
-        part = part.replace("~1", "/").replace("~0", "~")
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-            if isinstance(node, Mapping):
-                for key in ("line", "key", "name", "uri"):
-                    if isinstance(node.get(key), str):
-                        label = _clip(node[key])
-                        break
-        elif isinstance(node, Mapping) and part in node:
-            node = node[part]
-        else:
-            break
-    return label
+_PLACEHOLDER = re.compile(r"\{(where|label|found)\}")
+
+
+def _fill(template: str, **values: str) -> str:
+    """The policy's message with its placeholders replaced. Not `str.format`: the template
+    comes from a policy file and must not reach attributes of the values."""
+    return _PLACEHOLDER.sub(lambda match: values[match.group(1)], template)
 
 
 # --------------------------------------------------------------------------- logged secrets
 
 SECRETS_RULE_ID = "secrets.logged"
-_SECRETS_TITLE = "Credentials logged to MLflow"
-# Art. 15(1) asks that a high-risk system be designed and developed with appropriate
-# cybersecurity; a credential to the data store, model hub or registry in readable run data opens
-# the training data and the model to tampering (the poisoning Art. 15(5) names).
-_SECRETS_PROVISIONS = ("eu-ai-act/art-15/1",)
+_SECRETS_TITLE = "No credentials are logged to MLflow"
+_SECRETS_GAP = "A credential is logged to MLflow"
+# Art. 15(5) asks for resilience against unauthorised third parties, naming attacks on the
+# training data (data poisoning) and on pre-trained components (model poisoning); a credential to
+# the data store, model hub or registry in readable run data opens exactly those paths. (For a
+# credential to an unrelated service it is a security problem the text does not name.)
+_SECRETS_PROVISIONS = ("eu-ai-act/art-15/5",)
 # One text for every place a secret can sit: outputs show a rule's remediation once for all its
 # findings in a run, and the message names the place.
 _SECRETS_REMEDIATION = (
@@ -269,6 +321,7 @@ def _secret_findings(record: Mapping[str, Any]) -> list[Finding]:
             "shown as [redacted]",
             provisions=_SECRETS_PROVISIONS,
             remediation=_SECRETS_REMEDIATION,
+            gap=_SECRETS_GAP,
         )
         for pointer in (pointers if isinstance(pointers, list) else ())
         if isinstance(pointer, str)
@@ -283,10 +336,10 @@ def _secret_place(record: Mapping[str, Any], pointer: str) -> str:
     if len(parts) == 2 and parts[0] == "tags":
         return f"tag {json.dumps(parts[1], ensure_ascii=False)}"
     if len(parts) >= 5 and parts[0] == "models" and parts[2] == "registered_versions":
-        version = _node(record, parts[:4])
+        version = node_at(record, "/" + "/".join(pointer.split("/")[1:5]))
         if isinstance(version, Mapping):
             where = (
-                f"registered model {_brief(version.get('name'))} version {version.get('version')}"
+                f"registered model {brief(version.get('name'))} version {version.get('version')}"
             )
             if parts[4] == "tags" and len(parts) == 6:
                 return f"tag {json.dumps(parts[5], ensure_ascii=False)} of {where}"
@@ -298,15 +351,3 @@ def _secret_place(record: Mapping[str, Any], pointer: str) -> str:
         return "run name, tag mlflow.runName"
     label = item_label(record, pointer)
     return f"in {label}" if label else "in the run's data"
-
-
-def _node(record: Mapping[str, Any], parts: list[str]) -> Any:
-    node: Any = record
-    for part in parts:
-        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        elif isinstance(node, Mapping) and part in node:
-            node = node[part]
-        else:
-            return None
-    return node

@@ -27,7 +27,7 @@ import yaml
 
 from audit.redaction import redact
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 
 #: Longest string kept from MLflow. MLflow itself caps tag values at 8,000 characters.
 MAX_TEXT = 16_384
@@ -498,8 +498,13 @@ def _source_section(tags: Mapping[str, str]) -> dict[str, Any]:
     repo_url = tags.get("mlflow.source.git.repoURL") or tags.get("mlflow.databricks.gitRepoUrl")
     dirty = tags.get("mlflow.source.git.dirty")
     basename = re.split(r"[\\/]", name)[-1].lower() if name else ""
-    interactive = (source_type or "").upper() == "NOTEBOOK" or (
-        basename in _INTERACTIVE_SOURCES or basename.endswith(".ipynb")
+    # Unknown (None) when MLflow recorded neither the source type nor its name.
+    interactive = (
+        None
+        if source_type is None and name is None
+        else (source_type or "").upper() == "NOTEBOOK"
+        or basename in _INTERACTIVE_SOURCES
+        or basename.endswith(".ipynb")
     )
     return {
         "type": source_type,
@@ -560,34 +565,119 @@ def _dataset_entry(dataset: DatasetFacts) -> dict[str, Any]:
     }
 
 
-def _data_section(datasets: Iterable[DatasetFacts]) -> dict[str, list[dict[str, Any]]]:
+#: How a dataset's role (training or evaluation) was known, strongest first: the context it was
+#: logged with; the same content (digest) as a training dataset; MLflow's link between a metric
+#: and the dataset it was computed on; its name alone.
+ROLE_SOURCES = ("context", "digest", "metric", "name")
+
+
+class _Roles:
+    """The role of each dataset input of a run, and of each metric, from the evidence MLflow
+    holds (see `ROLE_SOURCES`)."""
+
+    def __init__(self, facts: RunFacts) -> None:
+        self.links: dict[str, list[ModelMetricFacts]] = {}
+        for model in facts.logged_models:
+            for linked in model.metrics:
+                if linked.dataset_name is not None or linked.dataset_digest is not None:
+                    self.links.setdefault(linked.key, []).append(linked)
+        linked_keys: dict[tuple[str | None, str | None], set[str]] = {}
+        for key, links in self.links.items():
+            for link in links:
+                linked_keys.setdefault((link.dataset_name, link.dataset_digest), set()).add(key)
+        self.training_digests = {
+            d.digest
+            for d in facts.datasets
+            if d.digest and dataset_context(d.context) == "training"
+        }
+        self.of: dict[DatasetFacts, tuple[str, str | None]] = {}
+        self.by_name: dict[str, tuple[DatasetFacts, str]] = {}
+        for dataset in facts.datasets:
+            role = self._dataset_role(dataset, linked_keys.get((dataset.name, dataset.digest)))
+            self.of[dataset] = role
+            if dataset.name and dataset.name not in self.by_name:
+                self.by_name[dataset.name] = (dataset, role[0])
+
+    def _dataset_role(
+        self, dataset: DatasetFacts, linked_keys: set[str] | None
+    ) -> tuple[str, str | None]:
+        context = dataset_context(dataset.context)
+        same_as_training = bool(dataset.digest) and dataset.digest in self.training_digests
+        if context == "training":
+            return "training", "context"
+        if same_as_training:
+            # Logged for evaluation, yet the training data itself (LightGBM and XGBoost log
+            # the training set again when it is passed as a validation set): not held out.
+            return "training", "digest"
+        if context == "evaluation":
+            return "evaluation", "context"
+        if linked_keys:
+            if all(_TRAINING_METRIC_PREFIX.match(key) for key in linked_keys):
+                return "training", "metric"
+            return "evaluation", "metric"
+        named = _name_role(dataset.name or "")
+        return (named, "name") if named else ("other", None)
+
+    def metric(
+        self, key: str, value: float
+    ) -> tuple[str | None, str | None, dict[str, Any] | None]:
+        """(context, context_from, dataset) of a metric: from MLflow's link to the dataset it
+        was computed on (a dataset that is not the training set is evaluation data), else from
+        its name: an autologged validation set's name (LightGBM, XGBoost: ``valid-auc``), a
+        prefix (``val_loss``, ``test_accuracy``) or autologging's suffix (``f1_score_X_test``)."""
+        links = self.links.get(key)
+        if links:
+            # The link whose value matches the run's latest value, then a stable order.
+            link = min(
+                links,
+                key=lambda m: (m.value != value, m.dataset_name or "", m.dataset_digest or ""),
+            )
+            dataset = {"name": _optional_text(link.dataset_name), "digest": link.dataset_digest}
+            training = (link.dataset_digest in self.training_digests) or any(
+                role == ("training", "metric")
+                and (d.name, d.digest) == (link.dataset_name, link.dataset_digest)
+                for d, role in self.of.items()
+            )
+            return ("training" if training else "evaluation"), "dataset", dataset
+        prefix = _LIBRARY_METRIC.match(key)
+        if prefix and prefix.group(1) in self.by_name:
+            found, role = self.by_name[prefix.group(1)]
+            if role in ("training", "evaluation"):
+                return role, "name", {"name": _optional_text(found.name), "digest": found.digest}
+        named = _name_context(key)
+        return named, ("name" if named else None), None
+
+
+def _data_section(facts: RunFacts, roles: _Roles) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = {"training": [], "evaluation": [], "other": []}
-    for dataset in datasets:
-        groups[dataset_context(dataset.context)].append(_dataset_entry(dataset))
+    for dataset in facts.datasets:
+        role, role_from = roles.of[dataset]
+        groups[role].append({**_dataset_entry(dataset), "role_from": role_from})
     for entries in groups.values():
         entries.sort(key=lambda d: (d["name"] or "", d["digest"] or "", d["context"] or ""))
     return groups
 
 
-def _metric_context(
-    key: str, links: Sequence[ModelMetricFacts], datasets: Sequence[DatasetFacts]
-) -> tuple[str | None, str | None, dict[str, Any] | None]:
-    """Which data a metric was computed on, as (context, context_from, dataset): from MLflow 3's
-    link to a dataset the run logged as input, else from a train_/val_/test_ name prefix."""
-    dataset = None
-    if links:
-        link = links[0]
-        dataset = {"name": _optional_text(link.dataset_name), "digest": link.dataset_digest}
-        contexts = {
-            dataset_context(d.context)
-            for d in datasets
-            if d.name == link.dataset_name and d.digest == link.dataset_digest
-        }
-        for context in ("evaluation", "training"):
-            if context in contexts:
-                return context, "dataset", dataset
-    named = _name_context(key)
-    return named, ("name" if named else None), dataset
+# A dataset or variable name that says which data it is: `train_data`, `X_test`, `iris-valid`.
+_TRAINING_NAME = re.compile(r"(?<![a-z])(train|training)(?![a-z])")
+_EVALUATION_NAME = re.compile(
+    r"(?<![a-z])(test|testing|val|valid|validation|eval|evaluation|holdout)(?![a-z])"
+)
+# `{name}-{metric}`: LightGBM's and XGBoost's metrics on a named validation set.
+_LIBRARY_METRIC = re.compile(r"^([^-]+)-.")
+# `{metric}[-{n}]_{variable}[-{n}]`: scikit-learn autologging's metrics after training, named
+# by the variable passed to predict or score (`f1_score_X_test`, `LogisticRegression_score_X_val`).
+_AUTOLOG_SUFFIX = re.compile(r"_([A-Za-z][A-Za-z0-9]*(?:_[A-Za-z0-9]+)?)(?:-[0-9]+)?$")
+
+
+def _name_role(name: str) -> str | None:
+    """What a name alone says: training, evaluation, or nothing (neither, or both)."""
+    lowered = name.lower()
+    training = _TRAINING_NAME.search(lowered) is not None
+    evaluation = _EVALUATION_NAME.search(lowered) is not None
+    if training == evaluation:
+        return None
+    return "training" if training else "evaluation"
 
 
 @functools.lru_cache(maxsize=8192)
@@ -596,15 +686,15 @@ def _name_context(key: str) -> str | None:
         return "evaluation"
     if _TRAINING_METRIC_PREFIX.match(key):
         return "training"
+    suffix = _AUTOLOG_SUFFIX.search(key)
+    if suffix and suffix.start() > 0:
+        return _name_role(suffix.group(1))
     return None
 
 
-def _metrics_sections(facts: RunFacts) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    links: dict[str, list[ModelMetricFacts]] = {}
-    for model in facts.logged_models:
-        for linked in model.metrics:
-            if linked.dataset_name is not None or linked.dataset_digest is not None:
-                links.setdefault(linked.key, []).append(linked)
+def _metrics_sections(
+    facts: RunFacts, roles: _Roles
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     metrics: list[dict[str, Any]] = []
     system: list[dict[str, Any]] = []
     for metric in sorted(facts.metrics, key=lambda m: m.key):
@@ -617,21 +707,7 @@ def _metrics_sections(facts: RunFacts) -> tuple[list[dict[str, Any]], list[dict[
         if metric.key.startswith("system/"):
             system.append(entry)
             continue
-        # Prefer the link whose value matches the run's latest value, then a stable order.
-        metric_links = links.get(metric.key)
-        candidates = (
-            sorted(
-                metric_links,
-                key=lambda m: (
-                    m.value != metric.value,
-                    m.dataset_name or "",
-                    m.dataset_digest or "",
-                ),
-            )
-            if metric_links
-            else []
-        )
-        context, context_from, dataset = _metric_context(metric.key, candidates, facts.datasets)
+        context, context_from, dataset = roles.metric(metric.key, metric.value)
         entry.update(context=context, context_from=context_from, dataset=dataset)
         metrics.append(entry)
     return metrics, system
@@ -944,7 +1020,8 @@ def _unredacted_record(facts: RunFacts) -> dict[str, Any]:
     """The record as `record_and_digest` screens it for secrets (benchmarks/bench_scale.py
     --floor builds only this)."""
     models, file_sets = _models_section(facts)
-    metrics, system_metrics = _metrics_sections(facts)
+    roles = _Roles(facts)
+    metrics, system_metrics = _metrics_sections(facts, roles)
     notes = sorted(
         {
             note
@@ -958,7 +1035,7 @@ def _unredacted_record(facts: RunFacts) -> dict[str, Any]:
         "schema_version": SCHEMA_VERSION,
         "run": _run_section(facts),
         "source": _source_section(facts.tags),
-        "data": _data_section(facts.datasets),
+        "data": _data_section(facts, roles),
         "hyperparameters": _bounded_map(sorted(facts.params.items())),
         "metrics": metrics,
         "system_metrics": system_metrics,

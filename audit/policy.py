@@ -22,6 +22,17 @@ from audit.evidence import sha256_hex
 from audit.provisions import load_catalog
 from audit.resources import schema_path
 from audit.sources import CollectionNeeds
+from audit.validators import (
+    DATA_KEYWORDS,
+    DEFAULT_ENGINE,
+    ENGINES,
+    Engine,
+    EngineName,
+    PythonEngine,
+    RustEngine,
+    absolute_refs,
+    resource_uri,
+)
 
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
@@ -33,7 +44,7 @@ BUILTIN_PREFIX = "urn:mlflow-audit:policy:"
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
 _MAX_POLICY_BYTES = 4 << 20
 # Keywords whose values are data, not subschemas: never searched for annotations.
-_DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples", "x-audit", "x-audit-policy"})
+_DATA_KEYWORDS = DATA_KEYWORDS
 _MAX_LOCATION_DEPTH = 12
 # Keywords whose subschemas apply to the items (or values) of the instance, not to itself.
 _ITEM_KEYWORDS = frozenset(
@@ -49,6 +60,11 @@ _ITEM_KEYWORDS = frozenset(
 )
 
 
+Outcome = Literal["pass", "fail", "not_applicable", "unknown", "waived"]
+#: Every outcome a rule can have on a run, in the order outputs list them.
+OUTCOMES: tuple[Outcome, ...] = ("fail", "unknown", "waived", "not_applicable", "pass")
+
+
 @dataclass(frozen=True)
 class Rule:
     id: str
@@ -61,16 +77,49 @@ class Rule:
     #: Where in an evidence record the rule looks, as JSON Pointers with ``*`` for every item
     #: or key (e.g. ``/data/training/*/digest``); reports show the evidence found there.
     locations: tuple[str, ...] = ()
+    #: The rule's title worded as the gap, for lists of what fails.
+    gap: str = ""
+    #: Why the rule is not applicable on a run whose record does not meet `applies_if`.
+    not_applicable: str | None = None
+    #: Why the answer is unknown on a run whose record does not meet `known_if`.
+    unknown: str | None = None
+    #: The conditions as written (canonical JSON text, so that a rule stays hashable).
+    conditions: str | None = None
+    #: How a finding reads, with {where}, {label} and {found} filled in.
+    message: str | None = None
+
+    @property
+    def gap_text(self) -> str:
+        return self.gap or f"Not met: {self.title}"
+
+    @property
+    def conditional(self) -> bool:
+        return self.not_applicable is not None or self.unknown is not None
 
     def to_dict(self) -> dict[str, Any]:
+        conditions = json.loads(self.conditions) if self.conditions else {}
         return {
             "id": self.id,
             "category": self.category,
             "severity": self.severity,
             "provisions": list(self.provisions),
             "title": self.title,
+            "gap": self.gap_text,
             "remediation": self.remediation,
+            "remediation_if": conditions.get("remediation_if", []),
+            "applies_if": conditions.get("applies_if"),
+            "not_applicable": self.not_applicable,
+            "known_if": conditions.get("known_if"),
+            "unknown": self.unknown,
         }
+
+
+class RuleConditions(NamedTuple):
+    """A rule's x-audit conditions, compiled: tests of the whole record."""
+
+    applies: Any  # Callable[[record], bool] | None
+    known: Any
+    remediations: tuple[tuple[Any, str], ...]
 
 
 class Violation(NamedTuple):
@@ -95,9 +144,13 @@ class Policy:
     document: Mapping[str, Any]
     rules: tuple[Rule, ...]
     needs: CollectionNeeds
-    _validator: Any = field(repr=False)
+    engine: Engine = field(repr=False)
+    #: The jsonschema-rs engine, also when `engine` is the reference one: JSON Schema's output
+    #: with annotations (what a passing rule was satisfied by) comes from it.
+    _fast: RustEngine = field(repr=False)
     _registry: Any = field(repr=False)
     _base_uri: str = field(repr=False)
+    _conditions: dict[str, RuleConditions] = field(default_factory=dict, repr=False)
     _rule_cache: dict[tuple[Any, ...], Rule] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -107,6 +160,7 @@ class Policy:
             "title": self.title,
             "origin": self.origin,
             "sha256": self.sha256,
+            "engine": self.engine.name,
         }
 
     @functools.cached_property
@@ -114,20 +168,68 @@ class Policy:
         """Each rule's place in the policy document, the order its author gave."""
         return {rule.id: index for index, rule in enumerate(self.rules)}
 
+    @functools.cached_property
+    def rules_by_id(self) -> dict[str, Rule]:
+        return {rule.id: rule for rule in self.rules}
+
     def violations(self, record: Mapping[str, Any]) -> Iterator[Violation]:
         """Every failing constraint of the record, each with its rule and JSON Pointer."""
-        for error in self._validator.iter_errors(record):
-            path = tuple(error.evaluation_path)
-            instance_path = tuple(error.instance_path)
-            pointer = _cached_pointer(instance_path)
-            keyword = str(path[-1]) if path else ""
-            if keyword == "required":
-                kind = getattr(error, "kind", None)
-                if kind is not None and hasattr(kind, "property"):
-                    pointer = f"{pointer}/{_escape(str(kind.property))}"
+        for error in self.engine.errors(record):
+            pointer = _cached_pointer(error.instance_path)
+            if error.missing is not None:
+                pointer = f"{pointer}/{_escape(error.missing)}"
             yield Violation(
-                self.rule_at(path, instance_path), pointer, keyword, error.instance, error.message
+                self.rule_at(error.evaluation_path, error.instance_path),
+                pointer,
+                error.keyword,
+                error.instance,
+                error.message,
             )
+
+    def undecided(self, record: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+        """The rules that are not applicable to the record (`applies_if` does not hold), and
+        the applicable ones whose answer MLflow's record cannot show (`known_if` does not
+        hold), in policy order."""
+        not_applicable: list[str] = []
+        unknown: list[str] = []
+        for rule_id, conditions in self._deciding:
+            if conditions.applies is not None and not conditions.applies(record):
+                not_applicable.append(rule_id)
+            elif conditions.known is not None and not conditions.known(record):
+                unknown.append(rule_id)
+        return tuple(not_applicable), tuple(unknown)
+
+    @functools.cached_property
+    def _deciding(self) -> tuple[tuple[str, RuleConditions], ...]:
+        """The rules with an `applies_if` or a `known_if`, in policy order."""
+        return tuple(
+            (rule.id, self._conditions[rule.id])
+            for rule in self.rules
+            if rule.id in self._conditions
+            and (self._conditions[rule.id].applies or self._conditions[rule.id].known)
+        )
+
+    def remediation(self, rule: Rule, record: Mapping[str, Any]) -> str:
+        """The fix for a rule's findings on this record: the first `remediation_if` whose
+        schema it meets, else the rule's own."""
+        conditions = self._conditions.get(rule.id)
+        if conditions is not None:
+            for test, text in conditions.remediations:
+                if test(record):
+                    return text
+        return rule.remediation
+
+    def satisfied_by(self, record: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
+        """For each rule, the places in the record (JSON Pointers) of the constraints it meets
+        there, the deepest ones: what a rule that passes was satisfied by. From JSON Schema's
+        output with annotations, so a `contains` names the items that matched. Costs about
+        ten times a validation: for reports, not for every run of a gate."""
+        places: dict[str, list[str]] = {}
+        for evaluation_path, location in self._fast.valid_locations(record):
+            rule = self.rule_at(_parse_pointer(evaluation_path))
+            if rule.annotated:
+                places.setdefault(rule.id, []).append(location)
+        return {rule_id: _deepest(sorted(set(found))) for rule_id, found in places.items()}
 
     def rule_at(self, evaluation_path: tuple[Any, ...], instance_path: Sequence[Any] = ()) -> Rule:
         """The rule of the nearest x-audit annotation on an evaluation path."""
@@ -142,24 +244,41 @@ class Policy:
     def _nearest_annotation(self, evaluation_path: tuple[Any, ...]) -> Rule | None:
         node: Any = self.document
         resolver = self._registry.resolver(self._base_uri)
-        found = _annotation_rule(node)
+        found = self._known_rule(node)
         try:
             for segment in evaluation_path:
                 if segment in ("$ref", "$dynamicRef") and isinstance(node, Mapping):
                     resolved = resolver.lookup(node[segment])
                     node, resolver = resolved.contents, resolved.resolver
+                elif isinstance(node, list):
+                    node = node[int(segment)]
                 else:
                     node = node[segment]
-                found = _annotation_rule(node) or found
-        except (KeyError, IndexError, TypeError, ValueError):
+                found = self._known_rule(node) or found
+        except (KeyError, IndexError, TypeError, ValueError, LookupError):
             return found
         return found
+
+    def _known_rule(self, node: Any) -> Rule | None:
+        """The policy's rule for the x-audit on `node`, with its locations and conditions."""
+        if not isinstance(node, Mapping) or not isinstance(node.get("x-audit"), Mapping):
+            return None
+        rule_id = node["x-audit"].get("id")
+        return self.rules_by_id.get(rule_id) or _annotation_rule(node)
+
+
+def _parse_pointer(pointer: str) -> tuple[Any, ...]:
+    return tuple(part.replace("~1", "/").replace("~0", "~") for part in pointer.split("/")[1:])
+
+
+_CONDITION_KEYS = ("applies_if", "known_if", "remediation_if")
 
 
 def _annotation_rule(node: Any) -> Rule | None:
     if not isinstance(node, Mapping) or not isinstance(node.get("x-audit"), Mapping):
         return None
     note = node["x-audit"]
+    conditions = {key: note[key] for key in _CONDITION_KEYS if key in note}
     return Rule(
         id=note["id"],
         category=note["category"],
@@ -167,6 +286,11 @@ def _annotation_rule(node: Any) -> Rule | None:
         provisions=load_catalog().sort(note["provisions"]),
         title=note["title"],
         remediation=note["remediation"],
+        gap=note.get("gap", ""),
+        not_applicable=note.get("not_applicable"),
+        unknown=note.get("unknown"),
+        conditions=json.dumps(conditions, sort_keys=True) if conditions else None,
+        message=note.get("message"),
     )
 
 
@@ -254,10 +378,23 @@ def _retrieve(uri: str) -> dict[str, Any]:
     return _read_document(path, str(path))
 
 
-def load_policy(spec: str | Path | None = None) -> Policy:
-    """Load a built-in policy by name, or a policy file (JSON, or YAML for any other suffix)."""
-    import jsonschema_rs
+def load_policy(
+    spec: str | Path | None = None,
+    *,
+    engine: EngineName = DEFAULT_ENGINE,
+    format_checker: Any = None,
+) -> Policy:
+    """Load a built-in policy by name, or a policy file (JSON, or YAML for any other suffix).
 
+    `engine` evaluates records: ``jsonschema-rs`` (fast, the default) or ``jsonschema``, the
+    reference. A `format_checker` (a `jsonschema.FormatChecker` with the policy author's own
+    format checks) makes ``format`` assert, and needs the reference engine, which it selects.
+    """
+    if engine not in ENGINES:
+        choices = ", ".join(ENGINES)
+        raise PolicyError(f"unknown JSON Schema engine {engine!r}; choose from {choices}")
+    if format_checker is not None:
+        engine = "jsonschema"
     spec = spec or DEFAULT_POLICY
     builtins = builtin_policy_names()
     if isinstance(spec, str) and spec in builtins:
@@ -275,23 +412,24 @@ def load_policy(spec: str | Path | None = None) -> Policy:
     if declared not in (None, DRAFT_2020_12):
         raise PolicyError(f"{label}: $schema must be {DRAFT_2020_12}, not {declared!r}")
     document = {"$schema": DRAFT_2020_12, **document}
-    try:
-        jsonschema_rs.meta.validate(document)
-    except jsonschema_rs.ValidationError as error:
-        where = _pointer(error.instance_path) or "/"
-        raise PolicyError(
-            f"{label}: not a valid JSON Schema at {where}: {_one_line(error.message)}"
-        ) from None
+    if not origin.startswith("builtin:"):
+        # Built-in policies are checked by the tests; a user's file by the reference engine,
+        # whose errors say where (kept off the start of a gate on a built-in policy).
+        _check_schema(document, label)
 
     builtin_documents = _builtin_documents()
     base_uri = str(document.get("$id") or path.resolve().as_uri())
     resources = [(uri, doc) for uri, doc in builtin_documents.items() if uri != base_uri]
     resources.append((base_uri, document))
     try:
-        registry = jsonschema_rs.Registry(resources, retriever=_retrieve)
-        validator = jsonschema_rs.Draft202012Validator(
-            document, registry=registry, retriever=_retrieve, base_uri=base_uri
+        fast = RustEngine(document, resources, base_uri, _retrieve)
+        chosen: Engine = (
+            fast
+            if engine == "jsonschema-rs"
+            else PythonEngine(document, resources, base_uri, _retrieve, format_checker)
         )
+    except PolicyError:
+        raise
     except Exception as error:
         text = _one_line(str(error))
         if "retrieving it failed" in text:
@@ -300,7 +438,14 @@ def load_policy(spec: str | Path | None = None) -> Policy:
             raise PolicyError(f"{label}: cannot resolve a $ref: {reason}") from None
         raise PolicyError(f"{label}: not a valid JSON Schema: {text}") from None
 
-    rules, properties = _collect_rules(document, registry, base_uri, label)
+    from audit.validators import python_registry
+
+    registry = python_registry(resources, _retrieve)
+    rules, properties, condition_schemas = _collect_rules(document, registry, base_uri, label)
+    conditions = {
+        rule_id: _compile_conditions(chosen, schemas, label, rule_id)
+        for rule_id, schemas in condition_schemas.items()
+    }
     meta = document.get("x-audit-policy")
     if not isinstance(meta, dict):
         meta = {}
@@ -317,17 +462,56 @@ def load_policy(spec: str | Path | None = None) -> Policy:
             artifacts=bool({"environment", "models"} & properties),
             registry="models" in properties,
         ),
-        _validator=validator,
+        engine=chosen,
+        _fast=fast,
         _registry=registry,
         _base_uri=base_uri,
+        _conditions=conditions,
+    )
+
+
+def _check_schema(document: Mapping[str, Any], label: str) -> None:
+    """Meta-validate a policy with python-jsonschema; the most relevant error, located."""
+    import jsonschema
+    import jsonschema.exceptions
+
+    validator = jsonschema.Draft202012Validator(jsonschema.Draft202012Validator.META_SCHEMA)
+    error = jsonschema.exceptions.best_match(validator.iter_errors(document))
+    if error is not None:
+        where = _pointer(tuple(error.absolute_path)) or "/"
+        raise PolicyError(
+            f"{label}: not a valid JSON Schema at {where}: {_one_line(error.message)}"
+        )
+
+
+def _compile_conditions(
+    engine: Engine, schemas: Mapping[str, Any], label: str, rule_id: str
+) -> RuleConditions:
+    def compiled(schema: Any, what: str) -> Any:
+        try:
+            return engine.condition(schema)
+        except Exception as error:
+            raise PolicyError(
+                f"{label}: rule {rule_id}: {what} is not a usable JSON Schema: "
+                f"{_one_line(str(error))}"
+            ) from None
+
+    return RuleConditions(
+        applies=compiled(schemas["applies_if"], "applies_if") if "applies_if" in schemas else None,
+        known=compiled(schemas["known_if"], "known_if") if "known_if" in schemas else None,
+        remediations=tuple(
+            (compiled(entry["if"], f"remediation_if/{index}/if"), entry["remediation"])
+            for index, entry in enumerate(schemas.get("remediation_if", ()))
+        ),
     )
 
 
 def _collect_rules(
     document: Mapping[str, Any], registry: Any, base_uri: str, label: str
-) -> tuple[tuple[Rule, ...], set[str]]:
-    """Every x-audit reachable from the policy root (through $refs), checked; and every property
-    name the policy constrains, which tells the collector what to read."""
+) -> tuple[tuple[Rule, ...], set[str], dict[str, dict[str, Any]]]:
+    """Every x-audit reachable from the policy root (through $refs), checked; every property
+    name the policy constrains, which tells the collector what to read; and each rule's
+    conditions with their `$ref`s made absolute, ready to compile on their own."""
     import jsonschema_rs
 
     annotation_schema = json.loads(schema_path("x-audit.schema.json").read_text(encoding="utf-8"))
@@ -337,17 +521,25 @@ def _collect_rules(
     annotation_places: dict[str, list[str]] = {}
     constrained_places: dict[str, list[str]] = {}
     properties: set[str] = set()
+    condition_schemas: dict[str, dict[str, Any]] = {}
+    builtin = base_uri.startswith(BUILTIN_PREFIX)
     # A subschema is walked once per place in the record it applies to ($defs are shared).
     visited: set[tuple[int, str | None]] = set()
 
     def walk(
-        node: Any, resolver: Any, where: str, instance: str | None = "", rule: str | None = None
+        node: Any,
+        resolver: Any,
+        base: str,
+        where: str,
+        instance: str | None = "",
+        rule: str | None = None,
     ) -> None:
-        """`instance`: the record location the node applies to (None inside unreferenced
-        $defs); `rule`: the nearest annotation above, which owns the places constrained here."""
+        """`base`: the URI of the document the node is in; `instance`: the record location the
+        node applies to (None inside unreferenced $defs); `rule`: the nearest annotation above,
+        which owns the places constrained here."""
         if isinstance(node, list):
             for index, item in enumerate(node):
-                walk(item, resolver, f"{where}/{index}", instance, rule)
+                walk(item, resolver, base, f"{where}/{index}", instance, rule)
             return
         key = (id(node), instance)
         if not isinstance(node, Mapping) or key in visited:
@@ -356,7 +548,7 @@ def _collect_rules(
             return
         visited.add(key)
         if "x-audit" in node:
-            add_rule(node["x-audit"], where)
+            add_rule(node["x-audit"], where, base)
             rule = node["x-audit"]["id"]
             place(rule, instance)
         for keyword in ("properties", "patternProperties", "dependentRequired"):
@@ -371,29 +563,44 @@ def _collect_rules(
                 try:
                     resolved = resolver.lookup(node[keyword])
                 except Exception as error:
+                    cause = error.__cause__
+                    reason = cause if isinstance(cause, PolicyError) else error
                     raise PolicyError(
                         f"{label}: cannot resolve {keyword} {node[keyword]!r} at {where or '/'}: "
-                        f"{_one_line(str(error))}"
+                        f"{_one_line(str(reason))}"
                     ) from None
-                walk(resolved.contents, resolved.resolver, f"{where}/{keyword}", instance, rule)
+                walk(
+                    resolved.contents,
+                    resolved.resolver,
+                    resource_uri(base, node[keyword]),
+                    f"{where}/{keyword}",
+                    instance,
+                    rule,
+                )
         for keyword, value in node.items():
             if keyword in _DATA_KEYWORDS:
                 continue
             where_next = f"{where}/{_escape(str(keyword))}"
             if keyword in ("$defs", "definitions"):
-                walk(value, resolver, where_next, None, None)
+                walk(value, resolver, base, where_next, None, None)
             elif keyword in ("properties", "patternProperties") and isinstance(value, Mapping):
                 for name, subschema in value.items():
                     part = "*" if keyword == "patternProperties" else _escape(str(name))
                     child = None if instance is None else f"{instance}/{part}"
                     place(rule, child, constrained=True)
-                    walk(subschema, resolver, f"{where_next}/{_escape(str(name))}", child, rule)
+                    walk(
+                        subschema,
+                        resolver,
+                        base,
+                        f"{where_next}/{_escape(str(name))}",
+                        child,
+                        rule,
+                    )
             elif keyword in _ITEM_KEYWORDS:
-                walk(
-                    value, resolver, where_next, None if instance is None else f"{instance}/*", rule
-                )
+                child = None if instance is None else f"{instance}/*"
+                walk(value, resolver, base, where_next, child, rule)
             else:
-                walk(value, resolver, where_next, instance, rule)
+                walk(value, resolver, base, where_next, instance, rule)
 
     def place(rule: str | None, instance: str | None, *, constrained: bool = False) -> None:
         if rule is None or instance is None or "None" in instance.split("/"):
@@ -403,7 +610,7 @@ def _collect_rules(
         if instance not in found:
             found.append(instance)
 
-    def add_rule(note: Any, where: str) -> None:
+    def add_rule(note: Any, where: str, base: str) -> None:
         errors = list(check.iter_errors(note))
         if errors:
             first = errors[0]
@@ -425,8 +632,14 @@ def _collect_rules(
                 f"{label}: rule id {rule.id} is annotated twice with different contents"
             )
         rules[rule.id] = rule
+        if rule.conditions is not None and rule.id not in condition_schemas:
+            schemas = absolute_refs({k: note[k] for k in _CONDITION_KEYS if k in note}, base)
+            if not builtin:
+                for key, schema in _condition_list(schemas):
+                    _check_schema(schema, f"{label}: rule {rule.id}: {key}")
+            condition_schemas[rule.id] = schemas
 
-    walk(document, registry.resolver(base_uri), "")
+    walk(document, registry.resolver(base_uri), base_uri, "")
     return (
         tuple(
             replace(
@@ -438,7 +651,16 @@ def _collect_rules(
             for rule in rules.values()
         ),
         properties,
+        condition_schemas,
     )
+
+
+def _condition_list(schemas: Mapping[str, Any]) -> Iterator[tuple[str, Any]]:
+    for key in ("applies_if", "known_if"):
+        if key in schemas:
+            yield key, schemas[key]
+    for index, entry in enumerate(schemas.get("remediation_if", ())):
+        yield f"remediation_if/{index}/if", entry["if"]
 
 
 def _deepest(places: Sequence[str]) -> tuple[str, ...]:

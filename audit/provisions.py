@@ -21,6 +21,9 @@ class Framework:
     link: str
     note: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
 
 @dataclass(frozen=True)
 class Provision:
@@ -66,6 +69,12 @@ class Catalog:
     def ordered(self, ids: set[str] | frozenset[str] | None = None) -> list[Provision]:
         """Provisions in catalog order (framework files, then the text's own order)."""
         return [p for p in self.provisions.values() if ids is None or p.id in ids]
+
+    def frameworks_of(self, ids: Iterable[str]) -> list[Framework]:
+        """The frameworks the provisions belong to, in catalog order, each naming the version
+        of its text the catalog follows."""
+        used = {self.provisions[p].framework for p in ids if p in self.provisions}
+        return [framework for key, framework in self.frameworks.items() if key in used]
 
     def group_of(self, provision_id: str) -> Group:
         """The group with the longest id that prefixes the provision's id at a separator

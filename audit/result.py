@@ -8,21 +8,37 @@ from __future__ import annotations
 
 import functools
 from collections import Counter
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
-from audit.policy import CATEGORIES, SEVERITIES, SEVERITY_RANK, Rule, Severity
+from audit.policy import CATEGORIES, OUTCOMES, SEVERITIES, SEVERITY_RANK, Outcome, Rule, Severity
 from audit.provisions import load_catalog
 from audit.waivers import Waiver, WaiverUse
 
 if TYPE_CHECKING:
     import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 
-SCHEMA_VERSION = "1.0"
+SCHEMA_VERSION = "2.0"
 FailOn = Literal["error", "warning", "info", "never"]
 FAIL_ON_CHOICES: tuple[FailOn, ...] = ("error", "warning", "info", "never")
 RunStatus = Literal["pass", "warn", "fail"]
+#: What the scope of an audit is, said wherever its verdicts are summed up.
+SCOPE_NOTE = (
+    "This shows which evidence MLflow holds for which provisions. It is not a conformity "
+    "assessment (Art. 43) nor an EU declaration of conformity (Art. 47), and it does not "
+    "classify systems: whether an AI system is high-risk follows from the rules of Art. 6 (a "
+    "provider who considers an Annex III system not high-risk documents that assessment, Art. "
+    "6(4))."
+)
+
+
+class Evidence(NamedTuple):
+    """What satisfied a rule that passes: the places in the evidence record (JSON Pointers)
+    and them in words."""
+
+    text: str
+    pointers: tuple[str, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +56,8 @@ class Finding:
     remediation: str
     #: The waiver that accepts this gap: still reported, no longer failing the gate.
     waiver: Waiver | None = None
+    #: The rule's title worded as this gap ("No Python version recorded").
+    gap: str = ""
 
     def __reduce__(self) -> tuple[type[Finding], tuple[Any, ...]]:
         # As a tuple of arguments: the dataclass default for slots sets each field in a Python
@@ -48,9 +66,13 @@ class Finding:
             Finding,
             (
                 self.rule_id, self.title, self.category, self.severity, self.pointer,
-                self.message, self.provisions, self.remediation, self.waiver,
+                self.message, self.provisions, self.remediation, self.waiver, self.gap,
             ),
         )  # fmt: skip
+
+    @property
+    def gap_text(self) -> str:
+        return self.gap or f"Not met: {self.title}"
 
     @property
     def waived(self) -> bool:
@@ -70,6 +92,7 @@ class Finding:
         return {
             "rule_id": self.rule_id,
             "title": self.title,
+            "gap": self.gap_text,
             "category": self.category,
             "severity": self.severity,
             "pointer": self.pointer,
@@ -91,6 +114,13 @@ class RunResult:
     findings: tuple[Finding, ...]
     selected_by: tuple[str, ...] = ()
     model_versions: tuple[str, ...] = ()
+    #: Rules of the policy that do not apply to the run (their subject is absent).
+    not_applicable: tuple[str, ...] = ()
+    #: Rules that apply but whose answer MLflow's record cannot show either way.
+    unknown: tuple[str, ...] = ()
+    #: What satisfied each rule that passes, by rule id, when the audit looked (reports do; a
+    #: gate does not, it costs ten times the validation): None when it did not look.
+    evidence: Mapping[str, Evidence] | None = None
 
     @functools.cached_property
     def open_findings(self) -> tuple[Finding, ...]:
@@ -111,16 +141,41 @@ class RunResult:
             return "fail"
         return "warn" if "warning" in severities else "pass"
 
-    @property
-    def failed_rule_ids(self) -> set[str]:
-        return {f.rule_id for f in self.open_findings}
+    @functools.cached_property
+    def failed_rule_ids(self) -> frozenset[str]:
+        return frozenset(f.rule_id for f in self.open_findings)
+
+    @functools.cached_property
+    def waived_rule_ids(self) -> frozenset[str]:
+        """Rules whose findings on the run are all waived."""
+        return frozenset(f.rule_id for f in self.findings if f.waiver) - self.failed_rule_ids
+
+    def outcome_of(self, rule_id: str) -> Outcome:
+        if rule_id in self.not_applicable:
+            return "not_applicable"
+        if rule_id in self.unknown:
+            return "unknown"
+        if rule_id in self.failed_rule_ids:
+            return "fail"
+        return "waived" if rule_id in self.waived_rule_ids else "pass"
+
+    def severity_counts(self) -> dict[str, int]:
+        counts = Counter(f.severity for f in self.open_findings)
+        return {severity: counts.get(severity, 0) for severity in SEVERITIES}
 
     def worst_at_or_above(self, fail_on: FailOn) -> bool:
         return any(f.fails_gate(fail_on) for f in self.findings)
 
-    def to_dict(self, finding: Callable[[Finding], Any] = Finding.to_dict) -> dict[str, Any]:
+    def to_dict(
+        self,
+        finding: Callable[[Finding], Any] = Finding.to_dict,
+        rules: Iterable[Rule] = (),
+        outcomes: Callable[[RunResult], Any] | None = None,
+    ) -> dict[str, Any]:
         """The run as published; `finding` writes each finding (the JSON format passes one that
-        encodes a finding shared by many runs once)."""
+        encodes a finding shared by many runs once); `rules`: the policy's, whose outcome on
+        the run is listed (`AuditResult.to_dict` passes them); `outcomes`, when given, writes
+        that list instead (the JSON format encodes a list many runs share once)."""
         return {
             "run_id": self.run_id,
             "run_name": self.run_name,
@@ -130,13 +185,57 @@ class RunResult:
             "evidence_sha256": self.evidence_sha256,
             "selected_by": list(self.selected_by),
             "model_versions": list(self.model_versions),
+            "outcomes": (
+                outcomes(self) if outcomes else [self.outcome_dict(rule) for rule in rules]
+            ),
             "findings": [finding(f) for f in self.findings],
         }
+
+    @property
+    def outcomes_key(self) -> tuple[Any, ...] | None:
+        """What the run's list of outcomes depends on, when runs can share it: None when it
+        holds the run's own evidence."""
+        if self.evidence is not None:
+            return None
+        return (self.not_applicable, self.unknown, self.failed_rule_ids, self.waived_rule_ids)
+
+    def outcome_dict(self, rule: Rule) -> dict[str, Any]:
+        outcome = self.outcome_of(rule.id)
+        entry: dict[str, Any] = {"rule_id": rule.id, "outcome": outcome}
+        if outcome == "not_applicable":
+            entry["reason"] = rule.not_applicable
+        elif outcome == "unknown":
+            entry["reason"] = rule.unknown
+        elif outcome == "pass" and self.evidence is not None:
+            found = self.evidence.get(rule.id)
+            entry["evidence"] = found.text if found else None
+            entry["evidence_pointers"] = list(found.pointers) if found else []
+        return entry
+
+
+def worst_first(runs: Iterable[RunResult]) -> list[RunResult]:
+    """Runs in the one order every output lists them: most open errors first, then warnings,
+    then unknown outcomes and information, then by experiment, name and id."""
+
+    def key(run: RunResult) -> tuple[Any, ...]:
+        counts = run.severity_counts()
+        return (
+            -counts["error"],
+            -counts["warning"],
+            -len(run.unknown),
+            -counts["info"],
+            run.experiment_name or run.experiment_id,
+            run.run_name or "",
+            run.run_id,
+        )
+
+    return sorted(runs, key=key)
 
 
 @dataclass(frozen=True)
 class RuleOutcome:
-    """One rule on one run, with the findings it raised there (open and waived)."""
+    """One rule on one run: its outcome, with the findings it raised there (open and waived),
+    the reason it was not decided, or the evidence it passed on."""
 
     run: RunResult
     rule: Rule
@@ -164,7 +263,7 @@ class RuleOutcome:
 
     @property
     def remediation(self) -> str:
-        return self.rule.remediation
+        return self.findings[0].remediation if self.findings else self.rule.remediation
 
     @property
     def open_findings(self) -> tuple[Finding, ...]:
@@ -175,11 +274,33 @@ class RuleOutcome:
         return tuple(f for f in self.findings if f.waiver is not None)
 
     @property
-    def status(self) -> Literal["pass", "fail", "waived"]:
-        """fail: an open finding; waived: findings, all of them waived; pass: no finding."""
+    def status(self) -> Outcome:
+        """not_applicable or unknown as the policy decided; fail: an open finding; waived:
+        findings, all of them waived; pass: no finding."""
+        if self.rule.id in self.run.not_applicable:
+            return "not_applicable"
+        if self.rule.id in self.run.unknown:
+            return "unknown"
         if self.open_findings:
             return "fail"
         return "waived" if self.findings else "pass"
+
+    @property
+    def reason(self) -> str | None:
+        """Why the rule was not decided on the run (not applicable, unknown)."""
+        status = self.status
+        if status == "not_applicable":
+            return self.rule.not_applicable
+        if status == "unknown":
+            return self.rule.unknown
+        return None
+
+    @property
+    def evidence(self) -> Evidence | None:
+        """What satisfied the rule, when it passes and the audit looked."""
+        if self.run.evidence is None or self.status != "pass":
+            return None
+        return self.run.evidence.get(self.rule.id)
 
     @property
     def citations(self) -> tuple[str, ...]:
@@ -264,19 +385,36 @@ class AuditResult:
         counts = Counter(run.status for run in self.runs)
         return {status: counts.get(status, 0) for status in ("pass", "warn", "fail")}
 
-    def rule_evaluations(self) -> tuple[int, int]:
-        """(evaluations, passes): every policy rule on every run, plus unannotated failures."""
+    def outcome_counts(self) -> dict[Outcome, int]:
+        """Rule evaluations by outcome: every policy rule on every run, plus the rule ids only
+        findings name (an unannotated constraint, secrets.logged) where they do."""
         policy_rules = {rule.id for rule in self.rules}
-        evaluations = passes = 0
+        counts: dict[Outcome, int] = dict.fromkeys(OUTCOMES, 0)
         for run in self.runs:
             failed = run.failed_rule_ids
-            evaluations += len(policy_rules | failed)
-            passes += len(policy_rules - failed)
-        return evaluations, passes
+            waived = run.waived_rule_ids
+            evaluated = len(policy_rules | failed | waived)
+            counts["fail"] += len(failed)
+            counts["waived"] += len(waived)
+            counts["not_applicable"] += len(run.not_applicable)
+            counts["unknown"] += len(run.unknown)
+            counts["pass"] += (
+                evaluated - len(failed) - len(waived) - len(run.not_applicable) - len(run.unknown)
+            )
+        return counts
+
+    def rule_evaluations(self) -> tuple[int, int]:
+        """(evaluations, passes) the score counts: the rule evaluations that apply (not
+        applicable ones left out; unknown ones count as not passed), and those that pass or
+        whose findings are all waived."""
+        counts = self.outcome_counts()
+        applicable = sum(counts.values()) - counts["not_applicable"]
+        return applicable, counts["pass"] + counts["waived"]
 
     @property
     def score(self) -> float:
-        """Percentage of rule evaluations that pass, across the audited runs."""
+        """Percentage of the applicable rule evaluations that pass (or are waived); unknown
+        ones count as not passed, not applicable ones not at all."""
         evaluations, passes = self.rule_evaluations()
         return round(100.0 * passes / evaluations, 1) if evaluations else 100.0
 
@@ -300,13 +438,21 @@ class AuditResult:
     # ----------------------------------------------------------------- matrix
 
     def provisions_matrix(self) -> list[dict[str, Any]]:
-        """provision -> rules -> pass/fail per run. Runs are listed where a rule fails; a run
-        not listed under a rule passes it."""
+        """provision -> rules -> outcomes over the runs: evidence mapped to provisions, not a
+        verdict on them. Runs are listed where a rule fails; `status` is the worst outcome of
+        the provision's rules (fail, warn, info by the failing rule's severity; then unknown,
+        pass, not_applicable)."""
         catalog = load_catalog()
+        tally: dict[str, dict[Outcome, int]] = {
+            rule.id: dict.fromkeys(OUTCOMES, 0) for rule in self.rules
+        }
         failing: dict[str, list[str]] = {}
         for run in self.runs:
-            for rule_id in sorted(run.failed_rule_ids):
+            failed = run.failed_rule_ids
+            for rule_id in sorted(failed):
                 failing.setdefault(rule_id, []).append(run.run_id)
+            for rule_id, counts in tally.items():
+                counts[run.outcome_of(rule_id)] += 1
         rules_by_provision: dict[str, list[Rule]] = {}
         for rule in self.rules:
             for provision_id in rule.provisions:
@@ -316,16 +462,23 @@ class AuditResult:
             entries = []
             worst = 0
             for rule in rules_by_provision[provision.id]:
-                failed_runs = failing.get(rule.id, [])
-                if failed_runs:
-                    worst = max(worst, SEVERITY_RANK[rule.severity])
+                counts = tally[rule.id]
+                if counts["fail"]:
+                    worst = max(worst, 2 + SEVERITY_RANK[rule.severity])
+                elif counts["unknown"]:
+                    worst = max(worst, 2)
+                elif counts["pass"] or counts["waived"]:
+                    worst = max(worst, 1)
                 entries.append(
                     {
                         "rule_id": rule.id,
                         "severity": rule.severity,
-                        "passed": len(self.runs) - len(failed_runs),
-                        "failed": len(failed_runs),
-                        "failing_runs": failed_runs,
+                        "passed": counts["pass"],
+                        "failed": counts["fail"],
+                        "waived": counts["waived"],
+                        "not_applicable": counts["not_applicable"],
+                        "unknown": counts["unknown"],
+                        "failing_runs": failing.get(rule.id, []),
                     }
                 )
             matrix.append(
@@ -334,7 +487,7 @@ class AuditResult:
                     "framework": provision.framework,
                     "citation": provision.citation,
                     "title": provision.title,
-                    "status": {3: "fail", 2: "warn", 1: "info", 0: "pass"}[worst],
+                    "status": _MATRIX_STATUS[worst],
                     "rules": entries,
                 }
             )
@@ -350,6 +503,7 @@ class AuditResult:
             "waived": sum(len(run.waived_findings) for run in self.runs),
             "by_severity": self.severity_counts(),
             "by_category": self.category_counts(),
+            "outcomes": dict(self.outcome_counts()),
             "runs_failing_rule": dict(sorted(by_rule.items())),
             "rule_evaluations": evaluations,
             "rule_passes": passes,
@@ -366,7 +520,7 @@ class AuditResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            key: [run.to_dict() for run in self.runs] if value is None else value
+            key: [run.to_dict(rules=self.rules) for run in self.runs] if value is None else value
             for key, value in self.sections()
         }
 
@@ -381,6 +535,7 @@ class AuditResult:
         return [
             ("schema_version", SCHEMA_VERSION),
             ("tool", {"name": "mlflow-audit", "version": self.tool_version}),
+            ("scope", SCOPE_NOTE),
             ("generated_at", self.generated_at),
             ("store", self.store),
             ("source", self.source),
@@ -390,6 +545,7 @@ class AuditResult:
             ("rules", [rule.to_dict() for rule in self.rules]),
             ("runs", None),
             ("provisions", [p.to_dict() for p in catalog.ordered(used)]),
+            ("frameworks", [f.to_dict() for f in catalog.frameworks_of(used)]),
             ("matrix", self.provisions_matrix()),
             ("waivers", [use.to_dict() for use in self.waivers]),
         ]
@@ -398,16 +554,78 @@ class AuditResult:
         """One row per run x rule: every rule of the policy on every run, plus the rule ids only
         findings name. Columns: run_id, run_name, experiment_id, experiment_name, rule_id,
         title, category, severity, status (``pass``; ``fail``: an open finding; ``waived``:
-        findings, all waived), findings (count), provisions and citations (tuples), message
-        (the findings' messages, ``; ``-joined; empty when the rule passes).
+        findings, all waived; ``not_applicable``; ``unknown``), findings (count), provisions
+        and citations (tuples), message (the findings' messages, ``; ``-joined; empty unless
+        the rule fails or is waived), reason (why it is not applicable or unknown), evidence
+        (what satisfied a rule that passes, when the audit looked: reports do).
 
         Needs pandas, imported here only: ``mlflow-audit check`` never loads it.
         """
         import pandas as pd  # type: ignore[import-untyped,unused-ignore]
 
-        from audit.formats.rows import RULE_COLUMNS, rule_rows
-
         return pd.DataFrame(rule_rows(self), columns=list(RULE_COLUMNS))
+
+
+_MATRIX_STATUS = {0: "not_applicable", 1: "pass", 2: "unknown", 3: "info", 4: "warn", 5: "fail"}
+
+# --------------------------------------------------------------------------- as rows
+
+#: The columns that say which run a row is about, first in every table of rows.
+RUN_COLUMNS = ("run_id", "run_name", "experiment_id", "experiment_name")
+RULE_COLUMNS = (
+    *RUN_COLUMNS,
+    "rule_id",
+    "title",
+    "category",
+    "severity",
+    "status",
+    "findings",
+    "provisions",
+    "citations",
+    "message",
+    "reason",
+    "evidence",
+)
+
+
+def rule_outcomes(result: AuditResult) -> Iterator[RuleOutcome]:
+    """Every rule evaluation of the result, run by run: what JUnit makes a test case of and
+    `to_pandas` a row."""
+    for run in result.runs:
+        yield from result.outcomes(run)
+
+
+def run_columns(run: RunResult) -> dict[str, Any]:
+    return {
+        "run_id": run.run_id,
+        "run_name": run.run_name or "",
+        "experiment_id": run.experiment_id,
+        "experiment_name": run.experiment_name or "",
+    }
+
+
+def rule_rows(result: AuditResult) -> list[dict[str, Any]]:
+    """One row per run x rule (`RULE_COLUMNS`), as `AuditResult.to_pandas` shows them."""
+    rows = []
+    for outcome in rule_outcomes(result):
+        evidence = outcome.evidence
+        rows.append(
+            {
+                **run_columns(outcome.run),
+                "rule_id": outcome.rule_id,
+                "title": outcome.title,
+                "category": outcome.category,
+                "severity": outcome.severity,
+                "status": outcome.status,
+                "findings": len(outcome.findings),
+                "provisions": outcome.provisions,
+                "citations": outcome.citations,
+                "message": "; ".join(f.message for f in outcome.findings),
+                "reason": outcome.reason or "",
+                "evidence": evidence.text if evidence else "",
+            }
+        )
+    return rows
 
 
 @functools.lru_cache(maxsize=1024)  # a rule's provisions: the same tuple for all its findings

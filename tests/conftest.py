@@ -80,6 +80,27 @@ def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     return Store(f"sqlite:///{directory / 'mlflow.db'}", directory / "mlflow.db", {})
 
 
+@pytest.fixture(scope="session")
+def logging_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """Runs logged the way teams log them: autologging, mlflow.models.evaluate, datasets without
+    a context, LightGBM's validation sets, a dirty git checkout (tests/fixtures/logging_store.py).
+    The builder runs as a copy outside this repository, so that only the run meant to come from
+    a git checkout records a commit."""
+    directory = tmp_path_factory.mktemp("logging-store")
+    builder = directory / "build_logging_store.py"
+    shutil.copy(REPO / "tests" / "fixtures" / "logging_store.py", builder)
+    store = directory / "store"
+    subprocess.run(
+        [sys.executable, str(builder), str(store)],
+        check=True,
+        capture_output=True,
+        cwd=directory,
+        env=stores.environment(),
+    )
+    run_ids = json.loads((store / "runs.json").read_text())
+    return Store(f"sqlite:///{store / 'mlflow.db'}", store / "mlflow.db", run_ids)
+
+
 @dataclass(frozen=True)
 class Server:
     uri: str

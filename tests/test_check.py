@@ -157,7 +157,8 @@ def test_run_ids_are_deduplicated_and_max_runs_stops(cli, sqlite_store: Store) -
     ).json()  # fmt: skip
     ids = [run["run_id"] for run in twice["runs"]]
     assert len(ids) == len(set(ids)) == len(stores.TRUTH_TABLE)
-    assert twice["runs"][0]["selected_by"] == ["run id"]
+    (selected,) = [run for run in twice["runs"] if run["run_id"] == run_id]
+    assert selected["selected_by"] == ["run id"]
     limited = cli(
         "check", "--tracking-uri", sqlite_store.uri, "--max-runs", "2", "--search-page-size", "1",
         "-f", "json",

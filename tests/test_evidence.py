@@ -279,3 +279,62 @@ def test_bounded_tree_matches_its_reference() -> None:
     for case in cases:
         got = _bounded_tree(case)
         assert json.dumps(got) == json.dumps(_reference_bounded_tree(case))
+
+
+def _metric_run(keys: list[str], datasets: list[tuple[str, str | None]]) -> dict:
+    from audit.evidence import DatasetFacts, MetricFacts, RunFacts, build_record
+
+    return build_record(
+        RunFacts(
+            run_id="0" * 32, run_name="r", experiment_id="1", experiment_name="e",
+            status="FINISHED", start_time=0, end_time=1, user="u", lifecycle_stage="active",
+            params={}, tags={},
+            metrics=[MetricFacts(key, 0.5, 0, 0) for key in keys],
+            datasets=[
+                DatasetFacts(name, f"{index:08x}", None, None, None, None, context)
+                for index, (name, context) in enumerate(datasets)
+            ],
+        )
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("key", "context"),
+    [
+        ("validation_0-logloss", "evaluation"),  # XGBoost's scikit-learn API, eval_set
+        ("eval-auc", "evaluation"),  # xgboost.train(evals=[(dvalid, "eval")])
+        ("val_loss", "evaluation"), ("val_accuracy", "evaluation"),  # Keras
+        ("val/acc", "evaluation"), ("train_loss_epoch", "training"),  # Lightning
+        ("f1_score_X_test", "evaluation"), ("accuracy_score-2_X_val", "evaluation"),  # autolog
+        ("LogisticRegression_score_X_test-2", "evaluation"),
+        ("RandomForestClassifier_score_X_train", "training"),
+        ("training_f1_score", "training"), ("test_accuracy", "evaluation"),
+        ("f1_score", None), ("loss", None), ("example_count", None),
+    ],
+)  # fmt: skip
+def test_what_a_metric_name_says_of_its_data(key: str, context: str | None) -> None:
+    (metric,) = _metric_run([key], [])["metrics"]
+    assert (metric["context"], metric["context_from"]) == (context, "name" if context else None)
+
+
+def test_a_named_validation_set_is_the_metric_dataset_and_names_say_roles() -> None:
+    record = _metric_run(
+        ["holdout-rmse", "fit-rmse"],
+        [("fit", "train"), ("holdout", "eval"), ("X_train", None), ("df_holdout", None),
+         ("train_test", None), ("customers", None)],
+    )  # fmt: skip
+    metrics = {m["key"]: (m["context"], m["dataset"]["name"]) for m in record["metrics"]}
+    assert metrics == {"holdout-rmse": ("evaluation", "holdout"), "fit-rmse": ("training", "fit")}
+    roles = {
+        d["name"]: (group, d["role_from"])
+        for group in record["data"]
+        for d in record["data"][group]
+    }
+    assert roles == {
+        "fit": ("training", "context"),
+        "holdout": ("evaluation", "context"),
+        "X_train": ("training", "name"),
+        "df_holdout": ("evaluation", "name"),
+        "train_test": ("other", None),  # says both: says nothing
+        "customers": ("other", None),
+    }

@@ -185,7 +185,8 @@ def _expected_junit(result: AuditResult) -> dict[str, tuple[int, int, int]]:
         waived_only = {f.rule_id for f in run.waived_findings} - {
             f.rule_id for f in run.open_findings
         }
-        expected[run.run_id] = (len(rule_ids), len(failing), len(waived_only))
+        undecided = {*run.not_applicable, *run.unknown}
+        expected[run.run_id] = (len(rule_ids), len(failing), len(waived_only | undecided))
     return expected
 
 
@@ -238,7 +239,7 @@ def test_junit_failure_skipped_and_below_the_gate(
     assert failure is not None and failure.get("type") == "error"
     assert failure.get("message") == "/data/training: none recorded"
     assert "found: /data/training: none recorded" in (failure.text or "")
-    assert "breaks: Art. 10(2)(b)" in (failure.text or "")
+    assert "relevant to: Art. 10(2)(b)" in (failure.text or "")
     assert "fix: Log it before training" in (failure.text or "")
 
     waived = cases[(f"{4:032x}", "hyperparameters.logged: Hyperparameters are logged")]
@@ -249,7 +250,7 @@ def test_junit_failure_skipped_and_below_the_gate(
     )
 
     # a warning under --fail-on error: passing, and on the record in system-out
-    warned = cases[(f"{3:032x}", "secrets.logged: Credentials logged to MLflow")]
+    warned = cases[(f"{3:032x}", "secrets.logged: No credentials are logged to MLflow")]
     assert warned.find("failure") is None and warned.find("skipped") is None
     assert "below the gate (--fail-on error)" in warned.findtext("system-out", "")
 
@@ -487,7 +488,7 @@ def test_csv_one_row_per_finding_with_formulas_defused(result: AuditResult) -> N
     findings = [(run, f) for run in result.runs for f in run.findings]
     assert len(rows) == len(findings)
     assert list(rows[0]) == [
-        "run_id", "run_name", "experiment_id", "experiment_name", "rule_id", "title",
+        "run_id", "run_name", "experiment_id", "experiment_name", "rule_id", "title", "gap",
         "category", "severity", "status", "pointer", "message", "provisions", "citations",
         "remediation", "waiver_reason", "waiver_approved_by", "waiver_expires",
     ]  # fmt: skip
@@ -522,6 +523,7 @@ def test_to_pandas_one_row_per_run_and_rule(result: AuditResult) -> None:
     assert list(frame.columns) == [
         "run_id", "run_name", "experiment_id", "experiment_name", "rule_id", "title",
         "category", "severity", "status", "findings", "provisions", "citations", "message",
+        "reason", "evidence",
     ]  # fmt: skip
     assert not frame.duplicated(["run_id", "rule_id"]).any()
 
@@ -539,7 +541,8 @@ def test_to_pandas_one_row_per_run_and_rule(result: AuditResult) -> None:
     assert cell(3, "secrets.logged").status == "fail"  # a warning is still an open gap
     by_status = frame.status.value_counts().to_dict()
     evaluations, passes = result.rule_evaluations()
-    assert by_status["fail"] == evaluations - passes
+    assert by_status["fail"] + by_status.get("unknown", 0) == evaluations - passes
+    assert by_status.get("not_applicable", 0) == len(frame) - evaluations
 
 
 def test_formats_never_import_pandas(tmp_path: Path) -> None:
@@ -625,7 +628,8 @@ def test_every_format_on_a_real_store(
     root = parse_xml(outputs["junit"])
     expected = _expected_junit(result)
     assert root.get("failures") == str(sum(f for _, f, _ in expected.values()))
-    assert sum(int(s.get("skipped", "0")) for s in root.iter("testsuite")) == 1
+    undecided = sum(len(run.not_applicable) + len(run.unknown) for run in result.runs)
+    assert sum(int(s.get("skipped", "0")) for s in root.iter("testsuite")) == 1 + undecided
 
     log = json.loads(outputs["sarif"])
     sarif_validator.validate(log)

@@ -96,7 +96,7 @@ def test_installed_wheel_runs_check_outside_the_checkout(
         capture_output=True, text=True, cwd=outside, env=stores.environment(),
     )  # fmt: skip
     assert written.returncode == 0, written.stderr
-    assert "Compliance matrix" in (reports / "complete.html").read_text()
+    assert "Evidence mapped to provisions" in (reports / "complete.html").read_text()
 
 
 # --------------------------------------------------------------------------- mlflow-skinny
@@ -222,7 +222,7 @@ def test_the_core_install_audits_with_mlflow_skinny(
         "--policy", "baseline", "--out", str(tmp_path / "reports"), "--no-pdf", cwd=tmp_path,
     )  # fmt: skip
     assert (code, loaded) == ("0", "-"), err
-    assert "Compliance matrix" in (tmp_path / "reports" / "complete.html").read_text()
+    assert "Evidence mapped to provisions" in (tmp_path / "reports" / "complete.html").read_text()
 
     # --filter is MLflow's parser (in mlflow-skinny) and SQL: the SQL store's own client is not
     # needed.

@@ -416,10 +416,11 @@ def test_one_warning_per_redacted_value_whatever_the_policy(policy_name: str) ->
         ("/tags/HF_TOKEN", "warning", "run"),
     ]
     param, tag = secrets
-    assert param.title == "Credentials logged to MLflow"
+    assert param.title == "No credentials are logged to MLflow"
+    assert param.gap_text == "A credential is logged to MLflow"
     assert param.message.startswith('/hyperparameters/api_key (param "api_key"):')
     assert tag.message.startswith('/tags/HF_TOKEN (tag "HF_TOKEN"):')
-    assert param.provisions == ("eu-ai-act/art-15/1",) and param.citations == ["Art. 15(1)"]
+    assert param.provisions == ("eu-ai-act/art-15/5",) and param.citations == ["Art. 15(5)"]
     for finding in secrets:
         assert OPENAI_KEY not in finding.message + finding.remediation
         assert HF_TOKEN not in finding.message + finding.remediation

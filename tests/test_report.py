@@ -144,13 +144,13 @@ def test_pdf_is_pdfa_3b_with_metadata_and_page_furniture(demo_report: Path) -> N
     matrix_pages = [
         page.extract_text()
         for page in reader.pages
-        if "2. Compliance matrix" in page.extract_text()
+        if "2. Evidence mapped to provisions" in page.extract_text()
     ]
     assert len(matrix_pages) > 1
-    assert all("Requirement checked" in text for text in matrix_pages)  # header on every page
+    assert all("Rule (evidence looked for)" in text for text in matrix_pages)  # on every page
     outline = _titles(reader.outline)
     assert outline[0] == "complete"
-    assert "1. Summary" in outline and "2. Compliance matrix" in outline
+    assert "1. Summary" in outline and "2. Evidence mapped to provisions" in outline
     fonts = {
         font["/BaseFont"]
         for page in reader.pages

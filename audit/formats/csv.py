@@ -1,9 +1,11 @@
 """`--format csv`: one row per finding, open or waived, for spreadsheets and ad-hoc analysis.
 
-Columns: run_id, run_name, experiment_id, experiment_name, rule_id, title, category, severity,
-status (``open`` or ``waived``), pointer, message, provisions (space-separated ids), citations
-(``; ``-joined), remediation, waiver_reason, waiver_approved_by, waiver_expires (YYYY-MM-DD).
-A run with no finding has no row; `AuditResult.to_pandas` has every run x rule.
+Columns: run_id, run_name, experiment_id, experiment_name, rule_id, title, gap (the title worded
+as the gap), category, severity, status (``open`` or ``waived``), pointer, message, provisions
+(space-separated ids), citations (``; ``-joined), remediation, waiver_reason,
+waiver_approved_by, waiver_expires (YYYY-MM-DD). A run with no finding has no row, and rules that
+pass, do not apply or are unknown have none either: `AuditResult.to_pandas` has every run x
+rule with its outcome.
 
 **Formula injection.** Spreadsheets run a cell that starts with ``=``, ``+``, ``-`` or ``@`` as a
 formula (``=HYPERLINK(...)``, ``=cmd|...``), and tab or carriage return can hide such a start.

@@ -4,7 +4,9 @@ on the workflow run and the pull request.
 One command per finding: ``::error`` for errors, ``::warning`` for warnings, ``::notice`` for
 info, each ``title=<rule id> (<run name>)`` with the message, where it was found and the fix. A
 waived finding is a ``::notice`` saying it is waived, by whom and until when: on the record,
-never a failure. Expired and unused waivers are ``::warning``s. A last plain line sums up.
+never a failure. A rule whose answer MLflow's record cannot show is one ``::notice`` per rule
+(``unknown``, with why and on how many runs); the rules that do not apply are counted in the last
+plain line, which sums up. Expired and unused waivers are ``::warning``s.
 
 GitHub keeps only the first 10 errors, 10 warnings and 10 notices of a step as annotations (50 per
 job), and the rest in the log only; the commands therefore come most severe first, across runs.
@@ -61,6 +63,7 @@ def render_github(result: AuditResult) -> str:
             ]
     for run in result.runs:
         lines += [_waived_command(run, finding) for finding in run.waived_findings]
+    lines += _unknown_commands(result)
     for use in result.waivers:
         if use.state != "applied":
             lines.append(command("warning", use.message, title=f"mlflow-audit: waiver {use.state}"))
@@ -131,10 +134,29 @@ def _waived_command(run: RunResult, finding: Finding) -> str:
     )
 
 
+def _unknown_commands(result: AuditResult) -> list[str]:
+    runs_by_rule: dict[str, int] = {}
+    for run in result.runs:
+        for rule_id in run.unknown:
+            runs_by_rule[rule_id] = runs_by_rule.get(rule_id, 0) + 1
+    rules = {rule.id: rule for rule in result.rules}
+    return [
+        command(
+            "notice",
+            f"{rules[rule_id].title}: unknown on {plural(count, 'run')}. "
+            f"Why: {rules[rule_id].unknown or ''}",
+            title=f"unknown: {rule_id}",
+        )
+        for rule_id, count in runs_by_rule.items()
+        if rule_id in rules
+    ]
+
+
 def _summary(result: AuditResult) -> str:
     statuses = result.status_counts()
     severities = result.severity_counts()
     waived = sum(len(run.waived_findings) for run in result.runs)
+    outcomes = result.outcome_counts()
     if result.fail_on == "never" and result.min_score is None:
         verdict = "gate off (--fail-on never)"
     else:
@@ -146,5 +168,7 @@ def _summary(result: AuditResult) -> str:
         f"mlflow-audit: {verdict} · {plural(len(result.runs), 'run')}: {statuses['pass']} pass, "
         f"{statuses['warn']} warn, {statuses['fail']} fail · "
         f"{plural(severities['error'], 'error')}, {plural(severities['warning'], 'warning')}, "
-        f"{severities['info']} info, {waived} waived · {score}"
+        f"{severities['info']} info, {waived} waived · rules {outcomes['pass']} pass, "
+        f"{outcomes['fail']} fail, {outcomes['unknown']} unknown, "
+        f"{outcomes['not_applicable']} not applicable · {score}"
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 import orjson
 
-from audit.result import AuditResult, Finding
+from audit.result import AuditResult, Finding, RunResult
 
 
 def render_json(result: AuditResult) -> str:
@@ -54,8 +54,26 @@ def _runs(result: AuditResult) -> Iterator[dict[str, Any]]:
             held = encoded[id(each)] = (each, orjson.Fragment(orjson.dumps(each.to_dict())))
         return held[1]
 
+    outcome_lists: dict[tuple[Any, ...], orjson.Fragment] = {}
+    rules = result.rules
+
+    def outcomes(run: RunResult) -> Any:
+        # Most runs share their outcomes (the same rules pass, fail, do not apply): one
+        # encoding for all of them.
+        key = run.outcomes_key
+        if key is None:
+            return [run.outcome_dict(rule) for rule in rules]
+        held = outcome_lists.get(key)
+        if held is None:
+            if len(outcome_lists) >= _ENCODED_HELD:
+                outcome_lists.clear()
+            held = outcome_lists[key] = orjson.Fragment(
+                orjson.dumps([run.outcome_dict(rule) for rule in rules])
+            )
+        return held
+
     for run in result.runs:
-        yield run.to_dict(finding)
+        yield run.to_dict(finding, outcomes=outcomes)
 
 
 def _array(items: Any) -> Iterator[str]:

@@ -10,13 +10,18 @@ same name apart.
 
 **A test fails exactly when its findings fail the gate.** A rule with an open finding at or
 above ``--fail-on`` (``result.fail_on``) is a ``<failure>`` (type: the severity; message: the
-findings' messages; text: each finding with its pointer, the provisions it breaks and the fix).
+findings' messages; text: each finding with its pointer, the provisions it is relevant to and the
+fix).
 Open findings below the threshold (warnings and info with ``--fail-on error``; everything with
 ``--fail-on never``) leave the test passing and are written to its ``<system-out>``, so they are
 on the record without turning the build red for something the gate accepts. A rule whose
 findings are all waived is ``<skipped message="waived: REASON (approved by X, expires DATE)">``:
-a known, accepted gap, never a failure. ``errors`` is always 0: an audit that cannot complete
-exits 2 and writes no report.
+a known, accepted gap, never a failure. A rule that does not apply to the run is
+``<skipped message="not applicable: REASON">``, and one whose answer MLflow's record cannot show
+is ``<skipped message="unknown: REASON">``: neither is a pass, and the gate does not fail on
+them (an unknown is counted as not passed in the score). A rule that passes carries the evidence
+it passed on in its ``<system-out>`` when the audit looked for it (reports do). ``errors`` is
+always 0: an audit that cannot complete exits 2 and writes no report.
 
 When ``--min-score`` is set, a ``mlflow-audit gate`` suite holds a ``min-score`` test that fails
 when the score is below it, so the build's verdict is visible among the tests too; expired and
@@ -115,10 +120,19 @@ def _run_suite(result: AuditResult, run: RunResult) -> ET.Element:
 
 def _fill_case(case: ET.Element, outcome: RuleOutcome, result: AuditResult) -> str | None:
     """Mark the test case failed, skipped or passed; returns which count it adds to."""
+    status = outcome.status
+    if status in ("not_applicable", "unknown"):
+        label = "not applicable" if status == "not_applicable" else "unknown"
+        element = _sub(case, "skipped", message=f"{label}: {outcome.reason or ''}")
+        element.text = visible(_undecided_details(outcome, label))
+        return "skipped"
     failing = outcome.gate_findings(result.fail_on)
     below = tuple(f for f in outcome.open_findings if f not in failing)
     waived = outcome.waived_findings
     kind = None
+    evidence = outcome.evidence
+    if evidence is not None:
+        _sub(case, "system-out").text = visible(f"evidence: {evidence.text}")
     if failing:
         messages = "; ".join(f.message for f in failing)
         element = _sub(
@@ -159,9 +173,20 @@ def _details(outcome: RuleOutcome, findings: tuple[Finding, ...]) -> str:
             lines.append(f"  waived: {waiver_text(finding.waiver)} [{finding.waiver.origin}]")
     citations = outcome.citations
     if citations:
-        lines.append("breaks: " + ", ".join(citations))
+        lines.append("relevant to: " + ", ".join(citations))
     lines.append("fix: " + outcome.remediation)
     return "\n".join(lines)
+
+
+def _undecided_details(outcome: RuleOutcome, label: str) -> str:
+    return "\n".join(
+        [
+            f"{label} {outcome.rule_id}: {outcome.title}",
+            f"run {one_line(run_label(outcome.run))} ({outcome.run.run_id}) · experiment "
+            f"{one_line(experiment_label(outcome.run))}",
+            f"why: {outcome.reason or ''}",
+        ]
+    )
 
 
 def _gate_suite(result: AuditResult) -> ET.Element | None:

@@ -2,9 +2,10 @@
 
 A headline with the gate's verdict, the counts (runs by status, open findings by severity,
 waived findings, score and ``--min-score``), waivers that need attention (expired, unused), then
-the runs that fail the gate with their open gaps (rule, title, what was found, the provisions it
-breaks, the fix), the runs with findings below the gate, and the waived findings with reason,
-approver and expiry. Long lists fold into ``<details>``.
+the runs that fail the gate with their open gaps (rule, the gap, what was found, the provisions
+it is relevant to, the fix), their unknown and not-applicable rules, the runs with findings
+below the gate, and the waived findings with reason, approver and expiry. Long lists fold into
+``<details>``.
 
 **Untrusted text stays text.** Run and experiment names, messages and waiver fields are escaped
 for Markdown and HTML: ``&``, ``<`` and ``>`` become entities, every other character Markdown
@@ -32,7 +33,7 @@ from audit.formats.rows import (
     run_label,
 )
 from audit.formats.text import one_line, plural, shorten
-from audit.result import AuditResult, Finding, RunResult
+from audit.result import SCOPE_NOTE, AuditResult, Finding, RunResult
 
 GITHUB_COMMENT_LIMIT = 65_536
 _FOLD_OVER = 5  # more findings than this in a list, and it folds into <details>
@@ -89,7 +90,7 @@ def render_markdown(result: AuditResult, *, max_length: int = GITHUB_COMMENT_LIM
     if failing:
         page.add(_Section([f"#### Runs failing the gate ({len(failing)})", ""]))
         for index, run in enumerate(failing):
-            if not page.add(_run_section(run)):
+            if not page.add(_run_section(run, result)):
                 page.left_out.append(plural(len(failing) - index, "failing run"))
                 break
     failing_ids = {run.run_id for run in failing}
@@ -132,13 +133,14 @@ def _headline(result: AuditResult) -> list[str]:
     waived = sum(len(run.waived_findings) for run in result.runs)
     experiments = {run.experiment_id for run in result.runs}
     failing = len(result.failing_runs())
+    outcomes = result.outcome_counts()
     if result.fail_on == "never" and result.min_score is None:
         icon, verdict = "⚪", "gate off (`--fail-on never`)"
     elif result.gate_failed:
         icon, verdict = "❌", "gate failed"
     else:
         icon, verdict = "✅", "gate passed"
-    score = f"{result.score:g}% of rule evaluations pass"
+    score = f"{result.score:g}% of the applicable rule evaluations pass (unknown ones do not)"
     if result.min_score is not None:
         score += f" (min {result.min_score:g}%)"
     lines = [
@@ -149,6 +151,9 @@ def _headline(result: AuditResult) -> list[str]:
         f"**Open findings:** {plural(severities['error'], 'error')} · "
         f"{plural(severities['warning'], 'warning')} · {severities['info']} info · "
         f"{waived} waived  ",
+        f"**Rules on runs:** {outcomes['pass']} pass · {outcomes['fail']} fail · "
+        f"{outcomes['waived']} waived · {outcomes['unknown']} unknown · "
+        f"{outcomes['not_applicable']} not applicable  ",
         f"**Score:** {score}",
         "",
     ]
@@ -168,13 +173,13 @@ def _headline(result: AuditResult) -> list[str]:
         f"<sub>policy {code(str(policy.get('name', '')))}{version} · "
         f"{plural(len(result.rules), 'rule')} · mlflow-audit {md(result.tool_version)}"
         + (f" · stopped after `--max-runs {len(result.runs)}`" if result.truncated else "")
-        + "</sub>",
+        + f"<br>Evidence mapped to provisions. {md(SCOPE_NOTE)}</sub>",
         "",
     ]
     return lines
 
 
-def _run_section(run: RunResult) -> _Section:
+def _run_section(run: RunResult, result: AuditResult) -> _Section:
     opening = [
         f"##### {_STATUS_ICON[run.status]} {md(run_label(run))} · "
         f"experiment {md(experiment_label(run))}",
@@ -197,6 +202,17 @@ def _run_section(run: RunResult) -> _Section:
         ]
         closing = ["", "</details>", ""]
     items = [_gap_item(list(group)) for _, group in groupby(findings, key=lambda f: f.rule_id)]
+    rules = {rule.id: rule for rule in result.rules}
+    items += [
+        f"- ❔ **unknown** {code(rule_id)} {md(rules[rule_id].title)}  \n"
+        f"  why: {md(rules[rule_id].unknown or '')}"
+        for rule_id in run.unknown
+        if rule_id in rules
+    ]
+    if run.not_applicable:
+        items.append(
+            "- ⚪ not applicable: " + ", ".join(code(rule_id) for rule_id in run.not_applicable)
+        )
     # The note saying what was left out has a fixed room: the id, never the (long) name.
     return _Section(opening, items, closing, what=f"the gaps of run {md(shorten(run.run_id, 40))}")
 
@@ -204,7 +220,7 @@ def _run_section(run: RunResult) -> _Section:
 def _gap_item(findings: list[Finding]) -> str:
     first = findings[0]
     lines = [
-        f"- {_ICON[first.severity]} **{first.severity}** {code(first.rule_id)} {md(first.title)}"
+        f"- {_ICON[first.severity]} **{first.severity}** {code(first.rule_id)} {md(first.gap_text)}"
     ]
     shown = findings[:_SHOWN_PER_RULE]
     lines += [f"  - found: {md(located(finding))}" for finding in shown]
@@ -213,7 +229,7 @@ def _gap_item(findings: list[Finding]) -> str:
     if first.severity != "info":  # an observation, not a gap: no fix to spell out
         citations = tuple(first.citations)
         if citations:
-            lines.append("  - breaks: " + ", ".join(md(c) for c in citations))
+            lines.append("  - relevant to: " + ", ".join(md(c) for c in citations))
         lines.append(f"  - fix: {md(first.remediation)}")
     return "\n".join(lines)
 

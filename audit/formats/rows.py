@@ -1,27 +1,19 @@
-"""The result as flat rows: rule evaluations (run x rule) and findings, shared by the formats.
+"""The result as flat rows of findings, and the labels the formats share.
 
-A *rule outcome* is one rule evaluated on one run: every rule of the policy on every run, plus
-the rule ids that only findings name (an unannotated ``schema:...`` constraint, the built-in
-``secrets.logged``). JUnit makes a test case of each, `AuditResult.to_pandas` a row; CSV has a
-row per finding. The counting follows `AuditResult.rule_evaluations`, so the formats agree with
-the score.
+The rows of rule evaluations (run x rule, what JUnit makes a test case of and
+`AuditResult.to_pandas` a row) are `audit.result.rule_rows`; CSV has a row per finding.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from typing import Any
-
-from audit.result import AuditResult, Finding, RuleOutcome, RunResult
+from audit.result import RUN_COLUMNS, AuditResult, Finding, RunResult, run_columns
 from audit.waivers import Waiver
 
 FINDING_COLUMNS = (
-    "run_id",
-    "run_name",
-    "experiment_id",
-    "experiment_name",
+    *RUN_COLUMNS,
     "rule_id",
     "title",
+    "gap",
     "category",
     "severity",
     "status",
@@ -33,22 +25,6 @@ FINDING_COLUMNS = (
     "waiver_reason",
     "waiver_approved_by",
     "waiver_expires",
-)
-
-RULE_COLUMNS = (
-    "run_id",
-    "run_name",
-    "experiment_id",
-    "experiment_name",
-    "rule_id",
-    "title",
-    "category",
-    "severity",
-    "status",
-    "findings",
-    "provisions",
-    "citations",
-    "message",
 )
 
 
@@ -72,39 +48,6 @@ def waiver_text(waiver: Waiver) -> str:
     )
 
 
-def rule_outcomes(result: AuditResult) -> Iterator[RuleOutcome]:
-    for run in result.runs:
-        yield from result.outcomes(run)
-
-
-def _run_columns(run: RunResult) -> dict[str, Any]:
-    return {
-        "run_id": run.run_id,
-        "run_name": run.run_name or "",
-        "experiment_id": run.experiment_id,
-        "experiment_name": run.experiment_name or "",
-    }
-
-
-def rule_rows(result: AuditResult) -> list[dict[str, Any]]:
-    """One row per run x rule (`RULE_COLUMNS`), as `AuditResult.to_pandas` shows them."""
-    return [
-        {
-            **_run_columns(outcome.run),
-            "rule_id": outcome.rule_id,
-            "title": outcome.title,
-            "category": outcome.category,
-            "severity": outcome.severity,
-            "status": outcome.status,
-            "findings": len(outcome.findings),
-            "provisions": outcome.provisions,
-            "citations": outcome.citations,
-            "message": "; ".join(f.message for f in outcome.findings),
-        }
-        for outcome in rule_outcomes(result)
-    ]
-
-
 def finding_rows(result: AuditResult) -> list[dict[str, str]]:
     """One row per finding (`FINDING_COLUMNS`), every value a string, as CSV writes them."""
     rows = []
@@ -113,9 +56,10 @@ def finding_rows(result: AuditResult) -> list[dict[str, str]]:
             waiver = finding.waiver
             rows.append(
                 {
-                    **_run_columns(run),
+                    **run_columns(run),
                     "rule_id": finding.rule_id,
                     "title": finding.title,
+                    "gap": finding.gap_text,
                     "category": finding.category,
                     "severity": finding.severity,
                     "status": "open" if waiver is None else "waived",

@@ -13,6 +13,12 @@ expiry and origin: viewers list it as suppressed, not as an alert. The invocatio
 completed (the gate's verdict is in the run's properties) and carries each expired or unused
 waiver as a warning notification.
 
+**Outcomes other than a gap are not results.** GitHub code scanning turns every result into an
+alert whatever its SARIF ``kind`` (pass, notApplicable, review), so the rules that pass, do not
+apply or cannot be decided on a run are listed in the SARIF run's ``properties.outcomes``: per
+audited run, the rule ids of each outcome (with the reason of each not-applicable and unknown
+one in the rule's ``properties``), the same outcomes every other format shows.
+
 **GitHub code scanning needs a file.** It refuses results whose locations are only logical
 ("expected a physical location"). Pass ``artifact_uri`` (a path relative to the repository root,
 e.g. the training script or the pipeline definition the gate guards) and every result also
@@ -29,9 +35,9 @@ from typing import Any
 from audit.formats.markdown import md
 from audit.formats.rows import experiment_label, run_label
 from audit.formats.text import one_line
-from audit.policy import Rule
+from audit.policy import OUTCOMES, Rule
 from audit.provisions import load_catalog
-from audit.result import AuditResult, Finding, RunResult
+from audit.result import SCOPE_NOTE, AuditResult, Finding, RunResult
 from audit.waivers import WaiverUse
 
 SARIF_SCHEMA = "https://json.schemastore.org/sarif-2.1.0.json"
@@ -74,7 +80,9 @@ def render_sarif(result: AuditResult, *, artifact_uri: str | None = None) -> str
                     "policy": dict(result.policy),
                     "store": result.store,
                     "generated_at": result.generated_at,
+                    "scope": SCOPE_NOTE,
                     "summary": result.summary(),
+                    "outcomes": [_outcomes(result, run) for run in result.runs],
                 },
             }
         ],
@@ -86,14 +94,14 @@ def _rule(rule: Rule) -> dict[str, Any]:
     catalog = load_catalog()
     provisions = [catalog[p] for p in rule.provisions if p in catalog]
     citations = [p.citation for p in provisions]
-    full = rule.title + (f". Provisions: {', '.join(citations)}." if citations else ".")
+    full = rule.title + (f". Relevant to: {', '.join(citations)}." if citations else ".")
     help_text = f"Fix: {rule.remediation}"
     help_markdown = f"**Fix:** {md(rule.remediation)}"
     if provisions:
-        help_text += "\n\nProvisions:\n" + "\n".join(
+        help_text += "\n\nRelevant provisions:\n" + "\n".join(
             f"- {p.citation}: {p.title} ({p.link})" for p in provisions
         )
-        help_markdown += "\n\n**Provisions:**\n\n" + "\n".join(
+        help_markdown += "\n\n**Relevant provisions:**\n\n" + "\n".join(
             f"- [{md(p.citation)}]({p.link}): {md(p.title)}" for p in provisions
         )
     return {
@@ -109,9 +117,20 @@ def _rule(rule: Rule) -> dict[str, Any]:
             "severity": rule.severity,
             "provisions": list(rule.provisions),
             "citations": citations,
+            "gap": rule.gap_text,
+            "not_applicable": rule.not_applicable,
+            "unknown": rule.unknown,
             "tags": list(dict.fromkeys(["mlflow-audit", rule.category, *_frameworks(rule)])),
         },
     }
+
+
+def _outcomes(result: AuditResult, run: RunResult) -> dict[str, Any]:
+    """The rule ids of each outcome on one run."""
+    by_outcome: dict[str, list[str]] = {outcome: [] for outcome in OUTCOMES}
+    for outcome in result.outcomes(run):
+        by_outcome[outcome.status].append(outcome.rule_id)
+    return {"run_id": run.run_id, **by_outcome}
 
 
 def _frameworks(rule: Rule) -> list[str]:
@@ -152,6 +171,7 @@ def _result(
     entry: dict[str, Any] = {
         "ruleId": finding.rule_id,
         "ruleIndex": index[finding.rule_id],
+        "kind": "fail",
         "level": _LEVEL[finding.severity],
         "message": {
             "text": f"{finding.message} (run {run_name} {run.run_id}, experiment {experiment})"

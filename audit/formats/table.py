@@ -8,12 +8,14 @@ from __future__ import annotations
 import functools
 import re
 import textwrap
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from itertools import groupby
 
+from audit.policy import Rule
 from audit.result import AuditResult, Finding, RunResult
 
 _COLORS = {
+    "unknown": "35",
     "fail": "31;1",
     "warn": "33;1",
     "pass": "32;1",
@@ -63,12 +65,13 @@ def table_chunks(result: AuditResult, *, color: bool = False, width: int = 80) -
         + f" · policy {_one_line(str(policy['name']))}{version} · {len(result.rules)} rules\n"
         + f"store {_one_line(result.store)}\n\n"
     )
+    rules = {rule.id: rule for rule in result.rules}
     for run in result.runs:
-        yield "\n".join(_run_block(run, paint, width)) + "\n"
+        yield "\n".join(_run_block(run, rules, paint, width)) + "\n"
     yield "\n".join(_summary_block(result, paint, width)) + "\n"
 
 
-def _run_block(run: RunResult, paint: _Painter, width: int) -> list[str]:
+def _run_block(run: RunResult, rules: Mapping[str, Rule], paint: _Painter, width: int) -> list[str]:
     name = _shorten(_one_line(run.run_name or "(unnamed run)"), width - 6)
     experiment = printable(run.experiment_name or run.experiment_id)
     lines = [f"{paint(_STATUS_LABEL[run.status], run.status)}  {name}"]
@@ -80,8 +83,34 @@ def _run_block(run: RunResult, paint: _Painter, width: int) -> list[str]:
         lines.extend(_finding_block(list(group), paint, width))
     for _, group in groupby(run.waived_findings, key=lambda f: (f.rule_id, f.waiver)):
         lines.extend(_waived_block(list(group), paint, width))
+    # Undecided rules: unknown ones with why (a reader can act on them), the rules that do
+    # not apply by id only; the outcomes line counts every rule of the policy.
+    for rule_id in run.unknown:
+        rule = rules.get(rule_id)
+        lines.append(f"  {paint('unknown ', 'unknown')}{paint(rule_id, 'bold')}")
+        if rule is not None:
+            lines += wrap(printable(rule.title), " " * 6, width)
+            lines += wrap(f"why: {printable(rule.unknown or '')}", " " * 6, width, hang=5)
+    if run.not_applicable:
+        lines += wrap(
+            paint("n/a", "dim") + "     " + ", ".join(run.not_applicable), "  ", width, hang=8
+        )
+    lines += wrap(_outcomes_line(run, rules), " " * 6, width)
     lines.append("")
     return lines
+
+
+def _outcomes_line(run: RunResult, policy_rules: Mapping[str, Rule]) -> str:
+    """``9 pass · 7 fail · 1 unknown · 12 not applicable`` for one run, as
+    `AuditResult.outcome_counts` counts them."""
+    failed, waived = run.failed_rule_ids, run.waived_rule_ids
+    evaluated = len(policy_rules.keys() | failed | waived)
+    passed = evaluated - len(failed) - len(waived) - len(run.unknown) - len(run.not_applicable)
+    parts = [f"{passed} pass", f"{len(failed)} fail"]
+    if waived:
+        parts.append(f"{len(waived)} waived")
+    parts += [f"{len(run.unknown)} unknown", f"{len(run.not_applicable)} not applicable"]
+    return "rules: " + " · ".join(parts)
 
 
 def _shorten(text: str, limit: int) -> str:
@@ -93,7 +122,7 @@ def _finding_block(findings: list[Finding], paint: _Painter, width: int) -> list
     indent = " " * 6
     severity = paint(f"{first.severity:<8}", first.severity)
     lines = [f"  {severity}{paint(first.rule_id, 'bold')}"]
-    lines += wrap(printable(first.title), indent, width)
+    lines += wrap(printable(first.gap_text), indent, width)
     if first.severity == "info":
         return lines  # an observation, not a gap: no fix to spell out
     shown = findings[:5]
@@ -105,7 +134,8 @@ def _finding_block(findings: list[Finding], paint: _Painter, width: int) -> list
         # A citation is one unit: "ISO/IEC 42001 A.7.5" never breaks across lines.
         joined = ", ".join(c.replace(" ", "\u00a0") for c in first.citations)
         lines += [
-            line.replace("\u00a0", " ") for line in wrap("breaks: " + joined, indent, width, hang=8)
+            line.replace("\u00a0", " ")
+            for line in wrap("relevant to: " + joined, indent, width, hang=13)
         ]
     lines += wrap("fix: " + printable(first.remediation), indent, width, hang=5)
     return lines
@@ -170,7 +200,8 @@ def _summary_block(result: AuditResult, paint: _Painter, width: int) -> list[str
         f"experiment{'s' if len(experiments) != 1 else ''}: "
         f"{statuses['pass']} pass, {statuses['warn']} warn, {statuses['fail']} fail · "
         f"{_count(severities['error'], 'error')}, {_count(severities['warning'], 'warning')}, "
-        f"{severities['info']} info{waived_text} · score {result.score:g}%{minimum}",
+        f"{severities['info']} info{waived_text} · {_outcomes_text(result)} · "
+        f"score {result.score:g}%{minimum}",
         "",
         width,
     )
@@ -208,6 +239,14 @@ def _verdict(result: AuditResult, paint: _Painter) -> str:
     if result.min_score is not None:
         passed.append(f"score at least {result.min_score:g}%")
     return paint("passed", "pass") + ": " + ", ".join(passed)
+
+
+def _outcomes_text(result: AuditResult) -> str:
+    counts = result.outcome_counts()
+    return (
+        f"rules {counts['pass']} pass, {counts['fail']} fail, {counts['unknown']} unknown, "
+        f"{counts['not_applicable']} n/a"
+    )
 
 
 def _count(number: int, noun: str) -> str:

@@ -15,14 +15,13 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from typing import Any, Literal
 
-from audit.evaluation import item_label
-from audit.policy import CATEGORIES, SEVERITIES, SEVERITY_RANK, Rule
-from audit.provisions import load_catalog
+from audit.policy import CATEGORIES, SEVERITIES, SEVERITY_RANK, Outcome, Rule
+from audit.provisions import Provision, load_catalog
 from audit.report.charts import Chart, Series, line_chart
-from audit.result import AuditResult, Finding, RunResult
+from audit.result import SCOPE_NOTE, AuditResult, Finding, RunResult
 from audit.waivers import WaiverUse
 
-Status = Literal["pass", "warn", "fail", "info", "waived"]
+Status = Literal["pass", "warn", "fail", "info", "waived", "not_applicable", "unknown"]
 PageSize = Literal["A4", "letter"]
 
 #: Rows per table in the summary document: long run lists stay navigable on screen and print.
@@ -40,6 +39,25 @@ _CATEGORY_TITLES = {
     "run": "Run",
 }
 _SEVERITY_STATUS: dict[str, Status] = {"error": "fail", "warning": "warn", "info": "info"}
+#: What an audit of MLflow training runs cannot evidence: the documents list these provisions
+#: as outside the audit (their text is in the catalog).
+OUTSIDE_THE_AUDIT = (
+    "eu-ai-act/art-9/1",  # risk management
+    "eu-ai-act/annex-iv/5",
+    "eu-ai-act/art-14/1",  # human oversight
+    "eu-ai-act/annex-iv/2/e",
+    "eu-ai-act/annex-iv/7",  # standards applied
+    "eu-ai-act/art-47",  # declaration of conformity
+    "eu-ai-act/annex-iv/8",
+    "eu-ai-act/art-43",  # conformity assessment
+    "eu-ai-act/art-72/1",  # post-market monitoring
+    "eu-ai-act/annex-iv/9",
+    "eu-ai-act/art-12/1",  # logs of the deployed system
+    "eu-ai-act/art-12/2",
+    "eu-ai-act/art-19/1",
+    "eu-ai-act/art-10/3",  # data quality criteria, which a row count does not show
+    "eu-ai-act/annex-iv/4",  # why the metrics are appropriate, a description
+)
 
 
 @dataclass(frozen=True)
@@ -78,7 +96,8 @@ def parse_date(text: str | None) -> datetime:
 
 @dataclass(frozen=True)
 class RuleCheck:
-    """One policy rule on one run: passed, or failed with its findings."""
+    """One policy rule on one run: its outcome (a failure by its worst open finding's
+    severity), and the evidence it passed on, the findings, or why it was not decided."""
 
     rule: Rule
     status: Status
@@ -130,6 +149,21 @@ class Cover:
     facts: tuple[tuple[str, str], ...]
     status: Status
     counts: Mapping[str, int]
+    #: Rule evaluations by outcome (pass, fail, waived, unknown, not_applicable).
+    outcomes: Mapping[Outcome, int] = field(default_factory=dict)
+    scope: str = SCOPE_NOTE
+
+    @property
+    def verdict(self) -> str:
+        """What the evidence shows, in words that claim no more: a gap breaches nothing by
+        itself, and rules that were not decided are said to be so."""
+        if self.status == "fail":
+            return "Gaps in the evidence"
+        if self.status == "warn":
+            return "Evidence with weak points"
+        if self.outcomes.get("unknown"):
+            return "No gaps found; some rules unknown"
+        return "No gaps found in the evidence checked"
 
 
 @dataclass(frozen=True)
@@ -145,14 +179,26 @@ class RunDocument:
     charts: tuple[Chart, ...]
     models: tuple[ModelView, ...]
     appendix: tuple[tuple[str, str], ...]
+    #: Provisions an audit of MLflow runs cannot evidence, listed as outside the audit.
+    outside: tuple[Provision, ...] = ()
 
     @property
     def passed(self) -> tuple[RuleCheck, ...]:
+        """The rules that pass, each with the evidence it passed on."""
         return tuple(check for check in self.checks if check.status == "pass")
 
     @property
     def missing(self) -> tuple[RuleCheck, ...]:
-        return tuple(check for check in self.checks if check.status != "pass")
+        """The rules that fail or are waived, worst first."""
+        return tuple(check for check in self.checks if check.status not in _UNDECIDED_OR_PASS)
+
+    @property
+    def unknown(self) -> tuple[RuleCheck, ...]:
+        return tuple(check for check in self.checks if check.status == "unknown")
+
+    @property
+    def not_applicable(self) -> tuple[RuleCheck, ...]:
+        return tuple(check for check in self.checks if check.status == "not_applicable")
 
     @property
     def title(self) -> str:
@@ -178,6 +224,7 @@ class RunRow:
 class WorstGap:
     rule_id: str
     title: str
+    gap: str
     severity: str
     citations: tuple[str, ...]
     remediation: str
@@ -199,6 +246,7 @@ class SummaryDocument:
     run_count: int
     keywords: tuple[str, ...] = field(default=())
     waivers: tuple[WaiverUse, ...] = field(default=())
+    outside: tuple[Provision, ...] = field(default=())
 
     @property
     def title(self) -> str:
@@ -232,23 +280,23 @@ def run_document(
         appendix=_appendix(
             result, settings, ((f"Evidence sha256 ({run.run_id})", run.evidence_sha256),)
         ),
+        outside=outside_the_audit(),
     )
 
 
 def summary_document(
     result: AuditResult, names: Mapping[str, str], settings: ReportSettings
 ) -> SummaryDocument:
+    # In the result's order: worst first, as every output lists runs.
+    rules = {rule.id: rule for rule in result.rules}
     rows = [
         RunRow(
             name=_display_name(run),
             document=names[run.run_id],
             run=run,
-            categories=_category_status(run),
+            categories=_category_status(run, rules),
         )
-        for run in sorted(
-            result.runs,
-            key=lambda r: (-_STATUS_RANK[r.status], r.experiment_name or "", r.run_name or ""),
-        )
+        for run in result.runs
     ]
     counts = Counter((f.category, f.severity) for run in result.runs for f in run.open_findings)
     categories = _categories(result)
@@ -269,7 +317,13 @@ def summary_document(
         run_count=len(result.runs),
         keywords=tuple(run.run_id for run in result.runs),
         waivers=result.waivers,
+        outside=outside_the_audit(),
     )
+
+
+def outside_the_audit() -> tuple[Provision, ...]:
+    catalog = load_catalog()
+    return tuple(catalog[p] for p in OUTSIDE_THE_AUDIT if p in catalog)
 
 
 def single_run_result(result: AuditResult, run: RunResult) -> AuditResult:
@@ -299,7 +353,16 @@ def document_names(result: AuditResult) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- helpers
 
-_STATUS_RANK = {"pass": 0, "waived": 1, "info": 2, "warn": 3, "fail": 4}
+_STATUS_RANK = {
+    "not_applicable": 0,
+    "pass": 1,
+    "waived": 2,
+    "info": 3,
+    "unknown": 4,
+    "warn": 5,
+    "fail": 6,
+}
+_UNDECIDED_OR_PASS = frozenset({"pass", "not_applicable", "unknown"})
 
 
 def _worst(statuses: Iterable[Status]) -> Status:
@@ -321,17 +384,20 @@ def _rule_checks(
     result: AuditResult, run: RunResult, record: Mapping[str, Any]
 ) -> tuple[RuleCheck, ...]:
     """Every rule evaluated on the run with its outcome and evidence, failures first."""
-    checks = [
-        RuleCheck(
-            outcome.rule,
-            _findings_status(outcome.findings) if outcome.findings else "pass",
-            "; ".join(f.message for f in outcome.findings)
-            if outcome.findings
-            else rule_evidence(record, outcome.rule),
-            outcome.findings,
-        )
-        for outcome in result.outcomes(run)
-    ]
+    checks = []
+    for outcome in result.outcomes(run):
+        status: Outcome = outcome.status
+        if status in ("fail", "waived"):
+            shown: Status = _findings_status(outcome.findings)
+            text = "; ".join(f.message for f in outcome.findings)
+        elif status == "pass":
+            shown = "pass"
+            evidence = outcome.evidence
+            text = evidence.text if evidence else "no evidence located where the rule looks"
+        else:
+            shown = status
+            text = outcome.reason or ""
+        checks.append(RuleCheck(outcome.rule, shown, text, outcome.findings))
     return tuple(
         sorted(
             checks,
@@ -368,11 +434,17 @@ def _matrix(checks: Sequence[RuleCheck]) -> tuple[MatrixGroup, ...]:
     return tuple(MatrixGroup(heading, tuple(rows)) for heading, rows in groups.values())
 
 
-def _category_status(run: RunResult) -> dict[str, Status]:
+def _category_status(run: RunResult, rules: Mapping[str, Rule]) -> dict[str, Status]:
+    """The worst outcome in each category of rules on the run; categories whose rules all
+    pass (or do not apply) are left out."""
     worst: dict[str, Status] = {}
     for finding in run.open_findings:
         status = _SEVERITY_STATUS[finding.severity]
         worst[finding.category] = _worst((worst.get(finding.category, "pass"), status))
+    for rule_id in run.unknown:
+        if rule_id in rules:
+            category = rules[rule_id].category
+            worst[category] = _worst((worst.get(category, "pass"), "unknown"))
     return worst
 
 
@@ -395,6 +467,7 @@ def _worst_gaps(result: AuditResult) -> tuple[WorstGap, ...]:
         WorstGap(
             rule_id=rule_id,
             title=finding.title,
+            gap=finding.gap_text,
             severity=finding.severity,
             citations=tuple(finding.citations),
             remediation=finding.remediation,
@@ -457,10 +530,11 @@ def _run_cover(
     ]
     return Cover(
         title=title,
-        subtitle="Model documentation and provenance audit",
+        subtitle="Model documentation and provenance evidence",
         facts=tuple(facts),
         status=run.status,
         counts=_counts([run]),
+        outcomes=single_run_result(result, run).outcome_counts(),
     )
 
 
@@ -482,15 +556,20 @@ def _summary_cover(result: AuditResult, settings: ReportSettings) -> Cover:
         *_people(settings),
         ("Date", settings.date_text),
         ("Policy", _policy_text(result)),
-        ("Rules passed", f"{result.score}% of rule evaluations"),
+        (
+            "Score",
+            f"{result.score:g}% of the applicable rule evaluations pass (unknown ones count as "
+            "not passed)",
+        ),
     ]
     worst = _worst(run.status for run in result.runs)
     return Cover(
         title=title or "Audit",
-        subtitle="Audit summary across runs",
+        subtitle="Evidence summary across runs",
         facts=tuple(facts),
         status=worst,
         counts=_counts(result.runs),
+        outcomes=result.outcome_counts(),
     )
 
 
@@ -498,6 +577,8 @@ def _appendix(
     result: AuditResult, settings: ReportSettings, extra: tuple[tuple[str, str], ...]
 ) -> tuple[tuple[str, str], ...]:
     policy = result.policy
+    catalog = load_catalog()
+    provisions = {p for rule in result.rules for p in rule.provisions}
     return (
         ("Tool", f"mlflow-audit {result.tool_version}"),
         ("Policy", f"{_policy_text(result)} ({policy.get('origin', '')})"),
@@ -506,6 +587,7 @@ def _appendix(
         ("Tracking store", result.store),
         ("Read through", result.source),
         ("Generated", settings.timestamp),
+        *((f"Text of {f.title}", f.text_version) for f in catalog.frameworks_of(provisions)),
     )
 
 
@@ -546,130 +628,3 @@ def _columns(spec: Any) -> tuple[Column, ...]:
             )
         )
     return tuple(columns)
-
-
-def rule_evidence(record: Mapping[str, Any], rule: Rule, limit: int = 3) -> str:
-    """The values found where a rule looks, e.g. ``breast-cancer-train: 9e0490cb``; the
-    category's summary when the policy does not say where its rule looks."""
-    found = [
-        (pointer, value)
-        for location in rule.locations
-        for pointer, value in _expand(record, location.split("/")[1:], "")
-    ]
-    if not found:
-        if not rule.locations:
-            return evidence_summary(record, rule.category)
-        # A rule over every item of an empty list passes without anything to look at.
-        return "nothing to check" if all("*" in loc for loc in rule.locations) else "not recorded"
-    shown = []
-    for pointer, value in found[:limit]:
-        label = item_label(record, pointer)
-        shown.append(f"{label}: {_brief(value)}" if label else _brief(value))
-    more = f" (+{len(found) - limit} more)" if len(found) > limit else ""
-    return "; ".join(shown) + more
-
-
-def _expand(node: Any, parts: Sequence[str], pointer: str) -> Iterable[tuple[str, Any]]:
-    """(pointer, value) for every place a location with ``*`` wildcards matches."""
-    if not parts:
-        yield pointer, node
-        return
-    head, rest = parts[0], parts[1:]
-    if head == "*":
-        if isinstance(node, list):
-            for index, item in enumerate(node):
-                yield from _expand(item, rest, f"{pointer}/{index}")
-        elif isinstance(node, Mapping):
-            for key, item in node.items():
-                yield from _expand(item, rest, f"{pointer}/{_escape(str(key))}")
-        return
-    key = head.replace("~1", "/").replace("~0", "~")
-    if isinstance(node, Mapping) and key in node:
-        yield from _expand(node[key], rest, f"{pointer}/{head}")
-    elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
-        yield from _expand(node[int(key)], rest, f"{pointer}/{head}")
-
-
-def _escape(key: str) -> str:
-    return key.replace("~", "~0").replace("/", "~1")
-
-
-def _brief(value: Any) -> str:
-    if value is None:
-        return "not recorded"
-    if isinstance(value, bool):
-        return "yes" if value else "no"
-    if isinstance(value, int | float):
-        return _number(value)
-    if isinstance(value, str):
-        return value if len(value) <= 80 else value[:79] + "…"
-    if isinstance(value, list):
-        labels = [
-            str(next((item[k] for k in ("name", "key", "line") if item.get(k)), ""))
-            for item in value[:3]
-            if isinstance(item, Mapping)
-        ]
-        names = ", ".join(label for label in labels if label)
-        return f"{len(value)} recorded" + (f": {names}" if names else "")
-    if isinstance(value, Mapping):
-        entries = ", ".join(f"{k}={_brief(v)}" for k, v in list(value.items())[:4])
-        more = ", …" if len(value) > 4 else ""
-        return f"{len(value)} recorded: {entries}{more}" if value else "none recorded"
-    return str(value)
-
-
-def evidence_summary(record: Mapping[str, Any], category: str) -> str:
-    """What the record holds for a category, in one line with values a reviewer can check."""
-    if category == "data":
-        datasets = [
-            f"{d.get('context') or 'other'}: {d.get('name') or '(unnamed)'} "
-            f"digest {d.get('digest') or '-'}"
-            for part in ("training", "evaluation", "other")
-            for d in record["data"][part]
-        ]
-        return "; ".join(datasets) or "no datasets logged"
-    if category == "hyperparameters":
-        params = record["hyperparameters"]
-        shown = ", ".join(f"{k}={v}" for k, v in list(params.items())[:6])
-        more = f" and {len(params) - 6} more" if len(params) > 6 else ""
-        return f"{len(params)} logged: {shown}{more}" if params else "none logged"
-    if category == "metrics":
-        metrics = record["metrics"]
-        shown = ", ".join(
-            f"{m['key']}={_number(m['value'])}"
-            + (f" on {m['dataset']['name']}" if m.get("dataset") else "")
-            for m in metrics[:4]
-        )
-        more = f" and {len(metrics) - 4} more" if len(metrics) > 4 else ""
-        return f"{shown}{more}" if metrics else "none logged"
-    if category == "environment":
-        env = record["environment"]
-        requirements = env.get("requirements") or []
-        pinned = sum(1 for r in requirements if r.get("pinned"))
-        return (
-            f"Python {env.get('python_version') or '?'}, MLflow {env.get('mlflow_version') or '?'}"
-            f", {len(requirements)} requirements ({pinned} pinned)"
-        )
-    if category == "source":
-        source = record["source"]
-        commit = source.get("git_commit")
-        where = source.get("git_repo_url") or source.get("name") or "unknown source"
-        return f"commit {commit[:12]} of {where}" if commit else f"no commit; source {where}"
-    if category == "model":
-        models = record["models"]
-        if not models:
-            return "no model logged"
-        model = models[0]
-        flavors = ", ".join(model.get("flavors") or []) or "no flavors"
-        signature = "signature" if model.get("signature") else "no signature"
-        return f"{model.get('name') or model.get('model_id')} ({flavors}; {signature})"
-    if category == "run":
-        run = record["run"]
-        return f"{run.get('status')}, {run.get('lifecycle_stage')}"
-    return ""
-
-
-def _number(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    return str(value)

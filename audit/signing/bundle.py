@@ -151,7 +151,15 @@ def predicate(result: Mapping[str, Any], key: SigningKey, signed_at: datetime) -
         ],
         "summary": {
             field: summary.get(field)
-            for field in ("runs", "runs_by_status", "findings", "waived", "by_severity", "score")
+            for field in (
+                "runs",
+                "runs_by_status",
+                "findings",
+                "waived",
+                "by_severity",
+                "score",
+                "outcomes",
+            )
         }
         | {"gate_failed": (summary.get("gate") or {}).get("failed")},
         "signed_at": signed_at.strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -1,0 +1,262 @@
+"""Evidence in words: what a place in an evidence record holds, for a reader.
+
+One spelling for findings ("what was found"), for the evidence a passing rule shows ("what
+satisfied it") and for reports. Everything here reads an evidence record
+(schemas/evidence-record.schema.json) and returns plain text; callers escape it for their
+output.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+#: Entries shown of a list before "and N more".
+SHOWN = 3
+
+
+def clip(text: str, limit: int = 60) -> str:
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def brief(value: Any) -> str:
+    """A value as JSON, cut short: what a reader needs to recognise it."""
+    if isinstance(value, str):
+        return json.dumps(clip(value), ensure_ascii=False)
+    if value is None or isinstance(value, bool | int | float):
+        return json.dumps(value)
+    return type(value).__name__
+
+
+def unescape(part: str) -> str:
+    return part.replace("~1", "/").replace("~0", "~")
+
+
+def node_at(record: Any, pointer: str) -> Any:
+    """The value at a JSON Pointer, or None when nothing is there."""
+    node = record
+    for part in pointer.split("/")[1:]:
+        part = unescape(part)
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        elif isinstance(node, Mapping) and part in node:
+            node = node[part]
+        else:
+            return None
+    return node
+
+
+def item_label(record: Mapping[str, Any], pointer: str) -> str | None:
+    """Name the list entry a pointer goes through (a dataset, a requirement, a metric)."""
+    parts = pointer.split("/")[1:]
+    if not any(part.isdigit() for part in parts):
+        return None  # a label names a list entry, which only an index reaches
+    node: Any = record
+    label = None
+    for part in parts:
+        part = unescape(part)
+        if isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+            if isinstance(node, Mapping):
+                for key in ("line", "key", "name", "uri"):
+                    if isinstance(node.get(key), str):
+                        label = clip(node[key])
+                        break
+        elif isinstance(node, Mapping) and part in node:
+            node = node[part]
+        else:
+            break
+    return label
+
+
+def number(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    return str(value)
+
+
+# --------------------------------------------------------------------------- entities
+
+_ROLE_FROM = {
+    "context": "its context",
+    "digest": "same digest as the training data",
+    "metric": "metrics computed on it",
+    "name": "its name only",
+}
+
+
+def dataset_text(dataset: Mapping[str, Any]) -> str:
+    """``iris-train (digest 883e1818, context "training")``."""
+    name = dataset.get("name") or "(unnamed)"
+    parts = [f"digest {dataset.get('digest') or 'not recorded'}"]
+    role_from = dataset.get("role_from")
+    context = dataset.get("context")
+    if role_from in _ROLE_FROM and role_from != "context":
+        parts.append(f"role from {_ROLE_FROM[role_from]}")
+    parts.append(f"context {json.dumps(context)}" if context else "no context")
+    return f"{clip(str(name))} ({', '.join(parts)})"
+
+
+def metric_text(metric: Mapping[str, Any]) -> str:
+    """``accuracy = 0.9737 on iris-test (7e66b598)``, ``f1_score_X_test = 0.972, evaluation
+    data by its name``."""
+    text = f"{clip(str(metric.get('key')))} = {number(metric.get('value'))}"
+    dataset = metric.get("dataset")
+    context = metric.get("context")
+    if isinstance(dataset, Mapping):
+        on = f"{dataset.get('name') or '(unnamed)'} ({dataset.get('digest') or 'no digest'})"
+        by = "" if metric.get("context_from") == "dataset" else " by the metric's name"
+        text += f" on {clip(on)}" + (f", {context} data{by}" if context else "")
+    elif context:
+        text += f", {context} data by the metric's name"
+    else:
+        text += ", data not recorded"
+    return text
+
+
+def model_text(model: Mapping[str, Any]) -> str:
+    name = model.get("name") or model.get("model_id") or "model"
+    facts = []
+    if model.get("flavors"):
+        facts.append(", ".join(model["flavors"][:3]))
+    signature = model.get("signature")
+    if isinstance(signature, Mapping):
+        inputs = signature.get("inputs")
+        count = f" with {len(inputs)} inputs" if isinstance(inputs, list) else ""
+        facts.append(f"signature{count}")
+    elif model.get("flavors") is not None:
+        facts.append("no signature")
+    if model.get("input_example") is True:
+        facts.append("input example")
+    elif model.get("input_example") is False:
+        facts.append("no input example")
+    versions = [
+        f"{v.get('name')} v{v.get('version')}" for v in model.get("registered_versions") or []
+    ]
+    facts.append("registered as " + ", ".join(versions[:2]) if versions else "not registered")
+    return f"{clip(str(name))} ({'; '.join(facts)})" if facts else clip(str(name))
+
+
+def entry_text(section: str, entry: Any) -> str:
+    """One list entry of a record section, in words."""
+    if isinstance(entry, Mapping):
+        if section == "data":
+            return dataset_text(entry)
+        if section == "metrics":
+            return metric_text(entry)
+        if section == "models":
+            return model_text(entry)
+        for key in ("line", "key", "name", "uri"):
+            if isinstance(entry.get(key), str):
+                return clip(entry[key])
+    return brief(entry)
+
+
+def entries_text(section: str, entries: Sequence[Any], limit: int = SHOWN) -> str:
+    if section == "metrics":
+        # The metrics nearest to evaluation evidence first: those said to be on evaluation data.
+        order = {"evaluation": 0, None: 1, "training": 2}
+        entries = sorted(
+            entries,
+            key=lambda m: order.get(m.get("context"), 1) if isinstance(m, Mapping) else 1,
+        )
+    shown = "; ".join(entry_text(section, entry) for entry in entries[:limit])
+    more = f"; and {len(entries) - limit} more" if len(entries) > limit else ""
+    return shown + more
+
+
+def value_text(record: Mapping[str, Any], pointer: str) -> str:
+    """The value at a place in the record, in words: a list entry described, a list counted
+    and named, a mapping's first entries, a scalar as it is."""
+    parts = [unescape(part) for part in pointer.split("/")[1:]]
+    section = parts[0] if parts else ""
+    value = node_at(record, pointer)
+    if isinstance(value, list):
+        if not value:
+            return "none recorded"
+        return f"{len(value)} recorded: {entries_text(section, value)}"
+    if isinstance(value, Mapping):
+        if parts and parts[-1].isdigit():
+            return entry_text(section, value)
+        if not value:
+            return "none recorded"
+        shown = ", ".join(f"{k}={clip(str(v), 30)}" for k, v in list(value.items())[:4])
+        more = ", ..." if len(value) > 4 else ""
+        return f"{len(value)} recorded: {shown}{more}"
+    if value is None:
+        return "not recorded"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    return clip(str(value), 80) if isinstance(value, str) else number(value)
+
+
+#: Fields of a dataset entry as a reader calls them.
+_FIELD_WORDS = {"source_uri": "source", "role_from": "role from", "rows": "rows"}
+
+
+def evidence_text(record: Mapping[str, Any], pointers: Iterable[str], limit: int = SHOWN) -> str:
+    """What satisfied a rule: the places it found its evidence, in words. A metric or a model
+    is described whole; a field of a dataset or a requirement with the entry's name
+    (``iris-train: source s3://...``); a field outside lists by its name (``status:
+    FINISHED``). Places within one entry's field are shown once."""
+    shown: list[str] = []
+    seen: set[str] = set()
+    for pointer in pointers:
+        parts = pointer.split("/")
+        section = unescape(parts[1]) if len(parts) > 1 else ""
+        entry = _entry_pointer(pointer)
+        if entry is not None and (entry == pointer or section in ("metrics", "models")):
+            key, text = entry, entry_text(section, node_at(record, entry))
+        elif entry is not None:
+            field = unescape(pointer[len(entry) + 1 :].split("/")[0])
+            key = f"{entry}/{field}"
+            value = node_at(record, key)
+            words = (
+                _ROLE_FROM.get(str(value), str(value))
+                if field == "role_from"
+                else value_text(record, key)
+            )
+            text = (
+                f"{item_label(record, pointer) or entry}: {_FIELD_WORDS.get(field, field)} {words}"
+            )
+        else:
+            key = pointer
+            value = node_at(record, pointer)
+            text = value_text(record, pointer)
+            if not isinstance(value, list | Mapping) and len(parts) > 1:
+                text = f"{unescape(parts[-1])}: {text}"
+        if key not in seen:
+            seen.add(key)
+            shown.append(text)
+    more = f"; and {len(shown) - limit} more" if len(shown) > limit else ""
+    return "; ".join(shown[:limit]) + more
+
+
+def _entry_pointer(pointer: str) -> str | None:
+    """The list entry of a record section a pointer is in: /data/training/0 for
+    /data/training/0/digest, /models/0 for /models/0/registered_versions/1."""
+    parts = pointer.split("/")
+    for index in range(1, len(parts)):
+        if parts[index].isdigit():
+            return "/".join(parts[: index + 1])
+    return None
+
+
+def nearby(record: Mapping[str, Any], pointer: str) -> str | None:
+    """Evidence next to a gap that a reader should know of: the datasets logged without a
+    training or evaluation role when one is missing."""
+    if pointer in ("/data/training", "/data/evaluation"):
+        data = record.get("data")
+        others = data.get("other") if isinstance(data, Mapping) else None
+        if isinstance(others, list) and others:
+            without = [d for d in others if isinstance(d, Mapping) and not d.get("context")]
+            if len(without) == len(others):
+                names = ", ".join(clip(str(d.get("name") or "(unnamed)")) for d in others[:SHOWN])
+                return f"{_count(len(others), 'dataset')} without a context: {names}"
+            return f"{_count(len(others), 'other dataset')}: {entries_text('data', others)}"
+    return None
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
