@@ -21,10 +21,10 @@ EXIT_OK, EXIT_GAPS, EXIT_INCOMPLETE = 0, 1, 2
 
 _EPILOG = """\
 outcomes:
-  Every rule is decided on every run: pass (with the evidence it passed on),
-  fail (a gap, with the provisions it is relevant to and the fix), waived, not
-  applicable (its subject is absent: no model, no dataset) or unknown (MLflow's
-  record cannot show it either way). Not applicable and unknown never fail the
+  Every rule is decided on every run: pass (reports show the evidence it
+  passed on), fail (a gap, with the provisions it is relevant to and the fix),
+  waived, not applicable (its subject is absent: no model, no dataset) or
+  unknown (MLflow's record cannot show it either way). Not applicable and unknown never fail the
   gate; the score counts the applicable rule evaluations, an unknown one as not
   passed. Runs are listed worst first: most errors, then warnings, then unknown.
 

@@ -8,6 +8,7 @@ output.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
@@ -49,9 +50,9 @@ def node_at(record: Any, pointer: str) -> Any:
 
 def item_label(record: Mapping[str, Any], pointer: str) -> str | None:
     """Name the list entry a pointer goes through (a dataset, a requirement, a metric)."""
-    parts = pointer.split("/")[1:]
-    if not any(part.isdigit() for part in parts):
+    if not _through_a_list(pointer):
         return None  # a label names a list entry, which only an index reaches
+    parts = pointer.split("/")[1:]
     node: Any = record
     label = None
     for part in parts:
@@ -68,6 +69,11 @@ def item_label(record: Mapping[str, Any], pointer: str) -> str | None:
         else:
             break
     return label
+
+
+@functools.lru_cache(maxsize=4096)  # the places a policy fails at recur run after run
+def _through_a_list(pointer: str) -> bool:
+    return any(part.isdigit() for part in pointer.split("/")[1:])
 
 
 def number(value: Any) -> str:
@@ -138,6 +144,31 @@ def model_text(model: Mapping[str, Any]) -> str:
     return f"{clip(str(name))} ({'; '.join(facts)})" if facts else clip(str(name))
 
 
+def entry_name(section: str, entry: Any) -> str:
+    """One list entry by its name and what kind it is, without values that differ from run
+    to run: what a finding says it found nearby, so that runs with the same gap share it."""
+    if isinstance(entry, Mapping):
+        if section == "metrics":
+            context = entry.get("context")
+            if not context:
+                return f"{clip(str(entry.get('key')))} (data not recorded)"
+            how = " by its name" if entry.get("context_from") == "name" else ""
+            return f"{clip(str(entry.get('key')))} ({context} data{how})"
+        if section == "data":
+            context = entry.get("context")
+            said = f"context {json.dumps(context)}" if context else "no context"
+            return f"{clip(str(entry.get('name') or '(unnamed)'))} ({said})"
+        if section == "models":
+            facts = [
+                "signature" if isinstance(entry.get("signature"), Mapping) else "no signature",
+                "input example" if entry.get("input_example") else "no input example",
+                "registered" if entry.get("registered_versions") else "not registered",
+            ]
+            name = clip(str(entry.get("name") or entry.get("model_id") or "model"))
+            return f"{name} ({', '.join(facts)})"
+    return entry_text(section, entry)
+
+
 def entry_text(section: str, entry: Any) -> str:
     """One list entry of a record section, in words."""
     if isinstance(entry, Mapping):
@@ -153,7 +184,51 @@ def entry_text(section: str, entry: Any) -> str:
     return brief(entry)
 
 
-def entries_text(section: str, entries: Sequence[Any], limit: int = SHOWN) -> str:
+def entry_names(section: str, entries: Sequence[Any]) -> str:
+    """`entries_text` by `entry_name`: what a failing `contains` found. Runs share their gaps,
+    so the words for entries alike in what `entry_name` reads are made once."""
+    for entry in entries:
+        if not isinstance(entry, dict):
+            return entries_text(section, entries, names=True)
+    if section == "metrics":
+        key: tuple[Any, ...] = tuple(
+            (m.get("key"), m.get("context"), m.get("context_from")) for m in entries
+        )
+    elif section == "data":
+        key = tuple((d.get("name"), d.get("context")) for d in entries)
+    elif section == "models":
+        key = tuple(
+            (
+                m.get("name"),
+                m.get("model_id"),
+                isinstance(m.get("signature"), Mapping),
+                m.get("input_example"),
+                bool(m.get("registered_versions")),
+            )
+            for m in entries
+        )
+    else:
+        return entries_text(section, entries, names=True)
+    try:
+        held = _NAMES.get((section, key))
+    except TypeError:  # a value that cannot be a key: nothing to share
+        return entries_text(section, entries, names=True)
+    if held is None:
+        if len(_NAMES) >= 4096:
+            _NAMES.clear()
+        held = _NAMES[(section, key)] = entries_text(section, entries, names=True)
+    return held
+
+
+_NAMES: dict[tuple[str, tuple[Any, ...]], str] = {}
+
+
+def entries_text(
+    section: str, entries: Sequence[Any], limit: int = SHOWN, *, names: bool = False
+) -> str:
+    """Entries of a record section in words, the first `limit`; by `entry_name` with
+    `names`."""
+    describe = entry_name if names else entry_text
     if section == "metrics":
         # The metrics nearest to evaluation evidence first: those said to be on evaluation data.
         order = {"evaluation": 0, None: 1, "training": 2}
@@ -161,7 +236,7 @@ def entries_text(section: str, entries: Sequence[Any], limit: int = SHOWN) -> st
             entries,
             key=lambda m: order.get(m.get("context"), 1) if isinstance(m, Mapping) else 1,
         )
-    shown = "; ".join(entry_text(section, entry) for entry in entries[:limit])
+    shown = "; ".join(describe(section, entry) for entry in entries[:limit])
     more = f"; and {len(entries) - limit} more" if len(entries) > limit else ""
     return shown + more
 
@@ -243,10 +318,14 @@ def _entry_pointer(pointer: str) -> str | None:
     return None
 
 
+#: The places `nearby` has something to say about.
+NEARBY = frozenset({"/data/training", "/data/evaluation"})
+
+
 def nearby(record: Mapping[str, Any], pointer: str) -> str | None:
     """Evidence next to a gap that a reader should know of: the datasets logged without a
     training or evaluation role when one is missing."""
-    if pointer in ("/data/training", "/data/evaluation"):
+    if pointer in NEARBY:
         data = record.get("data")
         others = data.get("other") if isinstance(data, Mapping) else None
         if isinstance(others, list) and others:
@@ -254,7 +333,8 @@ def nearby(record: Mapping[str, Any], pointer: str) -> str | None:
             if len(without) == len(others):
                 names = ", ".join(clip(str(d.get("name") or "(unnamed)")) for d in others[:SHOWN])
                 return f"{_count(len(others), 'dataset')} without a context: {names}"
-            return f"{_count(len(others), 'other dataset')}: {entries_text('data', others)}"
+            described = entry_names("data", others)
+            return f"{_count(len(others), 'other dataset')}: {described}"
     return None
 
 

@@ -10,7 +10,15 @@ from datetime import datetime, timezone
 from typing import Any, NamedTuple
 
 from audit import __version__
-from audit.describe import brief, entries_text, evidence_text, item_label, nearby, node_at
+from audit.describe import (
+    NEARBY,
+    brief,
+    entry_names,
+    evidence_text,
+    item_label,
+    nearby,
+    node_at,
+)
 from audit.evidence import sha256_hex
 from audit.policy import Policy, Rule, Violation
 from audit.result import (
@@ -40,18 +48,21 @@ def judge_record(record: Mapping[str, Any], policy: Policy) -> Verdict:
     does not meet is not applicable, one whose `known_if` it does not meet is unknown; their
     failing constraints are no findings. The rest fail with a finding per place, or pass."""
     not_applicable, unknown = policy.undecided(record)
-    undecided = set(not_applicable) | set(unknown) if not_applicable or unknown else ()
+    undecided = {*not_applicable, *unknown}
     findings: dict[tuple[str, str], Finding] = {}
+    fixes = policy.remediations
     for violation in policy.violations(record):
         rule = violation.rule
+        if rule.id in undecided:
+            continue
         key = (rule.id, violation.pointer)
-        if key in findings or rule.id in undecided:
+        if key in findings:
             continue
         findings[key] = _finding(
             rule,
             violation.pointer,
             _observation(violation, record),
-            policy.remediation(rule, record),
+            policy.remediation(rule, record) if rule.id in fixes else rule.remediation,
         )
     for finding in _secret_findings(record):
         findings[(finding.rule_id, finding.pointer)] = finding
@@ -240,7 +251,6 @@ def _observation(violation: Violation, record: Mapping[str, Any]) -> str:
     instance = violation.instance
     keyword = violation.keyword
     pointer = violation.pointer
-    section = pointer.split("/")[1] if pointer.count("/") >= 1 else ""
     if keyword == "required":
         detail = "missing"
     elif instance is None or instance == "":
@@ -250,7 +260,9 @@ def _observation(violation: Violation, record: Mapping[str, Any]) -> str:
     ):
         detail = "none recorded"
     elif keyword == "contains":
-        detail = f"{len(instance)} recorded, none meets the rule: {entries_text(section, instance)}"
+        # By name, without values: runs with the same gap share one finding.
+        found = entry_names(pointer.split("/")[1] if pointer else "", instance)
+        detail = f"{len(instance)} recorded, none meets the rule: {found}"
     elif keyword in ("const", "enum", "not"):
         detail = f"is {brief(instance)}"
     elif keyword == "pattern":
@@ -261,7 +273,7 @@ def _observation(violation: Violation, record: Mapping[str, Any]) -> str:
         detail = f"{brief(instance)} has the wrong type"
     else:
         detail = " ".join(violation.message.split())[:200]
-    found_nearby = nearby(record, pointer)
+    found_nearby = nearby(record, pointer) if pointer in NEARBY else None
     if found_nearby:
         detail = f"{detail}; found {found_nearby}"
     label = item_label(record, pointer)

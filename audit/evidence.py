@@ -590,11 +590,16 @@ class _Roles:
             for d in facts.datasets
             if d.digest and dataset_context(d.context) == "training"
         }
-        self.of: dict[DatasetFacts, tuple[str, str | None]] = {}
+        #: Each dataset's (role, how it was known), in the order of `facts.datasets`.
+        self.of: list[tuple[str, str | None]] = []
         self.by_name: dict[str, tuple[DatasetFacts, str]] = {}
+        #: The datasets known as training data from their metrics only, by (name, digest).
+        self.trained_on: set[tuple[str | None, str | None]] = set()
         for dataset in facts.datasets:
             role = self._dataset_role(dataset, linked_keys.get((dataset.name, dataset.digest)))
-            self.of[dataset] = role
+            self.of.append(role)
+            if role == ("training", "metric"):
+                self.trained_on.add((dataset.name, dataset.digest))
             if dataset.name and dataset.name not in self.by_name:
                 self.by_name[dataset.name] = (dataset, role[0])
 
@@ -633,13 +638,11 @@ class _Roles:
                 key=lambda m: (m.value != value, m.dataset_name or "", m.dataset_digest or ""),
             )
             dataset = {"name": _optional_text(link.dataset_name), "digest": link.dataset_digest}
-            training = (link.dataset_digest in self.training_digests) or any(
-                role == ("training", "metric")
-                and (d.name, d.digest) == (link.dataset_name, link.dataset_digest)
-                for d, role in self.of.items()
+            training = link.dataset_digest in self.training_digests or (
+                (link.dataset_name, link.dataset_digest) in self.trained_on
             )
             return ("training" if training else "evaluation"), "dataset", dataset
-        prefix = _LIBRARY_METRIC.match(key)
+        prefix = _LIBRARY_METRIC.match(key) if "-" in key and self.by_name else None
         if prefix and prefix.group(1) in self.by_name:
             found, role = self.by_name[prefix.group(1)]
             if role in ("training", "evaluation"):
@@ -650,9 +653,10 @@ class _Roles:
 
 def _data_section(facts: RunFacts, roles: _Roles) -> dict[str, list[dict[str, Any]]]:
     groups: dict[str, list[dict[str, Any]]] = {"training": [], "evaluation": [], "other": []}
-    for dataset in facts.datasets:
-        role, role_from = roles.of[dataset]
-        groups[role].append({**_dataset_entry(dataset), "role_from": role_from})
+    for dataset, (role, role_from) in zip(facts.datasets, roles.of, strict=True):
+        entry = _dataset_entry(dataset)
+        entry["role_from"] = role_from
+        groups[role].append(entry)
     for entries in groups.values():
         entries.sort(key=lambda d: (d["name"] or "", d["digest"] or "", d["context"] or ""))
     return groups

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal, NamedTuple
@@ -115,11 +115,12 @@ class Rule:
 
 
 class RuleConditions(NamedTuple):
-    """A rule's x-audit conditions, compiled: tests of the whole record."""
+    """A rule's x-audit conditions, compiled: the places in `Policy._tests` of the tests of
+    the whole record (rules share the tests of the same schema)."""
 
-    applies: Any  # Callable[[record], bool] | None
-    known: Any
-    remediations: tuple[tuple[Any, str], ...]
+    applies: int | None
+    known: int | None
+    remediations: tuple[tuple[int, str], ...]
 
 
 class Violation(NamedTuple):
@@ -151,6 +152,7 @@ class Policy:
     _registry: Any = field(repr=False)
     _base_uri: str = field(repr=False)
     _conditions: dict[str, RuleConditions] = field(default_factory=dict, repr=False)
+    _tests: tuple[Callable[[Any], bool], ...] = field(default=(), repr=False)
     _rule_cache: dict[tuple[Any, ...], Rule] = field(default_factory=dict, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -174,17 +176,11 @@ class Policy:
 
     def violations(self, record: Mapping[str, Any]) -> Iterator[Violation]:
         """Every failing constraint of the record, each with its rule and JSON Pointer."""
-        for error in self.engine.errors(record):
-            pointer = _cached_pointer(error.instance_path)
-            if error.missing is not None:
-                pointer = f"{pointer}/{_escape(error.missing)}"
-            yield Violation(
-                self.rule_at(error.evaluation_path, error.instance_path),
-                pointer,
-                error.keyword,
-                error.instance,
-                error.message,
-            )
+        for path, instance_path, keyword, instance, message, missing in self.engine.errors(record):
+            pointer = _cached_pointer(instance_path)
+            if missing is not None:
+                pointer = f"{pointer}/{_escape(missing)}"
+            yield Violation(self.rule_at(path, instance_path), pointer, keyword, instance, message)
 
     def undecided(self, record: Mapping[str, Any]) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """The rules that are not applicable to the record (`applies_if` does not hold), and
@@ -192,32 +188,52 @@ class Policy:
         hold), in policy order."""
         not_applicable: list[str] = []
         unknown: list[str] = []
-        for rule_id, conditions in self._deciding:
-            if conditions.applies is not None and not conditions.applies(record):
-                not_applicable.append(rule_id)
-            elif conditions.known is not None and not conditions.known(record):
-                unknown.append(rule_id)
+        tests = self._tests
+        held: dict[int, bool] = {}  # each distinct condition tested once per record
+        for rule_id, applies, known in self._deciding:
+            if applies is not None:
+                holds = held.get(applies)
+                if holds is None:
+                    holds = held[applies] = tests[applies](record)
+                if not holds:
+                    not_applicable.append(rule_id)
+                    continue
+            if known is not None:
+                holds = held.get(known)
+                if holds is None:
+                    holds = held[known] = tests[known](record)
+                if not holds:
+                    unknown.append(rule_id)
         return tuple(not_applicable), tuple(unknown)
 
     @functools.cached_property
-    def _deciding(self) -> tuple[tuple[str, RuleConditions], ...]:
-        """The rules with an `applies_if` or a `known_if`, in policy order."""
-        return tuple(
-            (rule.id, self._conditions[rule.id])
-            for rule in self.rules
-            if rule.id in self._conditions
-            and (self._conditions[rule.id].applies or self._conditions[rule.id].known)
-        )
+    def _deciding(self) -> tuple[tuple[str, int | None, int | None], ...]:
+        """The rules with an `applies_if` or a `known_if`, in policy order, with their tests."""
+        deciding = []
+        for rule in self.rules:
+            conditions = self._conditions.get(rule.id)
+            if conditions is not None and (
+                conditions.applies is not None or conditions.known is not None
+            ):
+                deciding.append((rule.id, conditions.applies, conditions.known))
+        return tuple(deciding)
 
     def remediation(self, rule: Rule, record: Mapping[str, Any]) -> str:
         """The fix for a rule's findings on this record: the first `remediation_if` whose
         schema it meets, else the rule's own."""
-        conditions = self._conditions.get(rule.id)
-        if conditions is not None:
-            for test, text in conditions.remediations:
-                if test(record):
-                    return text
+        for test, text in self.remediations.get(rule.id, ()):
+            if self._tests[test](record):
+                return text
         return rule.remediation
+
+    @functools.cached_property
+    def remediations(self) -> dict[str, tuple[tuple[int, str], ...]]:
+        """The rules with fixes that fit some records (`remediation_if`), by id."""
+        return {
+            rule_id: conditions.remediations
+            for rule_id, conditions in self._conditions.items()
+            if conditions.remediations
+        }
 
     def satisfied_by(self, record: Mapping[str, Any]) -> dict[str, tuple[str, ...]]:
         """For each rule, the places in the record (JSON Pointers) of the constraints it meets
@@ -442,8 +458,9 @@ def load_policy(
 
     registry = python_registry(resources, _retrieve)
     rules, properties, condition_schemas = _collect_rules(document, registry, base_uri, label)
+    tests: dict[str, tuple[int, Callable[[Any], bool]]] = {}
     conditions = {
-        rule_id: _compile_conditions(chosen, schemas, label, rule_id)
+        rule_id: _compile_conditions(chosen, schemas, label, rule_id, tests)
         for rule_id, schemas in condition_schemas.items()
     }
     meta = document.get("x-audit-policy")
@@ -467,6 +484,7 @@ def load_policy(
         _registry=registry,
         _base_uri=base_uri,
         _conditions=conditions,
+        _tests=tuple(test for _, test in sorted(tests.values(), key=lambda t: t[0])),
     )
 
 
@@ -485,11 +503,22 @@ def _check_schema(document: Mapping[str, Any], label: str) -> None:
 
 
 def _compile_conditions(
-    engine: Engine, schemas: Mapping[str, Any], label: str, rule_id: str
+    engine: Engine,
+    schemas: Mapping[str, Any],
+    label: str,
+    rule_id: str,
+    tests: dict[str, tuple[int, Callable[[Any], bool]]],
 ) -> RuleConditions:
-    def compiled(schema: Any, what: str) -> Any:
+    """The rule's conditions as places in `tests`, which holds one compiled test per distinct
+    schema (by its canonical JSON): five rules about each dataset share one test."""
+
+    def compiled(schema: Any, what: str) -> int:
+        key = json.dumps(schema, sort_keys=True)
+        if key in tests:
+            return tests[key][0]
         try:
-            return engine.condition(schema)
+            tests[key] = (len(tests), engine.condition(schema))
+            return tests[key][0]
         except Exception as error:
             raise PolicyError(
                 f"{label}: rule {rule_id}: {what} is not a usable JSON Schema: "

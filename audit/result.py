@@ -141,14 +141,15 @@ class RunResult:
             return "fail"
         return "warn" if "warning" in severities else "pass"
 
-    @functools.cached_property
-    def failed_rule_ids(self) -> frozenset[str]:
-        return frozenset(f.rule_id for f in self.open_findings)
+    @property
+    def failed_rule_ids(self) -> set[str]:
+        return {f.rule_id for f in self.open_findings}
 
-    @functools.cached_property
-    def waived_rule_ids(self) -> frozenset[str]:
+    @property
+    def waived_rule_ids(self) -> set[str]:
         """Rules whose findings on the run are all waived."""
-        return frozenset(f.rule_id for f in self.findings if f.waiver) - self.failed_rule_ids
+        waived = {f.rule_id for f in self.findings if f.waiver is not None}
+        return waived - self.failed_rule_ids if waived else waived
 
     def outcome_of(self, rule_id: str) -> Outcome:
         if rule_id in self.not_applicable:
@@ -160,11 +161,43 @@ class RunResult:
         return "waived" if rule_id in self.waived_rule_ids else "pass"
 
     def severity_counts(self) -> dict[str, int]:
-        counts = Counter(f.severity for f in self.open_findings)
-        return {severity: counts.get(severity, 0) for severity in SEVERITIES}
+        counts: dict[str, int] = dict.fromkeys(SEVERITIES, 0)
+        for finding in self.open_findings:
+            counts[finding.severity] += 1
+        return counts
 
     def worst_at_or_above(self, fail_on: FailOn) -> bool:
         return any(f.fails_gate(fail_on) for f in self.findings)
+
+    def outcomes(self, rule_ids: Iterable[str]) -> dict[Outcome, list[str]]:
+        """The rule ids of each outcome on the run, in the order given (the policy's), then
+        the rule ids only findings name."""
+        failed, waived = self.failed_rule_ids, self.waived_rule_ids
+        grouped: dict[Outcome, list[str]] = {outcome: [] for outcome in OUTCOMES}
+        listed = set()
+        for rule_id in (*rule_ids, *(f.rule_id for f in self.findings)):
+            if rule_id in listed:
+                continue
+            listed.add(rule_id)
+            if rule_id in self.not_applicable:
+                grouped["not_applicable"].append(rule_id)
+            elif rule_id in self.unknown:
+                grouped["unknown"].append(rule_id)
+            elif rule_id in failed:
+                grouped["fail"].append(rule_id)
+            else:
+                grouped["waived" if rule_id in waived else "pass"].append(rule_id)
+        return grouped
+
+    @property
+    def outcomes_key(self) -> tuple[Any, ...]:
+        """What the run's lists of outcomes depend on besides the policy: runs with the same
+        key share them."""
+        return (
+            self.not_applicable,
+            self.unknown,
+            *[f.rule_id if f.waiver is None else (f.rule_id,) for f in self.findings],
+        )
 
     def to_dict(
         self,
@@ -175,7 +208,7 @@ class RunResult:
         """The run as published; `finding` writes each finding (the JSON format passes one that
         encodes a finding shared by many runs once); `rules`: the policy's, whose outcome on
         the run is listed (`AuditResult.to_dict` passes them); `outcomes`, when given, writes
-        that list instead (the JSON format encodes a list many runs share once)."""
+        those lists instead (the JSON format encodes lists many runs share once)."""
         return {
             "run_id": self.run_id,
             "run_name": self.run_name,
@@ -185,32 +218,15 @@ class RunResult:
             "evidence_sha256": self.evidence_sha256,
             "selected_by": list(self.selected_by),
             "model_versions": list(self.model_versions),
-            "outcomes": (
-                outcomes(self) if outcomes else [self.outcome_dict(rule) for rule in rules]
-            ),
+            "outcomes": outcomes(self) if outcomes else self.outcomes(r.id for r in rules),
+            "evidence": None
+            if self.evidence is None
+            else {
+                rule_id: {"text": found.text, "pointers": list(found.pointers)}
+                for rule_id, found in self.evidence.items()
+            },
             "findings": [finding(f) for f in self.findings],
         }
-
-    @property
-    def outcomes_key(self) -> tuple[Any, ...] | None:
-        """What the run's list of outcomes depends on, when runs can share it: None when it
-        holds the run's own evidence."""
-        if self.evidence is not None:
-            return None
-        return (self.not_applicable, self.unknown, self.failed_rule_ids, self.waived_rule_ids)
-
-    def outcome_dict(self, rule: Rule) -> dict[str, Any]:
-        outcome = self.outcome_of(rule.id)
-        entry: dict[str, Any] = {"rule_id": rule.id, "outcome": outcome}
-        if outcome == "not_applicable":
-            entry["reason"] = rule.not_applicable
-        elif outcome == "unknown":
-            entry["reason"] = rule.unknown
-        elif outcome == "pass" and self.evidence is not None:
-            found = self.evidence.get(rule.id)
-            entry["evidence"] = found.text if found else None
-            entry["evidence_pointers"] = list(found.pointers) if found else []
-        return entry
 
 
 def worst_first(runs: Iterable[RunResult]) -> list[RunResult]:
@@ -218,12 +234,20 @@ def worst_first(runs: Iterable[RunResult]) -> list[RunResult]:
     then unknown outcomes and information, then by experiment, name and id."""
 
     def key(run: RunResult) -> tuple[Any, ...]:
-        counts = run.severity_counts()
+        errors = warnings = infos = 0
+        for finding in run.open_findings:
+            severity = finding.severity
+            if severity == "error":
+                errors += 1
+            elif severity == "warning":
+                warnings += 1
+            else:
+                infos += 1
         return (
-            -counts["error"],
-            -counts["warning"],
+            -errors,
+            -warnings,
             -len(run.unknown),
-            -counts["info"],
+            -infos,
             run.experiment_name or run.experiment_id,
             run.run_name or "",
             run.run_id,
@@ -330,6 +354,9 @@ class AuditResult:
     waivers: tuple[WaiverUse, ...] = ()
     #: Evidence records by run id, kept only when asked for (they can be large).
     records: dict[str, Mapping[str, Any]] | None = field(default=None, repr=False)
+    _tallied: tuple[Any, dict[Outcome, Counter[str]]] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     # ----------------------------------------------------------------- rules
 
@@ -388,20 +415,52 @@ class AuditResult:
     def outcome_counts(self) -> dict[Outcome, int]:
         """Rule evaluations by outcome: every policy rule on every run, plus the rule ids only
         findings name (an unannotated constraint, secrets.logged) where they do."""
-        policy_rules = {rule.id for rule in self.rules}
         counts: dict[Outcome, int] = dict.fromkeys(OUTCOMES, 0)
-        for run in self.runs:
-            failed = run.failed_rule_ids
-            waived = run.waived_rule_ids
-            evaluated = len(policy_rules | failed | waived)
-            counts["fail"] += len(failed)
-            counts["waived"] += len(waived)
-            counts["not_applicable"] += len(run.not_applicable)
-            counts["unknown"] += len(run.unknown)
-            counts["pass"] += (
-                evaluated - len(failed) - len(waived) - len(run.not_applicable) - len(run.unknown)
-            )
+        for outcome, by_rule in self._tally().items():
+            counts[outcome] = sum(by_rule.values())
         return counts
+
+    def _tally(self) -> dict[Outcome, Counter[str]]:
+        """Runs by outcome and rule, in one pass over the runs; kept while the runs are the
+        same (the summary, the score, the gate and the matrix all ask)."""
+        key = (id(self.runs), len(self.runs), tuple(rule.id for rule in self.rules))
+        held = self._tallied
+        if held is not None and held[0] == key:
+            return held[1]
+        undecided: Counter[tuple[str, ...]] = Counter()
+        unknown: Counter[tuple[str, ...]] = Counter()
+        failed: Counter[str] = Counter()
+        waived: Counter[str] = Counter()
+        for run in self.runs:
+            # Runs share their tuples of undecided rules: counted by tuple, then by rule.
+            if run.not_applicable:
+                undecided[run.not_applicable] += 1
+            if run.unknown:
+                unknown[run.unknown] += 1
+            if run.findings:
+                failed.update(run.failed_rule_ids)
+                if run.open_findings is not run.findings:  # some are waived
+                    waived.update(run.waived_rule_ids)
+        tally: dict[Outcome, Counter[str]] = {
+            "fail": failed,
+            "waived": waived,
+            "not_applicable": _expand(undecided),
+            "unknown": _expand(unknown),
+        }
+        policy_rules = [rule.id for rule in self.rules]
+        extra = (set(failed) | set(waived)) - set(policy_rules)
+        runs = len(self.runs)
+        tally["pass"] = Counter(
+            {
+                rule_id: runs - sum(tally[outcome][rule_id] for outcome in tally)
+                for rule_id in policy_rules
+            }
+        )
+        for rule_id in extra:
+            # A rule only findings name is evaluated where it has findings: no pass.
+            tally["pass"][rule_id] = 0
+        self._tallied = (key, tally)
+        return tally
 
     def rule_evaluations(self) -> tuple[int, int]:
         """(evaluations, passes) the score counts: the rule evaluations that apply (not
@@ -443,16 +502,11 @@ class AuditResult:
         the provision's rules (fail, warn, info by the failing rule's severity; then unknown,
         pass, not_applicable)."""
         catalog = load_catalog()
-        tally: dict[str, dict[Outcome, int]] = {
-            rule.id: dict.fromkeys(OUTCOMES, 0) for rule in self.rules
-        }
+        tally = self._tally()
         failing: dict[str, list[str]] = {}
         for run in self.runs:
-            failed = run.failed_rule_ids
-            for rule_id in sorted(failed):
+            for rule_id in sorted(run.failed_rule_ids):
                 failing.setdefault(rule_id, []).append(run.run_id)
-            for rule_id, counts in tally.items():
-                counts[run.outcome_of(rule_id)] += 1
         rules_by_provision: dict[str, list[Rule]] = {}
         for rule in self.rules:
             for provision_id in rule.provisions:
@@ -462,7 +516,7 @@ class AuditResult:
             entries = []
             worst = 0
             for rule in rules_by_provision[provision.id]:
-                counts = tally[rule.id]
+                counts = {outcome: tally[outcome][rule.id] for outcome in OUTCOMES}
                 if counts["fail"]:
                     worst = max(worst, 2 + SEVERITY_RANK[rule.severity])
                 elif counts["unknown"]:
@@ -567,6 +621,15 @@ class AuditResult:
 
 
 _MATRIX_STATUS = {0: "not_applicable", 1: "pass", 2: "unknown", 3: "info", 4: "warn", 5: "fail"}
+
+
+def _expand(by_tuple: Counter[tuple[str, ...]]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for rule_ids, runs in by_tuple.items():
+        for rule_id in rule_ids:
+            counts[rule_id] += runs
+    return counts
+
 
 # --------------------------------------------------------------------------- as rows
 

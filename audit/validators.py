@@ -12,8 +12,8 @@ tests/test_engines.py holds them to identical outcomes on every store the tests 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from typing import Any, Literal, NamedTuple, Protocol
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Literal, Protocol
 from urllib.parse import urldefrag, urljoin
 
 EngineName = Literal["jsonschema-rs", "jsonschema"]
@@ -23,22 +23,16 @@ DEFAULT_ENGINE: EngineName = "jsonschema-rs"
 DATA_KEYWORDS = frozenset({"const", "enum", "default", "examples", "x-audit", "x-audit-policy"})
 
 
-class SchemaError(NamedTuple):
-    """One failing constraint of a record."""
-
-    evaluation_path: tuple[Any, ...]
-    instance_path: tuple[Any, ...]
-    keyword: str
-    instance: Any
-    message: str
-    #: The property a `required` error says is missing.
-    missing: str | None
+#: One failing constraint of a record: (evaluation path, instance path, keyword, instance,
+#: message, the property a `required` error says is missing). A plain tuple: made for every
+#: gap of every run.
+SchemaError = tuple[tuple[Any, ...], tuple[Any, ...], str, Any, str, "str | None"]
 
 
 class Engine(Protocol):
     name: EngineName
 
-    def errors(self, record: Any) -> Iterator[SchemaError]: ...
+    def errors(self, record: Any) -> Iterable[SchemaError]: ...
 
     def condition(self, schema: Any) -> Callable[[Any], bool]:
         """A test of the whole record against `schema` (an x-audit condition, its `$ref`s
@@ -67,7 +61,8 @@ class RustEngine:
             dict(document), registry=self._registry, retriever=retrieve, base_uri=base_uri
         )
 
-    def errors(self, record: Any) -> Iterator[SchemaError]:
+    def errors(self, record: Any) -> list[SchemaError]:
+        found: list[SchemaError] = []
         for error in self.validator.iter_errors(record):
             path = tuple(error.evaluation_path)
             keyword = str(path[-1]) if path else ""
@@ -76,9 +71,10 @@ class RustEngine:
                 kind = getattr(error, "kind", None)
                 if kind is not None and hasattr(kind, "property"):
                     missing = str(kind.property)
-            yield SchemaError(
-                path, tuple(error.instance_path), keyword, error.instance, error.message, missing
+            found.append(
+                (path, tuple(error.instance_path), keyword, error.instance, error.message, missing)
             )
+        return found
 
     def condition(self, schema: Any) -> Callable[[Any], bool]:
         import jsonschema_rs
@@ -138,7 +134,7 @@ class PythonEngine:
                 index = seen.get((path, instance_path), 0)
                 seen[(path, instance_path)] = index + 1
                 missing = str(absent[index]) if index < len(absent) else None
-            yield SchemaError(path, instance_path, keyword, error.instance, error.message, missing)
+            yield path, instance_path, keyword, error.instance, error.message, missing
 
     def _path_with_refs(self, schema_path: tuple[Any, ...]) -> tuple[Any, ...]:
         node: Any = self._document

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from audit.errors import PolicyError
-from audit.evaluation import evaluate_record
+from audit.evaluation import evaluate_record, judge_record
 from audit.policy import builtin_policy_names, load_policy
 from audit.resources import schema_path
 from tests.conftest import REPO, Store
@@ -100,9 +100,18 @@ def test_user_policy_extends_a_builtin_without_copying_it(tmp_path: Path) -> Non
     builtin_ids = {rule.id for rule in load_policy("eu-ai-act-high-risk").rules}
     ids = {rule.id for rule in policy.rules}
     assert builtin_ids < ids and "run.team-tag" in ids
+    assert {"run.team-tag", "model.version-description"} <= ids
     findings = {f.rule_id for f in evaluate_record(_record(), policy)}
-    assert findings == {"run.team-tag"}
-    assert evaluate_record(_record(tags={"team": "risk-models"}), policy) == ()
+    assert findings == {"run.team-tag", "model.version-description"}  # v1 has no description
+    described = _record(tags={"team": "risk-models"})
+    described["models"][0]["registered_versions"][0]["description"] = "first version"
+    assert evaluate_record(described, policy) == ()
+    # A run whose model is not registered has no version to describe: not applicable.
+    unregistered = _record(tags={"team": "risk-models"})
+    unregistered["models"][0]["registered_versions"] = []
+    verdict = judge_record(unregistered, policy)
+    assert "model.version-description" in verdict.not_applicable
+    assert {f.rule_id for f in verdict.findings} == {"model.registered"}
 
 
 def test_relative_ref_to_a_neighbouring_yaml_file(tmp_path: Path) -> None:

@@ -289,7 +289,7 @@ def test_findings_say_what_was_found_and_fit_the_logging_style(
     by_hand = _finding(result, "no-model", "data.evaluation-dataset")
     assert by_hand.remediation.startswith("Log the data the model was tested on")
     unlinked = _finding(result, "autolog-metric", "metrics.evaluation-dataset")
-    assert "f1_score_X_test = 0.9" in unlinked.message
+    assert "f1_score_X_test (evaluation data by its name)" in unlinked.message
     assert "mlflow.models.evaluate" in unlinked.remediation
 
 
@@ -395,14 +395,20 @@ def test_every_format_shows_the_same_four_outcomes(
     document = json.loads(render(result, "json"))
     assert document["schema_version"] == "2.0"
     assert {
-        (run["run_id"], o["rule_id"]): o["outcome"]
+        (run["run_id"], rule_id): outcome
         for run in document["runs"]
-        for o in run["outcomes"]
+        for outcome, rule_ids in run["outcomes"].items()
+        for rule_id in rule_ids
     } == truth
-    for run in document["runs"]:
-        for o in run["outcomes"]:
-            assert ("reason" in o) == (o["outcome"] in ("not_applicable", "unknown"))
-            assert bool(o.get("evidence")) == (o["outcome"] == "pass")
+    for run in document["runs"]:  # a pass names its evidence; the rules say why not decided
+        assert sorted(run["evidence"]) == sorted(run["outcomes"]["pass"])
+    reasons = {rule["id"]: rule for rule in document["rules"]}
+    assert all(
+        reasons[rule_id][outcome]
+        for run in document["runs"]
+        for outcome in ("not_applicable", "unknown")
+        for rule_id in run["outcomes"][outcome]
+    )
 
     junit = _junit_outcomes(render(result, "junit"))
     assert {key: ("fail" if v == "fail" else v) for key, v in junit.items()} == truth

@@ -55,21 +55,17 @@ def _runs(result: AuditResult) -> Iterator[dict[str, Any]]:
         return held[1]
 
     outcome_lists: dict[tuple[Any, ...], orjson.Fragment] = {}
-    rules = result.rules
+    rule_ids = tuple(rule.id for rule in result.rules)
 
-    def outcomes(run: RunResult) -> Any:
+    def outcomes(run: RunResult) -> orjson.Fragment:
         # Most runs share their outcomes (the same rules pass, fail, do not apply): one
         # encoding for all of them.
         key = run.outcomes_key
-        if key is None:
-            return [run.outcome_dict(rule) for rule in rules]
         held = outcome_lists.get(key)
         if held is None:
             if len(outcome_lists) >= _ENCODED_HELD:
                 outcome_lists.clear()
-            held = outcome_lists[key] = orjson.Fragment(
-                orjson.dumps([run.outcome_dict(rule) for rule in rules])
-            )
+            held = outcome_lists[key] = orjson.Fragment(orjson.dumps(run.outcomes(rule_ids)))
         return held
 
     for run in result.runs:
