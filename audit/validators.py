@@ -55,10 +55,11 @@ class RustEngine:
     ) -> None:
         import jsonschema_rs
 
-        self._registry = jsonschema_rs.Registry(list(resources), retriever=retrieve)
+        #: Resolves `$ref`s as `referencing` does: `resolver(base).lookup(ref)`.
+        self.registry = jsonschema_rs.Registry(list(resources), retriever=retrieve)
         self._retrieve = retrieve
         self.validator = jsonschema_rs.Draft202012Validator(
-            dict(document), registry=self._registry, retriever=retrieve, base_uri=base_uri
+            dict(document), registry=self.registry, retriever=retrieve, base_uri=base_uri
         )
 
     def errors(self, record: Any) -> list[SchemaError]:
@@ -81,7 +82,7 @@ class RustEngine:
 
         validator = jsonschema_rs.Draft202012Validator(
             schema,
-            registry=self._registry,
+            registry=self.registry,
             retriever=self._retrieve,
             base_uri="urn:mlflow-audit:condition",
         )

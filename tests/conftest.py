@@ -27,6 +27,25 @@ from tests import stores
 REPO = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session")
+def junit_schema() -> Any:
+    """The JUnit schema CI tools follow (Jenkins xUnit's junit-10.xsd), as in shared/reference."""
+    import xmlschema
+
+    return xmlschema.XMLSchema(str(REPO / "tests" / "reference" / "junit-10.xsd"))
+
+
+@pytest.fixture(scope="session")
+def sarif_validator() -> Any:
+    """OASIS SARIF 2.1.0's JSON Schema (errata 01), as in shared/reference."""
+    import jsonschema_rs
+
+    schema = json.loads((REPO / "tests" / "reference" / "sarif-schema-2.1.0.json").read_text())
+    validator = jsonschema_rs.validator_for(schema)
+    assert type(validator).__name__ == "Draft4Validator"  # the schema's own draft
+    return validator
+
+
 @dataclass(frozen=True)
 class Store:
     uri: str

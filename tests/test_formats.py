@@ -15,7 +15,6 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import jsonschema_rs
 import pytest
 import xmlschema
 
@@ -51,21 +50,8 @@ HOSTILE = (
 HOSTILE_EXPERIMENT = "exp <i>x</i>\r\n::warning::pwned"
 
 
-@pytest.fixture(scope="module")
-def junit_schema() -> xmlschema.XMLSchema:
-    return xmlschema.XMLSchema(str(REFERENCE / "junit-10.xsd"))
-
-
 def parse_xml(text: str) -> Any:
     return xmlschema.XMLResource(text).root
-
-
-@pytest.fixture(scope="module")
-def sarif_validator() -> Any:
-    schema = json.loads((REFERENCE / "sarif-schema-2.1.0.json").read_text())
-    validator = jsonschema_rs.validator_for(schema)
-    assert type(validator).__name__ == "Draft4Validator"  # the schema's own draft
-    return validator
 
 
 def _record(number: int, name: str, experiment: str = "churn", **sections: Any) -> dict:

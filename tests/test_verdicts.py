@@ -386,7 +386,11 @@ def _junit_outcomes(text: str) -> dict[tuple[str, str], str]:
 
 
 def test_every_format_shows_the_same_four_outcomes(
-    results: dict[str, AuditResult], tmp_path: Path, logging_store: Store
+    results: dict[str, AuditResult],
+    tmp_path: Path,
+    logging_store: Store,
+    junit_schema: Any,
+    sarif_validator: Any,
 ) -> None:
     result = results["eu-ai-act-high-risk"]
     truth = {(run.run_id, o.rule_id): o.status for run in result.runs for o in result.outcomes(run)}
@@ -410,7 +414,10 @@ def test_every_format_shows_the_same_four_outcomes(
         for rule_id in run["outcomes"][outcome]
     )
 
-    junit = _junit_outcomes(render(result, "junit"))
+    junit_text = render(result, "junit")
+    junit_schema.validate(junit_text)  # the official schemas, with every outcome in them
+    sarif_validator.validate(json.loads(render(result, "sarif")))
+    junit = _junit_outcomes(junit_text)
     assert {key: ("fail" if v == "fail" else v) for key, v in junit.items()} == truth
 
     sarif = json.loads(render(result, "sarif"))["runs"][0]

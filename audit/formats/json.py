@@ -1,9 +1,10 @@
 """`--format json`: the whole result, as published in schemas/audit-result.schema.json.
 
 Written in chunks, one line per top-level member and per run, by orjson (about 10 times faster
-than the json module's C encoder): a result of 100,000 runs (440 MB) is never held as one
+than the json module's C encoder): a result of 100,000 runs (483 MB) is never held as one
 document or one string. A finding shared by many runs is encoded once: 100,000 runs with five
-gaps each are written in 1.3 s, 1.9 s before.
+gaps each are written in 1.3 s, 1.9 s before; so are a run's lists of outcomes (the rule ids
+that pass, fail, do not apply...), which most runs share.
 """
 
 from __future__ import annotations
