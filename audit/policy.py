@@ -192,19 +192,16 @@ class Policy:
         tests = self._tests
         held: dict[int, bool] = {}  # each distinct condition tested once per record
         for rule_id, applies, known in self._deciding:
-            if applies is not None:
-                holds = held.get(applies)
-                if holds is None:
-                    holds = held[applies] = tests[applies](record)
-                if not holds:
-                    not_applicable.append(rule_id)
+            # Not applicable first: a rule that does not apply is not unknown either.
+            for test, undecided in ((applies, not_applicable), (known, unknown)):
+                if test is None:
                     continue
-            if known is not None:
-                holds = held.get(known)
+                holds = held.get(test)
                 if holds is None:
-                    holds = held[known] = tests[known](record)
+                    holds = held[test] = tests[test](record)
                 if not holds:
-                    unknown.append(rule_id)
+                    undecided.append(rule_id)
+                    break
         return tuple(not_applicable), tuple(unknown)
 
     @functools.cached_property
