@@ -52,8 +52,10 @@ def read_data_file(
             raise error(f"{label}: invalid TOML: {problem}") from None
     import yaml
 
+    from audit import safeyaml
+
     try:
-        return yaml.safe_load(text)
+        return safeyaml.load(text)
     except yaml.YAMLError as problem:
         mark = getattr(problem, "problem_mark", None)
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""

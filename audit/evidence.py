@@ -25,6 +25,7 @@ import orjson
 import rfc8785
 import yaml
 
+from audit import safeyaml
 from audit.redaction import redact
 
 SCHEMA_VERSION = "2.0"
@@ -42,6 +43,8 @@ _MAX_SAFE_INTEGER = 2**53 - 1
 
 # Names of files whose contents describe a Python environment, as MLflow writes them.
 ENVIRONMENT_FILES = ("MLmodel", "requirements.txt", "python_env.yaml", "conda.yaml")
+#: Those of them that are YAML.
+YAML_FILES = frozenset({"MLmodel", "python_env.yaml", "conda.yaml"})
 
 # Tags this record turns into fields; they are not repeated under `tags`.
 _CONSUMED_TAGS = frozenset(
@@ -462,15 +465,14 @@ def _bounded_tree(value: Any, depth: int = 0) -> Any:
 
 
 def _safe_yaml(text: str | None) -> Any:
+    """An artifact's YAML, or None when it is not YAML or would expand beyond the bounds
+    (`audit.safeyaml`; the sources note why when they read it)."""
     if not text:
         return None
     try:
-        return yaml.load(text, Loader=_YAML_LOADER)  # noqa: S506 - a SafeLoader subclass
-    except yaml.YAMLError:
+        return safeyaml.load(text)
+    except (yaml.YAMLError, RecursionError):
         return None
-
-
-_YAML_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 # --------------------------------------------------------------------------- sections

@@ -22,8 +22,17 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Any, Protocol, cast
 
+import yaml
+
+from audit import safeyaml
 from audit.errors import ArtifactError, first_line
-from audit.evidence import ENVIRONMENT_FILES, MAX_ARTIFACT_BYTES, ArtifactFiles, model_history
+from audit.evidence import (
+    ENVIRONMENT_FILES,
+    MAX_ARTIFACT_BYTES,
+    YAML_FILES,
+    ArtifactFiles,
+    model_history,
+)
 from audit.sources.common import describe_http_failure
 
 __all__ = [
@@ -171,7 +180,16 @@ def read_environment_files(
         if len(content) > MAX_ARTIFACT_BYTES:
             notes.append(f"{uri}/{name} is over the {MAX_ARTIFACT_BYTES} byte limit; not read")
             continue
-        texts[name] = content.decode("utf-8", errors="replace")
+        text = content.decode("utf-8", errors="replace")
+        if name in YAML_FILES:
+            try:
+                safeyaml.check_bounds(text)
+            except safeyaml.YamlBoundsError as error:
+                notes.append(f"{uri}/{name} is unreadable: {error}; not read")
+                continue
+            except yaml.YAMLError:
+                pass  # not YAML: the record says what it lacks, as for any unparsable file
+        texts[name] = text
     return ArtifactFiles(uri=uri, texts=texts, notes=tuple(notes))
 
 
@@ -292,9 +310,15 @@ class LocalFolder:
         _check_within(self.directory, full)
         if not os.path.exists(full):  # noqa: PTH110
             raise FileNotFoundError(f"No such artifact: '{os.path.relpath(full, self.directory)}'")
-        with open(full, "rb") as handle:  # noqa: PTH123
-            # MLflow copies the file before reading it, which fails for anything but a regular
-            # file (a named pipe would block this read forever).
+        # Opened without blocking, then refused unless a regular file: opening a named pipe
+        # with no writer blocks (and a device may never end); O_NOFOLLOW, as the path was
+        # checked to stay within the root, not where a link points.
+        flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
+        try:
+            descriptor = os.open(full, flags)
+        except OSError as error:
+            raise OSError(f"'{safe}' cannot be opened: {error.strerror or error}") from None
+        with os.fdopen(descriptor, "rb") as handle:
             if not stat.S_ISREG(os.fstat(handle.fileno()).st_mode):
                 raise OSError(f"'{safe}' is not a regular file")
             return handle.read(limit)
