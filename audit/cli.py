@@ -721,10 +721,10 @@ def _run_report(args: argparse.Namespace) -> int:
         from audit.signing.statement import ENVELOPE_FILE
 
         if (files.folder / ENVELOPE_FILE).exists():
-            print(
-                f"mlflow-audit: warning: {files.folder / ENVELOPE_FILE} signed the folder's "
-                "previous contents and no longer matches; sign again (--sign) or remove it",
-                file=sys.stderr,
+            _tell(
+                "warning",
+                f"{files.folder / ENVELOPE_FILE} signed the folder's previous contents and no "
+                "longer matches; sign again (--sign) or remove it",
             )
     return result.exit_code
 
@@ -784,12 +784,13 @@ def _tell_signed(
     args: argparse.Namespace, bundle: SignedBundle, *, tracking_uri: str | None
 ) -> None:
     """Say what was signed, and log it to MLflow when asked."""
+    from audit.formats.text import safe_line
     from audit.signing.keys import colon_fingerprint
 
     pdfs = len(bundle.pdfs)
     print(
         f"Signed {pdfs} PDF{'s' if pdfs != 1 else ''} and {len(bundle.subjects)} files "
-        f"({bundle.envelope}) as {bundle.signer}"
+        f"({bundle.envelope}) as {safe_line(bundle.signer)}"
     )
     print(f"  certificate SHA-256 {colon_fingerprint(bundle.fingerprint)}")
     if args.log_to_mlflow:
@@ -805,6 +806,7 @@ def _tell_signed(
 
 
 def _run_keygen(args: argparse.Namespace) -> int:
+    from audit.formats.text import safe_line
     from audit.signing.keys import (
         CERT_FILE,
         DEFAULT_VALIDITY_DAYS,
@@ -826,7 +828,7 @@ def _run_keygen(args: argparse.Namespace) -> int:
     certificate = key.certificate
     print(f"Wrote {p12} (private key and certificate, encrypted with the passphrase)")
     print(f"  and {folder / CERT_FILE} (the certificate: reviewers verify with --cert)")
-    print(f"Subject:  {key.subject}")
+    print(f"Subject:  {safe_line(key.subject)}")
     print(
         f"Valid:    {certificate.not_valid_before_utc:%Y-%m-%d} to "
         f"{certificate.not_valid_after_utc:%Y-%m-%d}"
@@ -837,10 +839,10 @@ def _run_keygen(args: argparse.Namespace) -> int:
         "or use one from your organisation's CA."
     )
     if args.key_type == "ecdsa-p256":
-        print(
-            "mlflow-audit: warning: PDFs signed with an ECDSA key become PDF 2.0 and are no "
-            "longer PDF/A-3b; use an RSA key for archival documents",
-            file=sys.stderr,
+        _tell(
+            "warning",
+            "PDFs signed with an ECDSA key become PDF 2.0 and are no longer PDF/A-3b; use an "
+            "RSA key for archival documents",
         )
     return EXIT_OK
 
@@ -1031,7 +1033,7 @@ def _warn_about_waivers(result: AuditResult) -> None:
     """Expired waivers no longer apply, unused ones match nothing: both need a person."""
     for use in result.waivers:
         if use.state != "applied":
-            print(f"mlflow-audit: warning: {use.message}", file=sys.stderr)
+            _tell("warning", use.message)
 
 
 def _use_color(mode: str, stream: TextIO) -> bool:
@@ -1079,6 +1081,14 @@ def _emit(chunks: Iterable[str], output: str | None) -> None:
         raise AuditError(f"cannot write {output}: {error.strerror or error}") from None
 
 
+def _tell(kind: str, text: str) -> None:
+    """One line on stderr: an error or a warning. Its text may hold names from MLflow or a
+    server's answer, so it is escaped to one line that cannot act as a terminal or CI command."""
+    from audit.formats.text import safe_line
+
+    print(f"mlflow-audit: {kind}: {safe_line(text)}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1100,7 +1110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AuditError as error:
         if args.debug:
             raise
-        print(f"mlflow-audit: error: {error}", file=sys.stderr)
+        _tell("error", str(error))
         return EXIT_INCOMPLETE
     except KeyboardInterrupt:
         print("mlflow-audit: interrupted; the audit is incomplete", file=sys.stderr)
@@ -1112,9 +1122,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if args.debug:
             raise
-        print(
-            f"mlflow-audit: error: unexpected {type(error).__name__}: {first_line(error)} "
-            "(run with --debug for the traceback)",
-            file=sys.stderr,
+        _tell(
+            "error",
+            f"unexpected {type(error).__name__}: {first_line(error)} (run with --debug for the "
+            "traceback)",
         )
         return EXIT_INCOMPLETE

@@ -242,8 +242,12 @@ def free_port() -> int:
 
 
 def environment() -> dict[str, str]:
+    """This process's environment for a child, without the active experiment MLflow may have
+    left in it (a store built in-process sets one that the child's store does not have)."""
     env = dict(os.environ)
     env["MLFLOW_DISABLE_TELEMETRY"] = "true"
+    for name in ("MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME"):
+        env.pop(name, None)
     return env
 
 

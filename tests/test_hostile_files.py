@@ -85,6 +85,7 @@ os.chdir({str(directory)!r})
 import mlflow
 from sklearn.linear_model import LogisticRegression
 mlflow.set_tracking_uri("sqlite:///mlflow.db")
+mlflow.set_experiment("hostile-files")
 with mlflow.start_run(run_name="with-model"):
     mlflow.log_param("C", 1.0)
     model = LogisticRegression().fit([[0.0], [1.0]], [0, 1])
@@ -93,8 +94,9 @@ print(info.model_id)
 """
     done = subprocess.run(
         [sys.executable, "-c", script],
-        capture_output=True, text=True, check=True, env=stores.environment(),
+        capture_output=True, text=True, env=stores.environment(),
     )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-3000:]
     model_id = done.stdout.strip().splitlines()[-1]
     (files,) = [p.parent for p in directory.glob(f"mlruns/*/models/{model_id}/artifacts/MLmodel")]
     return f"sqlite:///{directory / 'mlflow.db'}", files
@@ -157,3 +159,18 @@ def test_a_named_pipe_for_requirements_does_not_block(model_store: ModelStore) -
     assert done.returncode == 2  # an artifact that cannot be read: the audit is incomplete
     (line,) = done.stderr.strip().splitlines()
     assert "requirements.txt" in line and "is not a regular file" in line
+
+
+def test_an_error_line_cannot_be_spoofed(model_store: ModelStore) -> None:
+    """Text from the command line or the store reaches stderr escaped, on one line: no
+    workflow command, no terminal escape, no second line."""
+    hostile = "churn\n::add-mask::x\n::error title=ok::all good\x1b[8m ##[set-output name=a]b"
+    done = _audit(
+        "check", "--tracking-uri", model_store.uri, "--experiment", hostile,
+        cwd=model_store.directory,
+    )  # fmt: skip
+    assert done.returncode == 2
+    (line,) = done.stderr.splitlines()
+    assert line.startswith("mlflow-audit: error: ")
+    assert "\x1b" not in line and "##[" not in line
+    assert "churn\\n::add-mask::x\\n::error title=ok::all good\\x1b[8m \\x23#[set-output" in line

@@ -35,6 +35,14 @@ def one_line(text: str) -> str:
     return visible(text).replace("\t", " ").replace("\n", " ")
 
 
+def safe_line(text: str) -> str:
+    """A line for a terminal or a CI log that holds untrusted text: every control character
+    escaped, line breaks as ``\\n`` so that it stays one line and nothing in it can start a
+    new one (``::error::`` or ``::add-mask::`` read by GitHub Actions at the start of a line),
+    and the legacy ``##[command]`` the runner reads anywhere in a line defused."""
+    return visible(text.replace("\n", "\\n")).replace("##[", "\\x23#[")
+
+
 def plural(number: int, noun: str, plural_form: str | None = None) -> str:
     return f"{number} {noun if number == 1 else plural_form or noun + 's'}"
 

@@ -17,6 +17,7 @@ from typing import Any
 from cryptography import x509
 
 from audit.errors import AuditError
+from audit.formats.text import safe_line
 from audit.report.writer import EVIDENCE_FILE
 from audit.signing import dsse
 from audit.signing.keys import colon_fingerprint, common_name, fingerprint, trust_problem
@@ -376,4 +377,5 @@ def describe(outcome: Verification) -> str:
             count = len(outcome.drift)
             parts.append(f"{count} run{'s' if count != 1 else ''} changed in {outcome.store}")
         lines.append(f"INVALID: {', '.join(parts)}")
-    return "\n".join(lines) + "\n"
+    # Signer names, file names, run names and store contents are untrusted: one line each.
+    return "\n".join(safe_line(line) for line in lines) + "\n"
