@@ -60,15 +60,20 @@ def item_label(record: Mapping[str, Any], pointer: str) -> str | None:
         if isinstance(node, list) and part.isdigit() and int(part) < len(node):
             node = node[int(part)]
             if isinstance(node, Mapping):
-                for key in ("line", "key", "name", "uri"):
-                    if isinstance(node.get(key), str):
-                        label = clip(node[key])
-                        break
+                label = _label(node) or label
         elif isinstance(node, Mapping) and part in node:
             node = node[part]
         else:
             break
     return label
+
+
+def _label(entry: Mapping[str, Any]) -> str | None:
+    """What names a list entry: a requirement's line, a metric's key, a name, a URI."""
+    for key in ("line", "key", "name", "uri"):
+        if isinstance(entry.get(key), str):
+            return clip(entry[key])
+    return None
 
 
 @functools.lru_cache(maxsize=4096)  # the places a policy fails at recur run after run
@@ -178,9 +183,9 @@ def entry_text(section: str, entry: Any) -> str:
             return metric_text(entry)
         if section == "models":
             return model_text(entry)
-        for key in ("line", "key", "name", "uri"):
-            if isinstance(entry.get(key), str):
-                return clip(entry[key])
+        label = _label(entry)
+        if label is not None:
+            return label
     return brief(entry)
 
 

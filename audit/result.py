@@ -234,20 +234,12 @@ def worst_first(runs: Iterable[RunResult]) -> list[RunResult]:
     then unknown outcomes and information, then by experiment, name and id."""
 
     def key(run: RunResult) -> tuple[Any, ...]:
-        errors = warnings = infos = 0
-        for finding in run.open_findings:
-            severity = finding.severity
-            if severity == "error":
-                errors += 1
-            elif severity == "warning":
-                warnings += 1
-            else:
-                infos += 1
+        counts = run.severity_counts()
         return (
-            -errors,
-            -warnings,
+            -counts["error"],
+            -counts["warning"],
             -len(run.unknown),
-            -infos,
+            -counts["info"],
             run.experiment_name or run.experiment_id,
             run.run_name or "",
             run.run_id,

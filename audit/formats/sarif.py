@@ -35,7 +35,7 @@ from typing import Any
 from audit.formats.markdown import md
 from audit.formats.rows import experiment_label, run_label
 from audit.formats.text import one_line
-from audit.policy import OUTCOMES, Rule
+from audit.policy import Rule
 from audit.provisions import load_catalog
 from audit.result import SCOPE_NOTE, AuditResult, Finding, RunResult
 from audit.waivers import WaiverUse
@@ -127,10 +127,8 @@ def _rule(rule: Rule) -> dict[str, Any]:
 
 def _outcomes(result: AuditResult, run: RunResult) -> dict[str, Any]:
     """The rule ids of each outcome on one run."""
-    by_outcome: dict[str, list[str]] = {outcome: [] for outcome in OUTCOMES}
-    for outcome in result.outcomes(run):
-        by_outcome[outcome.status].append(outcome.rule_id)
-    return {"run_id": run.run_id, **by_outcome}
+    grouped = run.outcomes(rule.id for rule in result.rules)
+    return {"run_id": run.run_id, **{str(outcome): ids for outcome, ids in grouped.items()}}
 
 
 def _frameworks(rule: Rule) -> list[str]:

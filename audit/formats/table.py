@@ -101,15 +101,15 @@ def _run_block(run: RunResult, rules: Mapping[str, Rule], paint: _Painter, width
 
 
 def _outcomes_line(run: RunResult, policy_rules: Mapping[str, Rule]) -> str:
-    """``9 pass · 7 fail · 1 unknown · 12 not applicable`` for one run, as
-    `AuditResult.outcome_counts` counts them."""
-    failed, waived = run.failed_rule_ids, run.waived_rule_ids
-    evaluated = len(policy_rules.keys() | failed | waived)
-    passed = evaluated - len(failed) - len(waived) - len(run.unknown) - len(run.not_applicable)
-    parts = [f"{passed} pass", f"{len(failed)} fail"]
-    if waived:
-        parts.append(f"{len(waived)} waived")
-    parts += [f"{len(run.unknown)} unknown", f"{len(run.not_applicable)} not applicable"]
+    """``9 pass · 7 fail · 1 unknown · 12 not applicable`` for one run."""
+    grouped = run.outcomes(policy_rules)
+    parts = [f"{len(grouped['pass'])} pass", f"{len(grouped['fail'])} fail"]
+    if grouped["waived"]:
+        parts.append(f"{len(grouped['waived'])} waived")
+    parts += [
+        f"{len(grouped['unknown'])} unknown",
+        f"{len(grouped['not_applicable'])} not applicable",
+    ]
     return "rules: " + " · ".join(parts)
 
 
