@@ -39,17 +39,21 @@ def read_data_file(
     suffix = path.suffix.lower()
     if suffix == ".json":
         try:
-            return json.loads(text)
+            return _within_depth(json.loads(text), label, error)
         except json.JSONDecodeError as problem:
             raise error(
                 f"{label}: invalid JSON at line {problem.lineno} column {problem.colno}: "
                 f"{problem.msg}"
             ) from None
+        except RecursionError:
+            raise error(f"{label}: {_too_deep()}") from None
     if suffix == ".toml":
         try:
-            return tomllib.loads(text)
+            return _within_depth(tomllib.loads(text), label, error)
         except tomllib.TOMLDecodeError as problem:
             raise error(f"{label}: invalid TOML: {problem}") from None
+        except RecursionError:
+            raise error(f"{label}: {_too_deep()}") from None
     import yaml
 
     from audit import safeyaml
@@ -61,6 +65,31 @@ def read_data_file(
         where = f" at line {mark.line + 1} column {mark.column + 1}" if mark else ""
         detail = getattr(problem, "problem", None) or str(problem).splitlines()[0]
         raise error(f"{label}: invalid YAML{where}: {detail}") from None
+
+
+def _too_deep() -> str:
+    from audit.safeyaml import MAX_DEPTH
+
+    return f"it nests deeper than {MAX_DEPTH} levels"
+
+
+def _within_depth(document: Any, label: str, error: type[AuditError]) -> Any:
+    """The document, if it nests no deeper than YAML files may (`audit.safeyaml`): the same
+    bound for every syntax, so that walking a policy can never exhaust Python's stack."""
+    from audit.safeyaml import MAX_DEPTH
+
+    level: list[Any] = [document]
+    for _ in range(MAX_DEPTH + 1):
+        level = [
+            child
+            for node in level
+            if isinstance(node, (dict, list))
+            for child in (node.values() if isinstance(node, dict) else node)
+            if isinstance(child, (dict, list))
+        ]
+        if not level:
+            return document
+    raise error(f"{label}: {_too_deep()}")
 
 
 def check_against(

@@ -553,8 +553,11 @@ def _collect_rules(
     properties: set[str] = set()
     condition_schemas: dict[str, dict[str, Any]] = {}
     builtin = base_uri.startswith(BUILTIN_PREFIX)
-    # A subschema is walked once per place in the record it applies to ($defs are shared).
+    # A subschema is walked once per place in the record it applies to ($defs are shared), and
+    # not again below itself: a recursive schema (a tree type whose $ref points back up) is
+    # unrolled once, so a few hundred bytes of $refs cannot multiply into millions of places.
     visited: set[tuple[int, str | None]] = set()
+    on_path: set[int] = set()
 
     def walk(
         node: Any,
@@ -572,11 +575,25 @@ def _collect_rules(
                 walk(item, resolver, base, f"{where}/{index}", instance, rule)
             return
         key = (id(node), instance)
-        if not isinstance(node, Mapping) or key in visited:
+        if not isinstance(node, Mapping) or key in visited or id(node) in on_path:
             return
         if instance is not None and instance.count("/") > _MAX_LOCATION_DEPTH:
             return
         visited.add(key)
+        on_path.add(id(node))
+        try:
+            walk_mapping(node, resolver, base, where, instance, rule)
+        finally:
+            on_path.discard(id(node))
+
+    def walk_mapping(
+        node: Mapping[str, Any],
+        resolver: Any,
+        base: str,
+        where: str,
+        instance: str | None,
+        rule: str | None,
+    ) -> None:
         if "x-audit" in node:
             add_rule(node["x-audit"], where, base)
             rule = node["x-audit"]["id"]

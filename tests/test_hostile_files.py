@@ -174,3 +174,48 @@ def test_an_error_line_cannot_be_spoofed(model_store: ModelStore) -> None:
     assert line.startswith("mlflow-audit: error: ")
     assert "\x1b" not in line and "##[" not in line
     assert "churn\\n::add-mask::x\\n::error title=ok::all good\\x1b[8m \\x23#[set-output" in line
+
+
+#: A tree type whose $refs point back up three ways: unrolled naively to the walker's depth, a
+#: few hundred bytes stand for 3^12 places in the record.
+RECURSIVE_POLICY = """\
+$schema: https://json-schema.org/draft/2020-12/schema
+title: a tree of tags
+properties:
+  tags:
+    x-audit: {id: run.tree, severity: info, category: run, provisions: [], title: A tag tree,
+              gap: No tag tree, remediation: "mlflow.set_tag('kind', 'tree')"}
+    type: object
+    required: [kind]
+    properties:
+      left: {$ref: "#/properties/tags"}
+      right: {$ref: "#/properties/tags"}
+      again: {$ref: "#"}
+"""
+
+
+def test_a_recursive_policy_is_valid_and_evaluated(model_store: ModelStore, tmp_path: Path) -> None:
+    policy = tmp_path / "tree.yaml"
+    policy.write_text(RECURSIVE_POLICY)
+    assert len(RECURSIVE_POLICY.encode()) < 600
+    done = _audit("policy", "validate", str(policy), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    done = _audit(
+        "check", "--tracking-uri", model_store.uri, "--policy", str(policy), "-f", "json",
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr  # an info rule: reported, never gating
+    (run,) = json.loads(done.stdout)["runs"]
+    assert run["outcomes"]["fail"] == ["run.tree"]  # the run has no "kind" tag
+    (finding,) = run["findings"]
+    assert finding["pointer"] == "/tags/kind"
+
+
+def test_a_policy_nested_too_deeply_is_exit_2(model_store: ModelStore, tmp_path: Path) -> None:
+    policy = tmp_path / "deep.json"  # 3,000 levels: more than Python's json can even read
+    policy.write_text('{"title": "deep", ' + '"properties": {"a": {' * 3000 + "}}" * 3000 + "}")
+    done = _audit("check", "--tracking-uri", model_store.uri, "--policy", str(policy), cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"mlflow-audit: error: {policy}: it nests deeper than 64 levels"
+    ]
