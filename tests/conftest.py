@@ -26,6 +26,58 @@ from tests import stores
 
 REPO = Path(__file__).resolve().parent.parent
 
+# --------------------------------------------------------------------------- a clean checkout
+
+#: What tools write next to the code by design; anything else appearing or changing in the
+#: checkout during the suite is a test or a command writing where it should not.
+_CACHES = frozenset({"__pycache__", ".pytest_cache", ".mypy_cache", ".ruff_cache"})
+
+
+def _checkout_state() -> dict[str, tuple[str, int, int]] | None:
+    """Each path `git status` reports (untracked and ignored included), with its size and
+    modification time; None outside a git checkout."""
+    try:
+        listing = subprocess.run(
+            ["git", "status", "--porcelain=v1", "-z", "--untracked-files=all", "--ignored"],
+            cwd=REPO, capture_output=True, check=True, timeout=60,
+        ).stdout.decode("utf-8", "surrogateescape")  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return None
+    state = {}
+    for entry in filter(None, listing.split("\0")):
+        code, path = entry[:2], entry[3:]
+        if _CACHES.intersection(Path(path).parts):
+            continue
+        with contextlib.suppress(OSError):
+            stat = (REPO / path).lstat()
+            state[path] = (code, stat.st_size, stat.st_mtime_ns)
+            continue
+        state[path] = (code, -1, -1)
+    return state
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    session.config.stash[_CHECKOUT] = _checkout_state()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The suite fails if it wrote into the checkout (a store, a report, a stray file)."""
+    before = session.config.stash.get(_CHECKOUT, None)
+    after = _checkout_state()
+    if before is None or after is None or before == after:
+        return
+    changed = sorted(p for p in before.keys() | after.keys() if before.get(p) != after.get(p))
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    if reporter is not None:
+        reporter.ensure_newline()
+        reporter.write_line(
+            f"FAILED: the test session changed the checkout: {', '.join(changed[:10])}", red=True
+        )
+    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+_CHECKOUT = pytest.StashKey[dict[str, tuple[str, int, int]] | None]()
+
 
 @pytest.fixture(scope="session")
 def junit_schema() -> Any:

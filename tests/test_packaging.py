@@ -56,6 +56,8 @@ def test_wheel_contains_the_data_files(wheel: Path) -> None:
         assert required in names
     for template in ("base.html.j2", "run.html.j2", "summary.html.j2", "style.css.j2"):
         assert f"audit/_data/report_templates/{template}" in names
+    (license_file,) = [name for name in names if name.endswith(".dist-info/licenses/LICENSE")]
+    assert "Apache License" in zipfile.ZipFile(wheel).read(license_file).decode()
 
 
 def test_installed_wheel_runs_check_outside_the_checkout(
