@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from audit import __version__
+from audit.cliparser import Parser
 from audit.errors import AuditError, first_line
 
 if TYPE_CHECKING:
@@ -80,18 +81,10 @@ _OUTPUT_FILES = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors in the tool's own voice (exit code 2, as argparse does)."""
-
-    def error(self, message: str) -> None:  # type: ignore[override]
-        self.print_usage(sys.stderr)
-        self.exit(EXIT_INCOMPLETE, f"mlflow-audit: error: {message}\n")
-
-
 def build_parser() -> argparse.ArgumentParser:
     from audit.formats import FORMATS
 
-    parser = _Parser(
+    parser = Parser(
         prog="mlflow-audit",
         description="Audit MLflow runs for the provenance evidence a model's documentation "
         "needs (data, hyperparameters, metrics, environment, source, model), map every gap to "
@@ -103,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug", action="store_true", help="show a traceback when something goes wrong"
     )
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     check = commands.add_parser(
         "check",
@@ -326,7 +319,7 @@ def build_parser() -> argparse.ArgumentParser:
         "x-audit annotations name each rule, its severity, provisions and fix.",
     )
     policy_actions = policy_cmd.add_subparsers(
-        dest="policy_command", metavar="ACTION", parser_class=_Parser, required=True
+        dest="policy_command", metavar="ACTION", required=True
     )
     policy_actions.add_parser("list", help="list the built-in policies")
     show = policy_actions.add_parser("show", help="show a policy's rules")

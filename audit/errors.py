@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 def first_line(error: BaseException) -> str:
     """An exception as one short line, for one-line error messages."""
@@ -27,3 +29,11 @@ class PolicyError(AuditError):
 
 class ArtifactError(AuditError):
     """An artifact the policy needs exists but could not be read."""
+
+
+def did_you_mean(word: str, candidates: Iterable[str]) -> str:
+    """ " (did you mean X?)" for the candidate nearest a mistyped word, or "" when none is near."""
+    import difflib
+
+    near = difflib.get_close_matches(word, list(candidates), n=1, cutoff=0.6)
+    return f" (did you mean {near[0]}?)" if near else ""

@@ -17,7 +17,7 @@ from typing import Any, Literal, NamedTuple
 from urllib.parse import unquote, urlsplit
 
 from audit.datafiles import read_data_file
-from audit.errors import PolicyError
+from audit.errors import PolicyError, did_you_mean
 from audit.evidence import sha256_hex
 from audit.provisions import load_catalog
 from audit.resources import schema_path
@@ -420,6 +420,7 @@ def load_policy(
         if not path.is_file():
             raise PolicyError(
                 f"{spec}: no such policy file, and not a built-in policy ({', '.join(builtins)})"
+                f"{did_you_mean(str(spec), builtins)}"
             )
     document = _read_document(path, label)
     declared = document.get("$schema")

@@ -59,3 +59,47 @@ def test_unknown_flag_is_one_line_usage_error() -> None:
     assert "unrecognized arguments: --experimnet" in result.err
     assert "Traceback" not in result.err
     assert result.code == 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "usage", "error"),
+    [
+        (["chek"], "usage: mlflow-audit [-h]",
+         "invalid choice: 'chek' (choose from 'check', 'report', 'keygen', 'sign', 'verify', "
+         "'policy', 'config', 'provisions') (did you mean check?)"),
+        (["check", "--experimnt", "x"], "usage: mlflow-audit check [-h]",
+         "unrecognized arguments: --experimnt x (did you mean --experiment?)"),
+        (["report", "--outt=build"], "usage: mlflow-audit report [-h]",
+         "unrecognized arguments: --outt=build (did you mean --out?)"),
+        (["check", "-f", "jsn"], "usage: mlflow-audit check [-h]",
+         "argument -f/--format: invalid choice: 'jsn' (choose from 'table', 'json', 'junit', "
+         "'sarif', 'markdown', 'github', 'csv') (did you mean json?)"),
+        (["check", "--fail-on", "eror"], "usage: mlflow-audit check [-h]",
+         "(did you mean error?)"),
+        (["policy", "shw"], "usage: mlflow-audit policy [-h]", "(did you mean show?)"),
+        (["check", "--zzzzzz"], "usage: mlflow-audit check [-h]",
+         "unrecognized arguments: --zzzzzz"),
+    ],
+)  # fmt: skip
+def test_a_mistyped_command_flag_or_choice_gets_its_commands_usage_and_a_hint(
+    capsys: pytest.CaptureFixture[str], argv: list[str], usage: str, error: str
+) -> None:
+    from audit.cli import main
+
+    with pytest.raises(SystemExit) as done:
+        main(argv)
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(usage)
+    assert err.splitlines()[-1].startswith("mlflow-audit: error: ")
+    assert err.splitlines()[-1].endswith(error)
+    if "did you mean" not in error:
+        assert "did you mean" not in err
+
+
+def test_a_mistyped_policy_name_gets_a_hint(cli) -> None:
+    result = cli("check", "--policy", "eu-ai-act-hgh-risk")
+    assert result.code == 2
+    assert result.err.strip().endswith(
+        "not a built-in policy (baseline, eu-ai-act-high-risk) (did you mean eu-ai-act-high-risk?)"
+    )
