@@ -25,9 +25,10 @@ outcomes:
   Every rule is decided on every run: pass (reports show the evidence it
   passed on), fail (a gap, with the provisions it is relevant to and the fix),
   waived, not applicable (its subject is absent: no model, no dataset) or
-  unknown (MLflow's record cannot show it either way). Not applicable and unknown never fail the
-  gate; the score counts the applicable rule evaluations, an unknown one as not
-  passed. Runs are listed worst first: most errors, then warnings, then unknown.
+  unknown (MLflow's record cannot show it either way). Not applicable and
+  unknown never fail the gate; the score counts the applicable rule
+  evaluations, an unknown one as not passed. Runs are listed worst first: most
+  errors, then warnings, then unknown.
 
 exit codes:
   0  no open finding at or above --fail-on, and the score reaches --min-score
@@ -116,6 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         "-f",
         "--format",
         choices=FORMATS,
+        metavar="FORMAT",
         default=None,  # from the configuration, else table
         help="table for people (default); json (schemas/audit-result.schema.json), junit, "
         "sarif, markdown, csv; github: workflow annotations, plus the Markdown summary "
@@ -468,9 +470,11 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "configuration",
-        "Settings also come from [tool.mlflow-audit] in pyproject.toml or mlflow-audit.toml "
-        "(found from the working directory upwards) and MLFLOW_AUDIT_* variables; flags win. "
-        "See 'mlflow-audit config'.",
+        _fill(
+            "Settings also come from [tool.mlflow-audit] in pyproject.toml or mlflow-audit.toml "
+            "(found from the working directory upwards) and MLFLOW_AUDIT_* variables; flags "
+            "win. See 'mlflow-audit config'."
+        ),
     )
     choice = group.add_mutually_exclusive_group()
     choice.add_argument("--config", metavar="FILE", help="use this configuration file")

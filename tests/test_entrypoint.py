@@ -40,13 +40,21 @@ def test_python_dash_m_audit(sqlite_store: Store) -> None:
 
 @pytest.mark.parametrize(
     "command",
-    [[], ["check"], ["policy"], ["policy", "list"], ["policy", "show"], ["policy", "validate"],
-     ["provisions"]],
+    [[], ["check"], ["report"], ["keygen"], ["sign"], ["verify"], ["config"], ["policy"],
+     ["policy", "list"], ["policy", "show"], ["policy", "validate"], ["provisions"]],
 )  # fmt: skip
-def test_every_command_has_help(cli, command: list[str]) -> None:
+def test_every_command_has_help_that_fits_a_terminal(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: list[str]
+) -> None:
+    from audit.cli import main
+
+    monkeypatch.setenv("COLUMNS", "80")
     with pytest.raises(SystemExit) as done:
-        cli(*command, "--help")
+        main([*command, "--help"])
     assert done.value.code == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("usage: mlflow-audit")
+    assert [line for line in lines if len(line) > 80] == []
 
 
 def test_no_command_prints_help_and_exits_2(cli) -> None:
