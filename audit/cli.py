@@ -142,6 +142,18 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="colour in the table: auto (default) colours a terminal unless NO_COLOR is set",
     )
+    detail = output.add_mutually_exclusive_group()
+    detail.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="the table shows every run's findings and fixes, however many runs (by default "
+        "above 20 runs it lists the runs that fail the gate with their rule ids, then the "
+        "rules by failing runs)",
+    )
+    detail.add_argument(
+        "-q", "--quiet", action="store_true", help="the table shows only the summary and gate"
+    )
 
     report = commands.add_parser(
         "report",
@@ -631,7 +643,12 @@ def _run_check(args: argparse.Namespace) -> int:
     color = args.output is None and _use_color(args.color, sys.stdout)
     width = min(_terminal_width(), 100) if args.output is None else 80
     chunks = render_chunks(
-        result, args.format, color=color, width=width, artifact_uri=args.sarif_artifact
+        result,
+        args.format,
+        color=color,
+        width=width,
+        artifact_uri=args.sarif_artifact,
+        detail="full" if args.verbose else "summary" if args.quiet else "auto",
     )
     if args.output is None and args.format != "github" and os.environ.get("GITHUB_ACTIONS"):
         from audit.formats.github import stop_commands_around

@@ -382,3 +382,17 @@ def test_output_to_a_device_writes_through_it(cli, sqlite_store: Store, tmp_path
     assert result.code == 1
     assert stat.S_ISFIFO(fifo.stat().st_mode), "the FIFO was replaced by a file"
     assert b"FAIL  no-metrics" in received
+
+
+def test_quiet_prints_the_summary_and_verbose_every_run(cli, sqlite_store: Store) -> None:
+    default = cli("check", "--tracking-uri", sqlite_store.uri)
+    quiet = cli("check", "--tracking-uri", sqlite_store.uri, "--quiet")
+    verbose = cli("check", "--tracking-uri", sqlite_store.uri, "-v")
+    assert default.code == quiet.code == verbose.code == 1
+    assert verbose.out == default.out  # a handful of runs: every block either way
+    assert "FAIL  " in default.out and "FAIL  " not in quiet.out
+    summary = default.out[default.out.rindex(" runs in ") :].split("\n", 1)[1]
+    assert quiet.out.endswith(summary) and len(quiet.out.splitlines()) < 8
+    with pytest.raises(SystemExit) as both:
+        cli("check", "--tracking-uri", sqlite_store.uri, "-q", "-v")
+    assert both.value.code == 2

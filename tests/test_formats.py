@@ -32,7 +32,7 @@ from audit.formats.github import (
 from audit.formats.junit import render_junit
 from audit.formats.markdown import code, md, render_markdown
 from audit.formats.sarif import render_sarif
-from audit.formats.table import render_table
+from audit.formats.table import COMPACT_ABOVE, render_table
 from audit.formats.text import visible
 from audit.policy import SEVERITY_RANK, load_policy
 from audit.result import AuditResult, FailOn
@@ -586,6 +586,56 @@ def test_table_gate_fails_on_the_score_alone() -> None:
     text = render_table(result)
     assert "gate FAILED: score" in text and "gate off" not in text
     assert "gate off (--fail-on never)" in render_table(audit_result(fail_on="never"))
+
+
+def _large_result() -> AuditResult:
+    """25 runs: 15 complete, 6 without data, 4 without hyperparameters (a warning) and no
+    python version (an error)."""
+    records = [_record(n, f"complete-{n}") for n in range(15)]
+    records += [
+        _record(100 + n, f"no-data-{n}", data={"training": [], "evaluation": [], "other": []})
+        for n in range(6)
+    ]
+    for n in range(4):
+        record = _record(200 + n, f"no-python-{n}", hyperparameters={})
+        record["environment"]["python_version"] = None
+        records.append(record)
+    return evaluate(records, load_policy())
+
+
+def test_a_large_table_lists_the_failing_runs_then_the_rules_by_failing_runs() -> None:
+    result = _large_result()
+    assert len(result.runs) > COMPACT_ABOVE
+    text = render_table(result)
+    assert len(text.splitlines()) < 60
+    assert "more than 20: the runs with findings at or above error" in " ".join(text.split())
+    listed = [line.split()[1] for line in text.splitlines() if line.startswith("FAIL  ")]
+    assert sorted(listed) == sorted(r.run_name for r in result.failing_runs())
+    assert len(listed) == 10 and not any(name.startswith("complete") for name in listed)
+    block = text[text.index("rules by failing runs") :].split("\n\n")[0].splitlines()
+    assert block[1].split() == ["runs", "severity", "rule"]
+    rows = {line.split()[-1]: (int(line.split()[0]), line.split()[1]) for line in block[2:]}
+    assert rows == {
+        "data.training-dataset": (6, "error"),
+        "data.evaluation-dataset": (6, "error"),
+        "hyperparameters.logged": (4, "error"),
+        "environment.python-version": (4, "error"),
+    }
+    assert "fix:" not in text  # the fixes are in --verbose, per run
+    assert text.rstrip().endswith("gate FAILED: 10 runs have findings at or above error "
+                                  "(--fail-on error)")  # fmt: skip
+
+
+def test_verbose_shows_every_run_and_quiet_only_the_summary() -> None:
+    result = _large_result()
+    full = render_table(result, detail="full")
+    assert sum(line[:6] in ("PASS  ", "FAIL  ", "WARN  ") for line in full.splitlines()) == 25
+    assert "fix:" in full
+    quiet = render_table(result, detail="summary")
+    assert "FAIL  " not in quiet and "rules by failing runs" not in quiet
+    assert quiet.splitlines()[-1] == full.splitlines()[-1]
+    small = audit_result()
+    assert render_table(small) == render_table(small, detail="full")  # 6 runs: every block
 
 
 # --------------------------------------------------------------------------- real MLflow data

@@ -15,8 +15,12 @@ The modules are imported only when their format is asked for, and none of them i
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 from audit.result import AuditResult
+
+if TYPE_CHECKING:
+    from audit.formats.table import Detail
 
 FORMATS = ("table", "json", "junit", "sarif", "markdown", "github", "csv")
 
@@ -28,9 +32,11 @@ def render_chunks(
     color: bool = False,
     width: int = 80,
     artifact_uri: str | None = None,
+    detail: Detail = "auto",
 ) -> Iterator[str]:
     """`render`, in pieces to write one after the other: JSON and the table, the formats of
-    large results, are produced run by run; the others in one piece."""
+    large results, are produced run by run; the others in one piece. `detail` applies to
+    ``table`` (see `audit.formats.table`)."""
     if name == "json":
         from audit.formats.json import json_chunks
 
@@ -38,7 +44,7 @@ def render_chunks(
     elif name == "table":
         from audit.formats.table import table_chunks
 
-        yield from table_chunks(result, color=color, width=width)
+        yield from table_chunks(result, color=color, width=width, detail=detail)
     else:
         yield render(result, name, color=color, width=width, artifact_uri=artifact_uri)
 

@@ -1,6 +1,9 @@
 """`--format table`: what a person reads in a terminal or a CI log, 80 columns wide.
 
-Written run by run (`table_chunks`): a result of 100,000 runs is about 2.5 million lines.
+Every run's block up to `COMPACT_ABOVE` runs; above it, the runs that fail the gate with their
+rule ids and the rules by number of failing runs, since a block per run of 300 runs is 17,000
+lines nobody reads (`detail="full"` gives every block, written run by run; `"summary"` only the
+summary).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import re
 import textwrap
 from collections.abc import Iterator, Mapping
 from itertools import groupby
+from typing import Literal
 
 from audit.policy import Rule
 from audit.result import AuditResult, Finding, RunResult
@@ -26,6 +30,9 @@ _COLORS = {
     "bold": "1",
 }
 _STATUS_LABEL = {"fail": "FAIL", "warn": "WARN", "pass": "PASS"}
+#: Above this many runs, the default table is compact (see the module's docstring).
+COMPACT_ABOVE = 20
+Detail = Literal["auto", "full", "summary"]
 # Control characters from run contents must not reach a terminal (escape-sequence injection).
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 
@@ -50,12 +57,17 @@ class _Painter:
         return f"\x1b[{_COLORS[style]}m{text}\x1b[0m"
 
 
-def render_table(result: AuditResult, *, color: bool = False, width: int = 80) -> str:
-    return "".join(table_chunks(result, color=color, width=width))
+def render_table(
+    result: AuditResult, *, color: bool = False, width: int = 80, detail: Detail = "auto"
+) -> str:
+    return "".join(table_chunks(result, color=color, width=width, detail=detail))
 
 
-def table_chunks(result: AuditResult, *, color: bool = False, width: int = 80) -> Iterator[str]:
-    """The table in pieces: the header, each run's block, the summary."""
+def table_chunks(
+    result: AuditResult, *, color: bool = False, width: int = 80, detail: Detail = "auto"
+) -> Iterator[str]:
+    """The table in pieces: the header, each run's block (or the compact overview), the
+    summary."""
     paint = _Painter(color)
     width = max(width, 60)
     policy = result.policy
@@ -66,9 +78,69 @@ def table_chunks(result: AuditResult, *, color: bool = False, width: int = 80) -
         + f"store {_one_line(result.store)}\n\n"
     )
     rules = {rule.id: rule for rule in result.rules}
-    for run in result.runs:
-        yield "\n".join(_run_block(run, rules, paint, width)) + "\n"
+    if detail == "full" or (detail == "auto" and len(result.runs) <= COMPACT_ABOVE):
+        for run in result.runs:
+            yield "\n".join(_run_block(run, rules, paint, width)) + "\n"
+    elif detail == "auto":
+        yield "\n".join(_overview(result, rules, paint, width)) + "\n"
     yield "\n".join(_summary_block(result, paint, width)) + "\n"
+
+
+def _overview(
+    result: AuditResult, rules: Mapping[str, Rule], paint: _Painter, width: int
+) -> list[str]:
+    """The compact table: which runs fail the gate and on what, then which rules fail most."""
+    # With the gate off, the runs it would fail by default.
+    threshold = result.fail_on if result.fail_on != "never" else "error"
+    failing = result.failing_runs(threshold)
+    order = {rule.id: index for index, rule in enumerate(result.rules)}
+    lines = wrap(
+        f"{len(result.runs)} runs, more than {COMPACT_ABOVE}: the runs with findings at or "
+        f"above {threshold}, then the rules by failing runs (--verbose shows every run's "
+        "findings and fixes)",
+        "",
+        width,
+    )
+    lines.append("")
+    if failing:
+        lines.append(paint(f"{len(failing)} {_plural(len(failing), 'run')} at or above "
+                           f"{threshold}", "bold"))  # fmt: skip
+    for run in failing:
+        name = _shorten(_one_line(run.run_name or "(unnamed run)"), 40)
+        ids = sorted(
+            {f.rule_id for f in run.open_findings if f.fails_gate(threshold)},
+            key=lambda rule_id: order.get(rule_id, len(order)),
+        )
+        lines.append(f"{paint(_STATUS_LABEL[run.status], run.status)}  {name}  {run.run_id}")
+        lines += wrap(", ".join(ids), " " * 6, width)
+    if failing:
+        lines.append("")
+    counts = _failing_runs_by_rule(result, order)
+    if counts:
+        lines.append(paint("rules by failing runs", "bold"))
+        lines.append(f"{'runs':>6}  {'severity':<8}  rule")
+        for rule_id, number in counts:
+            rule = rules.get(rule_id)
+            severity = rule.severity if rule is not None else "error"
+            lines.append(f"{number:>6}  {paint(f'{severity:<8}', severity)}  {rule_id}")
+        lines.append("")
+    return lines
+
+
+def _failing_runs_by_rule(result: AuditResult, order: Mapping[str, int]) -> list[tuple[str, int]]:
+    """Each rule with open findings and the number of runs it fails, most first (ties in the
+    policy's order)."""
+    runs_per_rule: dict[str, int] = {}
+    for run in result.runs:
+        for rule_id in {finding.rule_id for finding in run.open_findings}:
+            runs_per_rule[rule_id] = runs_per_rule.get(rule_id, 0) + 1
+    return sorted(
+        runs_per_rule.items(), key=lambda item: (-item[1], order.get(item[0], len(order)))
+    )
+
+
+def _plural(number: int, noun: str) -> str:
+    return noun if number == 1 else f"{noun}s"
 
 
 def _run_block(run: RunResult, rules: Mapping[str, Rule], paint: _Painter, width: int) -> list[str]:
