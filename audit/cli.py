@@ -594,6 +594,11 @@ def _run_config(args: argparse.Namespace) -> int:
 
     config = _load_config(args)
     settings = resolve(config, {}, os.environ, defaults())
+    if settings["tracking_uri"].value is None:
+        from audit.config import Setting
+        from audit.sources.store import default_store
+
+        settings["tracking_uri"] = Setting(*default_store())
     sys.stdout.write(render_settings(settings, config, args.format))
     return EXIT_OK
 

@@ -75,3 +75,33 @@ def test_unknown_key_is_exit_2_naming_it(cli, project: Path) -> None:
     assert result.code == 2 and result.out == ""
     assert "fail_onn" in result.err and "pyproject.toml" in result.err
     assert len(result.err.strip().splitlines()) == 1
+
+
+def test_config_names_the_store_an_audit_would_use_and_why(
+    cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, file_store: Store, sqlite_store: Store
+) -> None:
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_AUDIT_CONFIG", "MLFLOW_AUDIT_TRACKING_URI"):
+        monkeypatch.delenv(name, raising=False)
+
+    def shown() -> dict:
+        settings = json.loads(cli("config", "--no-config", "-f", "json").out)["settings"]
+        return settings["tracking_uri"]
+
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    monkeypatch.chdir(empty)
+    assert shown() == {
+        "value": "sqlite:///mlflow.db",
+        "source": f"MLflow's default: {empty / 'mlflow.db'}, which does not exist "
+        "(no ./mlruns with experiments here)",
+    }
+    assert cli("check").code == 2  # and the audit says so too
+    monkeypatch.chdir(file_store.root.parent)  # the folder holding ./mlruns
+    assert shown() == {
+        "value": "mlruns",
+        "source": f"MLflow's default: {file_store.root.parent / 'mlruns'} holds experiments",
+    }
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_store.uri)
+    assert shown() == {"value": sqlite_store.uri, "source": "environment MLFLOW_TRACKING_URI"}
+    text = cli("config", "--no-config").out
+    assert f"tracking_uri         {sqlite_store.uri}" in text

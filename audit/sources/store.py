@@ -95,10 +95,20 @@ def _has_file_store_data(root: Path) -> bool:
 
 def default_tracking_uri(cwd: Path | None = None) -> str:
     """MLflow's default: ./mlruns when it holds experiments, else sqlite:///mlflow.db."""
+    return default_store(cwd)[0]
+
+
+def default_store(cwd: Path | None = None) -> tuple[str, str]:
+    """MLflow's default store for the working directory, and why it is that one, in words."""
     here = cwd or Path.cwd()
-    if _has_file_store_data(here / DEFAULT_FILE_STORE):
-        return DEFAULT_FILE_STORE
-    return DEFAULT_SQLITE_URI
+    mlruns = here / DEFAULT_FILE_STORE
+    if _has_file_store_data(mlruns):
+        return DEFAULT_FILE_STORE, f"MLflow's default: {mlruns} holds experiments"
+    database = here / "mlflow.db"
+    state = "" if database.is_file() else ", which does not exist"
+    return DEFAULT_SQLITE_URI, (
+        f"MLflow's default: {database}{state} (no ./mlruns with experiments here)"
+    )
 
 
 def resolve_store(tracking_uri: str | None = None) -> TrackingStore:
