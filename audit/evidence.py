@@ -63,7 +63,8 @@ _CONSUMED_TAGS = frozenset(
     }
 )
 
-# Documented tags a team can set when MLflow does not record the fact itself (see README).
+# Documented tags a team can set when MLflow does not record the fact itself
+# (docs/evidence.md#the-environment).
 PYTHON_VERSION_TAG = "python_version"
 PLATFORM_TAG = "platform"
 
