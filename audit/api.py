@@ -8,6 +8,7 @@ result.exit_code, result.summary(), result.runs[0].findings
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import gc
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -23,9 +24,11 @@ from audit.sources import (
     CollectionNeeds,
     ModelSpec,
     Selection,
+    TrackingStore,
     open_source,
     resolve_store,
 )
+from audit.sources.locations import allowed_prefixes
 from audit.waivers import WaiverSet, load_waivers
 
 if TYPE_CHECKING:
@@ -70,15 +73,18 @@ def collect(
     page_size: int = MAX_PAGE_SIZE,
     source: str = "auto",
     timeout: int | None = None,
+    allow_artifact_locations: str | Iterable[str] | None = None,
 ) -> Iterator[CollectedRun]:
     """Stream one evidence record per selected run (all active experiments by default).
 
     `needs` says whether artifacts and the registry are read (default: both); pass
     `load_policy(...).needs` to read exactly what a policy looks at. `source`: "auto" (SQL for
     SQLite and PostgreSQL stores, MLflow's client otherwise), "sql" or "client".
+    `allow_artifact_locations`: remote artifact locations (URI prefixes) to read besides the
+    tracking server's own, with the credentials MLflow has for them (`audit.sources.locations`).
     """
     chosen = selection or Selection()
-    store = resolve_store(tracking_uri)
+    store = _store(tracking_uri, allow_artifact_locations)
     reader = open_source(store, page_size=page_size, prefer=source, timeout=timeout)
     return reader.collect(chosen, needs or CollectionNeeds())
 
@@ -96,6 +102,7 @@ def _evaluate_selected(
     page_size: int = MAX_PAGE_SIZE,
     source: str = "auto",
     timeout: int | None = None,
+    allow_artifact_locations: str | Iterable[str] | None = None,
     on_run: Callable[[int], None] | None = None,
     collected: list[CollectedRun] | None = None,
 ) -> AuditResult:
@@ -105,7 +112,7 @@ def _evaluate_selected(
     if min_score is not None and not 0 <= min_score <= 100:
         raise SelectionError(f"--min-score must be between 0 and 100, not {min_score:g}")
     accepted = waivers if isinstance(waivers, WaiverSet | None) else load_waivers(waivers)
-    store = resolve_store(tracking_uri)
+    store = _store(tracking_uri, allow_artifact_locations)
     reader = open_source(store, page_size=page_size, prefer=source, timeout=timeout)
     evaluator = RunEvaluator(loaded, accepted, keep=keep_records or collected is not None)
     evaluated = reader.collect_each(selection, needs or loaded.needs, evaluator)
@@ -128,6 +135,14 @@ def _evaluate_selected(
     if not result.runs:
         raise SelectionError(f"no runs matched {selection.describe()} in {store.display}")
     return result
+
+
+def _store(
+    tracking_uri: str | None, allow_artifact_locations: str | Iterable[str] | None
+) -> TrackingStore:
+    store = resolve_store(tracking_uri)
+    allowed = allowed_prefixes(_names(allow_artifact_locations))
+    return dataclasses.replace(store, artifact_locations=allowed) if allowed else store
 
 
 def _keeping(runs: Iterable[EvaluatedRun], kept: list[CollectedRun]) -> Iterator[EvaluatedRun]:
@@ -169,13 +184,14 @@ def check(
     page_size: int = MAX_PAGE_SIZE,
     source: str = "auto",
     timeout: int | None = None,
+    allow_artifact_locations: str | Iterable[str] | None = None,
     on_run: Callable[[int], None] | None = None,
 ) -> AuditResult:
     """Collect the selected runs, evaluate them against the policy, and return the result.
 
     `waivers` is a waivers file (or a loaded `WaiverSet`): the findings it accepts are kept,
     marked as waived, and do not fail the gate. `min_score` fails the gate when fewer than that
-    percentage of rule evaluations pass.
+    percentage of rule evaluations pass. `allow_artifact_locations`: as for `collect`.
 
     Raises `audit.AuditError` when the audit cannot be completed (what the CLI reports with
     exit code 2): a missing or unreachable store, an unknown experiment, run or model, a bad
@@ -200,6 +216,7 @@ def check(
         page_size=page_size,
         source=source,
         timeout=timeout,
+        allow_artifact_locations=allow_artifact_locations,
         on_run=on_run,
     )
 
@@ -221,6 +238,7 @@ def report(
     page_size: int = MAX_PAGE_SIZE,
     source: str = "auto",
     timeout: int | None = None,
+    allow_artifact_locations: str | Iterable[str] | None = None,
     settings: ReportSettings | None = None,
     template_dir: str | Path | None = None,
     html_only: bool = False,
@@ -263,6 +281,7 @@ def report(
         page_size=page_size,
         source=source,
         timeout=timeout,
+        allow_artifact_locations=allow_artifact_locations,
         on_run=on_run,
         collected=collected,
     )

@@ -451,6 +451,17 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
         help="seconds each request to a tracking server may wait; each is tried 3 times "
         "(default: MLFLOW_HTTP_REQUEST_TIMEOUT, else 30)",
     )
+    store.add_argument(
+        "--allow-artifact-location",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="also read artifacts from remote locations that start with PREFIX (e.g. "
+        "s3://bucket/, https://artifacts.example.com/), with the credentials MLflow has for "
+        "them (repeatable). Without it only local folders and the tracking server's own "
+        "artifacts are read; other locations, which anyone who logs runs can set, are not "
+        "contacted and their evidence is unreadable",
+    )
     policy = parser.add_argument_group("policy and gate")
     policy.add_argument(
         "--policy",
@@ -619,6 +630,7 @@ def _audit_options(args: argparse.Namespace) -> dict[str, Any]:
         "page_size": args.search_page_size,
         "source": args.source,
         "timeout": args.timeout,
+        "allow_artifact_locations": args.allow_artifact_location,
     }
 
 

@@ -64,7 +64,7 @@ def judge_record(record: Mapping[str, Any], policy: Policy) -> Verdict:
             _observation(violation, record),
             policy.remediation(rule, record) if rule.id in fixes else rule.remediation,
         )
-    for finding in _secret_findings(record):
+    for finding in (*_secret_findings(record), *_unreadable_findings(record)):
         findings[(finding.rule_id, finding.pointer)] = finding
     return Verdict(
         sort_findings(findings.values(), policy.rule_order),
@@ -363,3 +363,44 @@ def _secret_place(record: Mapping[str, Any], pointer: str) -> str:
         return "run name, tag mlflow.runName"
     label = item_label(record, pointer)
     return f"in {label}" if label else "in the run's data"
+
+
+# --------------------------------------------------------------------------- unreadable artifacts
+
+UNREADABLE_RULE_ID = "artifacts.unreadable"
+_UNREADABLE_TITLE = "The run's artifacts could be read"
+_UNREADABLE_GAP = "Artifacts could not be read"
+# The environment and model files the unread artifacts may hold are documentation evidence.
+_UNREADABLE_PROVISIONS = ("eu-ai-act/art-11/1", "eu-ai-act/annex-iv/1/c")
+_UNREADABLE_REMEDIATION = (
+    "Make the artifacts readable where the store says they are, then audit again: restore a "
+    "moved or deleted artifact folder (or audit the store on the machine that has it), give "
+    "the auditing user read access, or keep the file within the audit's bounds (1 MiB; YAML "
+    "without alias bombs). A remote artifact location other than the tracking server is read "
+    "only when you allow it with --allow-artifact-location PREFIX, which lets MLflow send it "
+    "the credentials it has for that location: allow only locations you trust."
+)
+
+
+def _unreadable_findings(record: Mapping[str, Any]) -> list[Finding]:
+    """One error per artifact left unread (collection.notes), whatever the policy: the evidence
+    it may hold is unknown, not absent, and an audit that could not see it must not pass."""
+    collection = record.get("collection")
+    notes = collection.get("notes") if isinstance(collection, Mapping) else None
+    if not notes or not isinstance(notes, list):
+        return []
+    return [
+        Finding(
+            rule_id=UNREADABLE_RULE_ID,
+            title=_UNREADABLE_TITLE,
+            category="environment",
+            severity="error",
+            pointer=f"/collection/notes/{index}",
+            message=note,
+            provisions=_UNREADABLE_PROVISIONS,
+            remediation=_UNREADABLE_REMEDIATION,
+            gap=_UNREADABLE_GAP,
+        )
+        for index, note in enumerate(notes)
+        if isinstance(note, str)
+    ]

@@ -40,6 +40,7 @@ include_deleted = false
 max_runs = 1000
 search_page_size = 50000
 timeout = 30
+allow_artifact_locations = ["s3://acme-models/"]
 policy = "eu-ai-act-high-risk"
 fail_on = "error"
 min_score = 90

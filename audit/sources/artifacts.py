@@ -6,10 +6,19 @@ with MLflow's artifact repositories (`MlflowArtifacts`). The SQL source reads lo
 (`DirectArtifacts`), reproducing what MLflow's `LocalArtifactRepository` does, so that a store
 with local artifacts is audited without importing MLflow at all; other URIs (s3:,
 mlflow-artifacts:, ...) still go through MLflow's repositories, imported only then.
+
+Evidence that cannot be read is said to be so, never taken for absent: a folder the audit does
+not read (a remote location other than the tracking server, `locations.refusal`) or cannot read
+(a local folder the record says holds files that does not exist, something else in its place, no
+permission), and a file over the size or YAML bounds, each become a note "... is unreadable:
+REASON; not read" in the record (`collection.notes`), which the evaluation reports as
+`artifacts.unreadable`. Other failures to read (a server's error, a file that is not a regular
+file) stop the audit (`ArtifactError`, exit 2).
 """
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import posixpath
@@ -34,6 +43,8 @@ from audit.evidence import (
     model_history,
 )
 from audit.sources.common import describe_http_failure
+from audit.sources.locations import refusal
+from audit.sources.store import TrackingStore
 
 __all__ = [
     "ArtifactFolder",
@@ -42,6 +53,7 @@ __all__ = [
     "MlflowArtifacts",
     "ModelLocation",
     "RunFiles",
+    "Unreadable",
     "is_local",
     "no_files",
     "read_environment_files",
@@ -68,12 +80,19 @@ class ArtifactFolder(Protocol):
 
 class ArtifactStores(Protocol):
     def missing(self, uri: str | None) -> bool:
-        """True when `uri` is a local folder that does not exist (most runs log no artifact)."""
+        """True when `uri` is a local folder that does not exist (most runs log no artifact);
+        `Unreadable` when something else is in its place or it cannot be looked up."""
         ...
 
     def open(self, uri: str | None) -> ArtifactFolder:
-        """The folder at `uri`; MLflow's own error for a URI no repository serves."""
+        """The folder at `uri`; `Unreadable` for a remote location the audit does not read;
+        MLflow's own error for a URI no repository serves."""
         ...
+
+
+class Unreadable(Exception):
+    """A folder whose files the audit does not or cannot read; the message says why. Its files
+    are unreadable evidence (a note in the record), not absent, and not a fault of the audit."""
 
 
 @dataclass(frozen=True)
@@ -82,6 +101,9 @@ class ModelLocation:
 
     model_id: str
     artifact_location: str
+    #: MLflow's status of the model: a READY one has its files (MLmodel at least), a PENDING or
+    #: FAILED one may have none.
+    status: str | None = None
 
 
 class RunFiles:
@@ -105,8 +127,14 @@ def no_files(*_: Any) -> RunFiles:
 
 
 def is_local(uri: str | None) -> bool:
-    scheme = urllib.parse.urlsplit(uri or "").scheme
-    return scheme in ("", "file") or len(scheme) == 1  # a Windows drive letter
+    r"""A folder on this machine: a path or a `file:` URI without another host. A `file://HOST/`
+    URI or a `\\HOST\share` path names a share on another host (Windows would sign in to it)."""
+    parts = urllib.parse.urlsplit(uri or "")
+    if len(parts.scheme) == 1:  # a Windows drive letter
+        return True
+    if parts.scheme == "file":
+        return parts.netloc in ("", "localhost")
+    return parts.scheme == "" and not (uri or "").startswith("\\\\")
 
 
 # --------------------------------------------------------------------------- reading
@@ -120,23 +148,31 @@ def read_run_files(
     logged_models: Sequence[ModelLocation],
 ) -> RunFiles:
     """Environment files of the run root, of each 2.x model folder and of each logged model."""
-    if stores.missing(artifact_uri):
-        # Most runs log no artifacts at all: one stat instead of an artifact repository.
-        return RunFiles(
-            ArtifactFiles(f"runs:/{run_id}"), {}, read_model_files(stores, logged_models)
-        )
-    # The run's artifact URI is already at hand: no get_run round trip per listing.
-    artifacts = stores.open(artifact_uri)
-    root = read_environment_files(f"runs:/{run_id}", artifacts.list_artifacts, artifacts.read_head)
-    history = {}
-    for entry in model_history(tags):
+    label = f"runs:/{run_id}"
+    history = model_history(tags)
+    try:
+        if stores.missing(artifact_uri):
+            if history:
+                # The run logged a model into it: the folder was moved or deleted.
+                raise Unreadable(_no_folder(artifact_uri))
+            # Most runs log no artifacts at all: one stat instead of an artifact repository.
+            return RunFiles(ArtifactFiles(label), {}, read_model_files(stores, logged_models))
+        # The run's artifact URI is already at hand: no get_run round trip per listing.
+        artifacts = stores.open(artifact_uri)
+    except Unreadable as error:
+        return RunFiles(_unreadable(label, error), {}, read_model_files(stores, logged_models))
+    root = read_environment_files(label, artifacts.list_artifacts, artifacts.read_head)
+    files = {}
+    for entry in history:
         path = str(entry["artifact_path"]).strip("/")
-        history[str(entry["artifact_path"])] = read_environment_files(
-            f"runs:/{run_id}/{path}",
+        uri = f"{label}/{path}"
+        files[str(entry["artifact_path"])] = read_environment_files(
+            uri,
             functools.partial(artifacts.list_artifacts, path),
             artifacts.read_head,
+            required=_local_child(artifact_uri, path),
         )
-    return RunFiles(root, history, read_model_files(stores, logged_models))
+    return RunFiles(root, files, read_model_files(stores, logged_models))
 
 
 def read_model_files(
@@ -144,9 +180,17 @@ def read_model_files(
 ) -> dict[str, ArtifactFiles]:
     files = {}
     for model in logged_models:
-        repository = stores.open(model.artifact_location)
+        label = f"models:/{model.model_id}"
+        location = model.artifact_location
+        try:
+            if model.status == "READY" and stores.missing(location):
+                raise Unreadable(_no_folder(location))
+            repository = stores.open(location)
+        except Unreadable as error:
+            files[model.model_id] = _unreadable(label, error)
+            continue
         files[model.model_id] = read_environment_files(
-            f"models:/{model.model_id}", repository.list_artifacts, repository.read_head
+            label, repository.list_artifacts, repository.read_head
         )
     return files
 
@@ -155,10 +199,20 @@ def read_environment_files(
     uri: str,
     list_files: Callable[[], Iterable[Any]],
     read_head: Callable[[str, int], bytes],
+    *,
+    required: str | None = None,
 ) -> ArtifactFiles:
-    """Read MLmodel, requirements.txt, python_env.yaml and conda.yaml from one folder, if there."""
+    """Read MLmodel, requirements.txt, python_env.yaml and conda.yaml from one folder, if there.
+    `required`: the local folder, when the record says it holds files (an empty listing is then
+    checked: a folder that does not exist is unreadable, not empty)."""
     try:
         listing = {Path(f.path).name: f for f in list_files() if not f.is_dir}
+        if not listing and required is not None and local_folder_missing(required):
+            raise Unreadable(_no_folder(required))
+    except Unreadable as error:
+        return _unreadable(uri, error)
+    except PermissionError as error:
+        return _unreadable(uri, Unreadable(f"its folder cannot be listed: {_denied(error)}"))
     except Exception as error:
         raise ArtifactError(f"cannot list artifacts of {uri}: {_reason(error)}") from None
     texts: dict[str, str] = {}
@@ -175,6 +229,9 @@ def read_environment_files(
             continue
         try:
             content = read_head(info.path, MAX_ARTIFACT_BYTES + 1)
+        except PermissionError as error:
+            notes.append(f"{uri}/{name} is unreadable: {_denied(error)}; not read")
+            continue
         except Exception as error:
             raise ArtifactError(f"cannot read {uri}/{name}: {_reason(error)}") from None
         if len(content) > MAX_ARTIFACT_BYTES:
@@ -193,6 +250,42 @@ def read_environment_files(
     return ArtifactFiles(uri=uri, texts=texts, notes=tuple(notes))
 
 
+def _unreadable(uri: str, error: Unreadable) -> ArtifactFiles:
+    return ArtifactFiles(uri=uri, notes=(f"{uri} is unreadable: {error}; not read",))
+
+
+def _no_folder(uri: str | None) -> str:
+    return f"its artifact folder {local_artifact_path(uri or '')} does not exist"
+
+
+def _denied(error: PermissionError) -> str:
+    # The words of the system, not the exception's text: it names a path that differs between
+    # MLflow's repository and ours, and both sources must write the same record.
+    return os.strerror(error.errno or errno.EACCES)
+
+
+def _local_child(uri: str | None, path: str) -> str | None:
+    """The local folder `path` under the artifact root `uri`, or None when the root is not
+    local. Only looked up after listing it, which refuses a path out of the root."""
+    if not uri or not is_local(uri):
+        return None
+    return os.path.join(local_artifact_path(uri), os.path.normpath(path))  # noqa: PTH118
+
+
+def local_folder_missing(path: str) -> bool:
+    """True when the local folder `path` does not exist; `Unreadable` when something else is in
+    its place (a file, a path through a file) or it cannot be looked up (no permission)."""
+    try:
+        mode = os.stat(path).st_mode  # noqa: PTH116 - once per run, a third of pathlib's time
+    except FileNotFoundError:
+        return True
+    except OSError as error:
+        raise Unreadable(f"its artifact folder {path}: {error.strerror or error}") from None
+    if not stat.S_ISDIR(mode):
+        raise Unreadable(f"its artifact folder {path} is not a folder")
+    return False
+
+
 def _reason(error: Exception) -> str:
     """Why a read failed, in one line; for a remote store, which server and what it did."""
     failure = describe_http_failure(error)
@@ -205,28 +298,29 @@ def _reason(error: Exception) -> str:
 class MlflowArtifacts:
     """Every artifact URI through MLflow's artifact repositories (imported on first use)."""
 
-    def __init__(self, tracking_uri: str) -> None:
-        self.tracking_uri = tracking_uri
+    def __init__(self, store: TrackingStore) -> None:
+        self.store = store
 
     def missing(self, uri: str | None) -> bool:
         if not uri or not is_local(uri):
             return False
         from mlflow.utils.file_utils import local_file_uri_to_path
 
-        return not Path(local_file_uri_to_path(uri)).is_dir()  # type: ignore[no-untyped-call]
+        return local_folder_missing(local_file_uri_to_path(uri))  # type: ignore[no-untyped-call]
 
     def open(self, uri: str | None) -> ArtifactFolder:
         from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
+        if uri and not is_local(uri) and (refused := refusal(self.store, uri)):
+            raise Unreadable(refused)
         # The URI goes to MLflow as it is, None included: its error is the client source's.
-        repository = get_artifact_repository(cast(str, uri), tracking_uri=self.tracking_uri)
-        return _MlflowFolder(repository, remote=bool(uri) and not is_local(uri))
+        repository = get_artifact_repository(cast(str, uri), tracking_uri=self.store.client_uri)
+        return _MlflowFolder(repository)
 
 
 class _MlflowFolder:
-    def __init__(self, repository: Any, *, remote: bool = False) -> None:
+    def __init__(self, repository: Any) -> None:
         self._repository = repository
-        self._remote = remote
 
     def list_artifacts(self, path: str | None = None) -> Iterable[Any]:
         if path is None:
@@ -236,9 +330,11 @@ class _MlflowFolder:
     def read_head(self, path: str, limit: int) -> bytes:
         with tempfile.TemporaryDirectory(prefix="mlflow-audit-") as scratch:
             download = getattr(self._repository, "_download_file", None)
-            if self._remote and download is not None:
+            if download is not None:
                 # `path` comes from a listing that said it is a file: `download_artifacts` would
-                # ask the store again (one more round trip per file) and start a thread pool.
+                # ask the store again (one more round trip per file from a remote one), start a
+                # thread pool, and fold why a file could not be read (no permission) into a
+                # message of its own.
                 local = Path(scratch) / "artifact"
                 download(path, str(local))
             else:
@@ -254,14 +350,13 @@ class DirectArtifacts:
     """Local artifact folders read directly, as MLflow's `LocalArtifactRepository` reads them;
     other URIs through MLflow's repositories."""
 
-    def __init__(self, tracking_uri: str) -> None:
-        self._mlflow = MlflowArtifacts(tracking_uri)
+    def __init__(self, store: TrackingStore) -> None:
+        self._mlflow = MlflowArtifacts(store)
 
     def missing(self, uri: str | None) -> bool:
         if not uri or not is_local(uri):
             return False
-        # os.path rather than pathlib: once per run, a third of the time.
-        return not os.path.isdir(local_artifact_path(uri))  # noqa: PTH112
+        return local_folder_missing(local_artifact_path(uri))
 
     def open(self, uri: str | None) -> ArtifactFolder:
         # A falsy URI goes to MLflow too, which fails on it exactly as it does for the client.
@@ -316,6 +411,8 @@ class LocalFolder:
         flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOFOLLOW", 0)
         try:
             descriptor = os.open(full, flags)
+        except PermissionError:
+            raise  # unreadable evidence, not a fault (`read_environment_files`)
         except OSError as error:
             raise OSError(f"'{safe}' cannot be opened: {error.strerror or error}") from None
         with os.fdopen(descriptor, "rb") as handle:

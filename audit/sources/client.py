@@ -585,11 +585,14 @@ class ClientSource:
     ) -> RunFiles:
         """Environment files of the run root, of each 2.x model folder and of each logged model."""
         return read_run_files(
-            _Stoppable(MlflowArtifacts(self.store.client_uri), stop),
+            _Stoppable(MlflowArtifacts(self.store), stop),
             run.info.run_id,
             run.info.artifact_uri,
             run.data.tags,
-            [ModelLocation(m.model_id, m.artifact_location) for m in logged_models],
+            [
+                ModelLocation(m.model_id, m.artifact_location, _enum_name(m.status))
+                for m in logged_models
+            ],
         )
 
 

@@ -458,7 +458,7 @@ class SqlSource:
         self.store = store
         self.page_size = max(1, min(page_size, MAX_PAGE_SIZE))
         self._filter = _NO_FILTER
-        self._artifacts = DirectArtifacts(store.client_uri)
+        self._artifacts = DirectArtifacts(store)
         self._experiment_names: dict[str, str | None] = {}
         self._registry: RegistryIndex | None = None
         #: Runs in the next batch of `_collect_page`, sized by the rows of the one before.
@@ -949,7 +949,7 @@ class SqlSource:
                 run.artifact_uri,
                 details[run.run_id].tags,
                 [
-                    ModelLocation(m.model_id, m.artifact_location)
+                    ModelLocation(m.model_id, m.artifact_location, m.status)
                     for m in details[run.run_id].models
                 ],
             )

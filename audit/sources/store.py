@@ -34,6 +34,8 @@ class TrackingStore:
 
     ``uri`` is what the user named (or MLflow's default); ``client_uri`` is what MLflow is given,
     which for SQLite opens the file read-only; ``display`` has credentials stripped.
+    ``artifact_locations`` are the remote artifact locations (URI prefixes) the user allows the
+    audit to read besides the tracking server's own (`audit.sources.locations`).
     """
 
     uri: str
@@ -41,6 +43,7 @@ class TrackingStore:
     client_uri: str
     display: str
     path: Path | None = None
+    artifact_locations: tuple[str, ...] = ()
 
     @property
     def dialect(self) -> str | None:
