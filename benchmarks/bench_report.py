@@ -73,7 +73,8 @@ def main() -> int:
     )
     from audit.report.html import builtin_template_dir, render_run, render_summary
     from audit.report.pdf import EmbeddedFile, write_pdf
-    from audit.report.writer import _Job, _render_all, evidence_json, result_json
+    from audit.report.writer import _Job, _render_all, result_json
+    from audit.reportfolder import evidence_json
     from audit.sources import CollectedRun, CollectionNeeds
 
     uri = demo_store(args.store_dir / "demo")

@@ -7,18 +7,16 @@ failure leaves the previous reports as they were, and readers never see half a f
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from audit.errors import AuditError
-from audit.evidence import SCHEMA_VERSION as EVIDENCE_SCHEMA_VERSION
 from audit.report.document import (
     ReportSettings,
     RunDocument,
@@ -28,14 +26,12 @@ from audit.report.document import (
     single_run_result,
     summary_document,
 )
+from audit.reportfolder import EVIDENCE_FILE, RESULT_FILE, evidence_json
 from audit.result import AuditResult
 from audit.sources import CollectedRun
 
 if TYPE_CHECKING:
     from audit.signing import SignedBundle
-
-EVIDENCE_FILE = "evidence.json"
-RESULT_FILE = "result.json"
 
 
 @dataclass(frozen=True)
@@ -68,17 +64,6 @@ class _Job:
     template_dir: Path | None
     staging: Path
     allowed_roots: tuple[Path, ...] = field(default=())
-
-
-def evidence_json(records: Sequence[Mapping[str, Any]], generated_at: str) -> bytes:
-    """The evidence records a report documents, as one JSON file."""
-    document = {
-        "schema": "urn:mlflow-audit:schema:evidence-record",
-        "schema_version": EVIDENCE_SCHEMA_VERSION,
-        "generated_at": generated_at,
-        "records": list(records),
-    }
-    return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
 def result_json(result: AuditResult) -> bytes:

@@ -16,7 +16,7 @@ from typing import Any
 
 from audit import __version__
 from audit.errors import AuditError
-from audit.report.writer import RESULT_FILE
+from audit.reportfolder import RESULT_FILE
 from audit.signing import dsse
 from audit.signing.keys import SigningError, SigningKey, certificates_pem
 from audit.signing.pdf import PdfSignOptions, sign_pdf

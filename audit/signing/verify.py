@@ -18,7 +18,7 @@ from cryptography import x509
 
 from audit.errors import AuditError
 from audit.formats.text import safe_line
-from audit.report.writer import EVIDENCE_FILE
+from audit.reportfolder import EVIDENCE_FILE
 from audit.signing import dsse
 from audit.signing.keys import colon_fingerprint, common_name, fingerprint, trust_problem
 from audit.signing.pdf import PdfSignature, verify_pdf
