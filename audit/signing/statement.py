@@ -58,10 +58,6 @@ def folder_files(folder: Path) -> list[str]:
     return names
 
 
-def subjects_of(folder: Path) -> list[Subject]:
-    return [Subject(name, sha256_file(folder / name)) for name in folder_files(folder)]
-
-
 def statement(subjects: Sequence[Subject], predicate: Mapping[str, Any]) -> bytes:
     document = {
         "_type": STATEMENT_TYPE,
