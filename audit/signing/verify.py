@@ -26,7 +26,7 @@ from audit.signing.statement import (
     ENVELOPE_FILE,
     Statement,
     StatementError,
-    folder_files,
+    folder_contents,
     sha256_file,
 )
 
@@ -255,13 +255,19 @@ def _subject_problems(folder: Path, statement: Statement, only: str | None) -> l
             )
     if only is None:
         try:
-            present = folder_files(folder)
+            present, refused = folder_contents(folder)
         except OSError as error:
             return [*problems, Problem(folder.name, str(error))]
+        # Hidden files too: a reader of the folder sees them as much as any other.
         problems += [
             Problem(name, "not covered by the signature (added after signing)")
             for name in present
-            if name not in listed and not name.startswith(".")
+            if name not in listed
+        ]
+        problems += [
+            Problem(name, f"{why}, not covered by the signature")
+            for name, why in refused
+            if name not in listed
         ]
     return problems
 

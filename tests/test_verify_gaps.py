@@ -1,0 +1,143 @@
+"""What `verify` used to let through: files hidden in the folder after signing."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import stores
+from tests.test_signing import (
+    PASSPHRASE,
+    PASSPHRASE_VARIABLE,
+    Keys,
+    SigningStore,
+    _build_store,
+    _keygen,
+    _sign_args,
+)
+
+DATE = "2026-11-26"
+Main = Callable[..., tuple[int, str, str]]
+#: The metric history logged on the "complete" run, step by step.
+LOSS = (0.9, 0.7, 0.5, 0.4, 0.35)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _passphrase_in_environment() -> Iterator[None]:
+    os.environ[PASSPHRASE_VARIABLE] = PASSPHRASE
+    yield
+    del os.environ[PASSPHRASE_VARIABLE]
+
+
+@pytest.fixture(scope="module")
+def main() -> Main:
+    """`mlflow-audit ARGS` in this process, with its exit code, stdout and stderr."""
+    from audit.cli import main as cli_main
+
+    def run(*args: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            code = cli_main(list(args))
+        return code, out.getvalue(), err.getvalue()
+
+    return run
+
+
+@pytest.fixture(scope="module")
+def store(tmp_path_factory: pytest.TempPathFactory) -> SigningStore:
+    """The truth-table runs; "complete" also logged a loss at five steps."""
+    built = _build_store(tmp_path_factory.mktemp("gaps") / "store")
+    with stores.tracking(built.uri) as client:
+        for step, value in enumerate(LOSS):
+            client.log_metric(built.run_ids["complete"], "loss", value, step=step)
+    return built
+
+
+@pytest.fixture(scope="module")
+def keys(main: Main, tmp_path_factory: pytest.TempPathFactory) -> Keys:
+    return _keygen(main, tmp_path_factory.mktemp("keys"), "CN=Jane Doe,O=Acme ML")
+
+
+def _report_args(store: SigningStore, folder: Path) -> tuple[str, ...]:
+    return (
+        "report", "--tracking-uri", store.uri, "--out", str(folder),
+        "--run-id", store.run_ids["complete"], "--run-id", store.run_ids["no-data"],
+        "--date", DATE,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def signed(main: Main, store: SigningStore, keys: Keys, tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("signed") / "reports"
+    code, _, err = main(*_report_args(store, folder), *_sign_args(keys))
+    assert code == 0, err
+    return folder
+
+
+@pytest.fixture
+def bundle(signed: Path, tmp_path: Path) -> Path:
+    target = tmp_path / "reports"
+    shutil.copytree(signed, target)
+    return target
+
+
+def _verify(main: Main, folder: Path, cert: Path, *extra: str) -> tuple[int, str, str]:
+    return main("verify", str(folder), "--cert", str(cert), *extra)  # type: ignore[no-any-return]
+
+
+# --------------------------------------------------------------------------- hidden files
+
+
+def _hidden_file(folder: Path) -> str:
+    (folder / ".approval.html").write_text("<p>Approved for release.</p>")
+    return ".approval.html"
+
+
+def _hidden_folder(folder: Path) -> str:
+    (folder / ".well-known").mkdir()
+    shutil.copy(folder / "complete.pdf", folder / ".well-known" / "forged.pdf")
+    return ".well-known/forged.pdf"
+
+
+def _subfolder(folder: Path) -> str:
+    (folder / "annex").mkdir()
+    (folder / "annex" / "waiver.html").write_text("<p>Waived.</p>")
+    return "annex/waiver.html"
+
+
+def _named_pipe(folder: Path) -> str:
+    os.mkfifo(folder / "appendix.html")
+    return "appendix.html"
+
+
+@pytest.mark.parametrize(
+    "add", [_hidden_file, _hidden_folder, _subfolder, _named_pipe],
+    ids=["hidden-file", "hidden-folder", "subfolder", "named-pipe"],
+)  # fmt: skip
+def test_every_file_added_after_signing_fails(
+    main: Main, bundle: Path, keys: Keys, add: Callable[[Path], str]
+) -> None:
+    name = add(bundle)
+    outcome: list[tuple[int, str, str]] = []
+    # A named pipe must not be opened: nothing writes to it, so reading it would block.
+    worker = threading.Thread(target=lambda: outcome.append(_verify(main, bundle, keys.pem)))
+    worker.start()
+    worker.join(timeout=60)
+    assert outcome, "verify did not finish"
+    code, out, err = outcome[0]
+    assert code == 1, out + err
+    failures = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert len(failures) == 1 and failures[0].startswith(f"FAIL  {name}: "), out
+    assert out.splitlines()[-1] == "INVALID: 1 problem"
+
+
+def test_a_pristine_folder_still_verifies(main: Main, signed: Path, keys: Keys) -> None:
+    code, out, _ = _verify(main, signed, keys.pem)
+    assert code == 0, out
