@@ -92,7 +92,9 @@ def main() -> int:
     roots = (builtin_template_dir(),)
     run = next(r for r in result.runs if r.run_name == "complete")
     item = by_id[run.run_id]
-    evidence, outcome = evidence_json([item.record], settings.timestamp), result_json(result)
+    histories = {run_id: each.metric_histories for run_id, each in by_id.items()}
+    evidence = evidence_json([item.record], settings.timestamp, histories)
+    outcome = result_json(result)
     attachments = (
         EmbeddedFile("evidence.json", evidence, "evidence"),
         EmbeddedFile("result.json", outcome, "result"),
@@ -148,7 +150,7 @@ def main() -> int:
                     result, r, by_id[r.run_id].record, by_id[r.run_id].metric_histories,
                     settings, f"{names[r.run_id]}-{index}",
                 ),
-                evidence=evidence_json([by_id[r.run_id].record], settings.timestamp),
+                evidence=evidence_json([by_id[r.run_id].record], settings.timestamp, histories),
                 result=outcome,
                 html_only=False,
                 settings=settings,

@@ -1,11 +1,14 @@
-"""What `verify` used to let through: files hidden in the folder after signing."""
+"""What `verify` used to let through: files hidden in the folder after signing, and a
+metric-history point edited in MLflow that a signed chart draws."""
 
 from __future__ import annotations
 
 import contextlib
 import io
+import json
 import os
 import shutil
+import sqlite3
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -141,3 +144,50 @@ def test_every_file_added_after_signing_fails(
 def test_a_pristine_folder_still_verifies(main: Main, signed: Path, keys: Keys) -> None:
     code, out, _ = _verify(main, signed, keys.pem)
     assert code == 0, out
+
+
+# --------------------------------------------------------------------------- metric histories
+
+
+def test_an_edited_metric_history_point_is_a_change(
+    main: Main, store: SigningStore, signed: Path, keys: Keys, tmp_path: Path
+) -> None:
+    evidence = json.loads((signed / "evidence.json").read_text())
+    complete = store.run_ids["complete"]
+    digests = evidence["metric_history_digests"]
+    assert digests[complete]["loss"]["points"] == len(LOSS)
+    assert digests[store.run_ids["no-data"]] == {}
+    database = tmp_path / "mlflow.db"
+    shutil.copy(store.database, database)
+    uri = f"sqlite:///{database}"
+    code, out, _ = _verify(main, signed, keys.pem, "--against-store", "--tracking-uri", uri)
+    assert code == 0, out
+
+    # A point in the middle of the chart, not the latest value the record keeps.
+    with sqlite3.connect(database) as db:
+        edited = db.execute(
+            "UPDATE metrics SET value = 0.05 WHERE run_uuid = ? AND key = 'loss' AND step = 2",
+            (complete,),
+        ).rowcount
+    assert edited == 1
+    # The evidence record alone does not show it: its digest is the one signed.
+    code, out, _ = main("check", "--tracking-uri", uri, "--run-id", complete, "-f", "json")
+    (run,) = json.loads(out)["runs"]
+    signed_runs = json.loads((signed / "result.json").read_text())["runs"]
+    assert run["evidence_sha256"] in {r["evidence_sha256"] for r in signed_runs}
+
+    code, out, _ = _verify(main, signed, keys.pem, "--against-store", "--tracking-uri", uri)
+    assert code == 1, out
+    changed = [line for line in out.splitlines() if line.startswith("CHANGED")]
+    assert changed == [
+        f"CHANGED  run {complete} (complete): metric history loss: points changed "
+        f"({len(LOSS)} points signed, {len(LOSS)} now)"
+    ]
+    assert "INVALID: 1 run changed" in out
+
+    with stores.tracking(uri) as client:
+        client.log_metric(store.run_ids["no-data"], "accuracy", 0.5, step=0)
+        client.log_metric(store.run_ids["no-data"], "accuracy", 0.6, step=1)
+    code, out, _ = _verify(main, signed, keys.pem, "--against-store", "--tracking-uri", uri)
+    no_data = store.run_ids["no-data"]
+    assert f"CHANGED  run {no_data} (no-data): metric history accuracy added: 2 points" in out

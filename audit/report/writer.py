@@ -99,6 +99,7 @@ def write_reports(
         raise AuditError(f"no evidence record for run {missing[0]}")
     names = document_names(result)
     roots = (builtin_template_dir(), *((template_dir,) if template_dir else ()))
+    histories = {item.record["run"]["id"]: item.metric_histories for item in collected}
     try:
         staging = Staging(folder)
     except OSError as error:
@@ -106,7 +107,7 @@ def write_reports(
     with staging:
         try:
             records = [by_id[run.run_id].record for run in result.runs]
-            evidence = evidence_json(records, settings.timestamp)
+            evidence = evidence_json(records, settings.timestamp, histories)
             outcome = result_json(result)
             (staging.files / EVIDENCE_FILE).write_bytes(evidence)
             (staging.files / RESULT_FILE).write_bytes(outcome)
@@ -120,7 +121,9 @@ def write_reports(
                         settings,
                         names[run.run_id],
                     ),
-                    evidence=evidence_json([by_id[run.run_id].record], settings.timestamp),
+                    evidence=evidence_json(
+                        [by_id[run.run_id].record], settings.timestamp, histories
+                    ),
                     result=result_json(single_run_result(result, run)),
                     html_only=html_only,
                     settings=settings,
