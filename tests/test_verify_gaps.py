@@ -1,9 +1,11 @@
-"""What `verify` used to let through: files hidden in the folder after signing, and a
-metric-history point edited in MLflow that a signed chart draws."""
+"""What `verify` used to let through: files hidden in the folder after signing, a metric-history
+point edited in MLflow that a signed chart draws, and certificates `sign` accepted although
+their key usage forbids signing."""
 
 from __future__ import annotations
 
 import contextlib
+import datetime
 import io
 import json
 import os
@@ -14,7 +16,14 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
+from audit.signing import PdfSignOptions, sign_folder
+from audit.signing.keys import load_signing_key
+from audit.signing.statement import ENVELOPE_FILE
 from tests import stores
 from tests.test_signing import (
     PASSPHRASE,
@@ -191,3 +200,134 @@ def test_an_edited_metric_history_point_is_a_change(
     code, out, _ = _verify(main, signed, keys.pem, "--against-store", "--tracking-uri", uri)
     no_data = store.run_ids["no-data"]
     assert f"CHANGED  run {no_data} (no-data): metric history accuracy added: 2 points" in out
+
+
+# --------------------------------------------------------------------------- key usage
+
+
+def _certificate(
+    folder: Path, name: str, usage: x509.KeyUsage | None, *, from_ca: bool = False
+) -> tuple[Path, Path, Path]:
+    """A certificate with `usage` (no key usage extension when None), self-signed or issued by
+    a CA of its own; its key, encrypted; as PEM files: the key, the chain (the certificate,
+    then the CA's), and the certificate a verifier trusts (the CA's, or its own)."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+
+    def issue(
+        subject: x509.Name,
+        key: rsa.RSAPrivateKey,
+        issuer: x509.Name,
+        issuer_key: rsa.RSAPrivateKey,
+        extensions: list[x509.ExtensionType],
+    ) -> x509.Certificate:
+        builder = (
+            x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=365))
+        )  # fmt: skip
+        for extension in extensions:
+            builder = builder.add_extension(extension, critical=True)
+        return builder.sign(issuer_key, hashes.SHA256())
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    extensions: list[x509.ExtensionType] = [x509.BasicConstraints(ca=False, path_length=None)]
+    extensions += [usage] if usage is not None else []
+    if from_ca:
+        ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"{name} CA")])
+        ca = issue(ca_name, ca_key, ca_name, ca_key, [
+            x509.BasicConstraints(ca=True, path_length=0), _usage(key_cert_sign=True, crl_sign=True)
+        ])  # fmt: skip
+        chain = [issue(subject, key, ca_name, ca_key, extensions), ca]
+    else:
+        chain = [issue(subject, key, subject, key, extensions)]
+    pem = serialization.Encoding.PEM
+    key_file, chain_file, trusted = (
+        folder / f"{name}{s}" for s in (".key", ".pem", "-trusted.pem")
+    )
+    key_file.write_bytes(
+        key.private_bytes(
+            pem,
+            serialization.PrivateFormat.PKCS8,
+            serialization.BestAvailableEncryption(PASSPHRASE.encode()),
+        )
+    )
+    chain_file.write_bytes(b"".join(c.public_bytes(pem) for c in chain))
+    trusted.write_bytes(chain[-1].public_bytes(pem))
+    return key_file, chain_file, trusted
+
+
+def _usage(**allowed: bool) -> x509.KeyUsage:
+    names = (
+        "digital_signature", "content_commitment", "key_encipherment", "data_encipherment",
+        "key_agreement", "key_cert_sign", "crl_sign", "encipher_only", "decipher_only",
+    )  # fmt: skip
+    return x509.KeyUsage(**{name: allowed.get(name, False) for name in names})
+
+
+ENCIPHER_ONLY = _usage(key_encipherment=True, data_encipherment=True)
+NOT_FOR_SIGNING = (
+    "the certificate of 'Encryption Only' is not for signing (its key usage allows neither "
+    "digitalSignature nor nonRepudiation)"
+)
+
+
+def test_sign_refuses_a_certificate_not_for_signing(
+    main: Main, store: SigningStore, bundle: Path, tmp_path: Path
+) -> None:
+    key, pem, _ = _certificate(tmp_path, "Encryption Only", ENCIPHER_ONLY)
+    signing = ("--passphrase-env", PASSPHRASE_VARIABLE)
+    before = stores.tree_digest(bundle)
+    code, _, err = main("sign", str(bundle), "--key", str(key), "--signer-cert", str(pem), *signing)
+    assert code == 2
+    assert (
+        err.strip()
+        == f"mlflow-audit: error: {NOT_FOR_SIGNING}; signatures made with it do not verify"
+    )
+    assert stores.tree_digest(bundle) == before
+    # report --sign refuses before the audit, and writes nothing.
+    out = tmp_path / "new"
+    code, _, err = main(
+        *_report_args(store, out), "--sign", str(key), "--signer-cert", str(pem), *signing
+    )
+    assert code == 2 and NOT_FOR_SIGNING in err and len(err.strip().splitlines()) == 1
+    assert not out.exists()
+
+
+def test_verify_rejects_it_with_the_same_words(main: Main, bundle: Path, tmp_path) -> None:
+    key_file, pem, _ = _certificate(tmp_path, "Encryption Only", ENCIPHER_ONLY)
+    # The library signs with what it is given; verify then says what sign would have said.
+    key = load_signing_key(key_file, PASSPHRASE.encode(), pem)
+    sign_folder(bundle, key, PdfSignOptions())
+    code, out, _ = _verify(main, bundle, pem)
+    assert code == 1
+    failing = {line.split(": ", 1)[0] for line in out.splitlines() if NOT_FOR_SIGNING in line}
+    assert failing == {f"FAIL  {name}" for name in
+                       (ENVELOPE_FILE, "complete.pdf", "no-data.pdf", "summary.pdf")}  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("usage", "from_ca"),
+    [
+        (_usage(digital_signature=True), False),
+        (_usage(digital_signature=True), True),
+        (_usage(content_commitment=True), True),
+        (None, True),
+    ],
+    ids=["digitalSignature", "digitalSignature-from-a-ca", "nonRepudiation-from-a-ca",
+         "no-key-usage-extension-from-a-ca"],
+)  # fmt: skip
+def test_what_sign_accepts_verify_accepts(
+    main: Main, bundle: Path, keys: Keys, tmp_path: Path, usage, from_ca: bool
+) -> None:
+    key, chain, trusted = _certificate(tmp_path, "Signer", usage, from_ca=from_ca)
+    code, _, err = main(
+        "sign", str(bundle), "--key", str(key), "--signer-cert", str(chain),
+        "--passphrase-env", PASSPHRASE_VARIABLE,
+    )  # fmt: skip
+    assert code == 0, err
+    # Co-signed: each PDF's first signature is Jane Doe's, so her certificate is given too.
+    code, out, _ = main("verify", str(bundle), "--cert", str(trusted), "--cert", str(keys.pem))
+    assert code == 0, out
