@@ -288,11 +288,12 @@ def report(
     signed: list[SignedBundle] = []
 
     def sign(staging: Path) -> None:
-        from audit.signing import PdfSignOptions, sign_folder
+        from audit.signing import PdfSignOptions
+        from audit.signing.bundle import sign_in_place
 
         assert sign_with is not None
         options = sign_options or PdfSignOptions()
-        signed.append(sign_folder(staging, sign_with, options, on_file=on_signed))
+        signed.append(sign_in_place(staging, sign_with, options, on_file=on_signed))
 
     files = write_reports(
         result,

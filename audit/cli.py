@@ -43,17 +43,19 @@ exit codes:
 _SIGN_EPILOG = """\
 exit codes:
   0  signed (and logged to MLflow with --log-to-mlflow)
-  2  not signed (key, passphrase or folder unusable, pyHanko missing, timestamp
-     authority unreachable: the folder keeps its previous contents), or signed
-     but not logged to MLflow (the message says how many runs were written)
+  2  not signed (key, passphrase or folder unusable, a certificate expired or
+     not for signing, pyHanko missing, timestamp authority unreachable, a write
+     or rename failing: the folder keeps its previous contents), or signed but
+     not logged to MLflow (the message says how many runs were written)
 """
 
 _VERIFY_EPILOG = """\
 exit codes:
   0  every signature valid, by the given certificate, every file as signed (and,
      with --against-store, every run unchanged)
-  1  invalid: a file changed, added or missing, a signature broken or appended
-     to, a certificate not trusted or expired, or a run changed in MLflow
+  1  invalid: a file changed, added (hidden ones too) or missing, a signature
+     broken or appended to, a certificate not trusted, expired or not for
+     signing, or a run or a metric history it charts changed in MLflow
   2  could not verify: missing signature file, unreadable certificate, store
      unreachable
 """
@@ -308,7 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_argument(
         "--against-store",
         action="store_true",
-        help="also collect every signed run again (read-only) and compare its evidence",
+        help="also collect every signed run again (read-only) and compare its evidence and "
+        "the metric histories its documents chart",
     )
     verify.add_argument(
         "--tracking-uri",
@@ -762,7 +765,7 @@ def _run_report(args: argparse.Namespace) -> int:
 
 def _signing_key(args: argparse.Namespace) -> SigningKey:
     from audit.signing.keys import (
-        check_current,
+        check_can_sign,
         load_signing_key,
         needs_passphrase,
         require_pyhanko,
@@ -775,7 +778,7 @@ def _signing_key(args: argparse.Namespace) -> SigningKey:
     if needs_passphrase(path):
         passphrase = _passphrase(args.passphrase_env, f"Passphrase for {path}: ", path=path)
     key = load_signing_key(path, passphrase, certificate)
-    check_current(key)
+    check_can_sign(key)
     return key
 
 

@@ -73,7 +73,8 @@ def main() -> int:
     )
     from audit.report.html import builtin_template_dir, render_run, render_summary
     from audit.report.pdf import EmbeddedFile, write_pdf
-    from audit.report.writer import _Job, _render_all, evidence_json, result_json
+    from audit.report.writer import _Job, _render_all, result_json
+    from audit.reportfolder import evidence_json
     from audit.sources import CollectedRun, CollectionNeeds
 
     uri = demo_store(args.store_dir / "demo")
@@ -91,7 +92,9 @@ def main() -> int:
     roots = (builtin_template_dir(),)
     run = next(r for r in result.runs if r.run_name == "complete")
     item = by_id[run.run_id]
-    evidence, outcome = evidence_json([item.record], settings.timestamp), result_json(result)
+    histories = {run_id: each.metric_histories for run_id, each in by_id.items()}
+    evidence = evidence_json([item.record], settings.timestamp, histories)
+    outcome = result_json(result)
     attachments = (
         EmbeddedFile("evidence.json", evidence, "evidence"),
         EmbeddedFile("result.json", outcome, "result"),
@@ -147,7 +150,7 @@ def main() -> int:
                     result, r, by_id[r.run_id].record, by_id[r.run_id].metric_histories,
                     settings, f"{names[r.run_id]}-{index}",
                 ),
-                evidence=evidence_json([by_id[r.run_id].record], settings.timestamp),
+                evidence=evidence_json([by_id[r.run_id].record], settings.timestamp, histories),
                 result=outcome,
                 html_only=False,
                 settings=settings,

@@ -1,24 +1,20 @@
 """Write a report folder: one HTML and PDF per run, a summary for several runs, and the data
 (`evidence.json`, `result.json`) they were made from.
 
-Everything is rendered into a staging folder first and moved into place at the end, so a
-failure leaves the previous reports as they were, and readers never see half a folder.
+Everything is rendered into a staging folder first and moved into place at the end
+(`audit.staging`), so a failure leaves the previous reports as they were.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from audit.errors import AuditError
-from audit.evidence import SCHEMA_VERSION as EVIDENCE_SCHEMA_VERSION
 from audit.report.document import (
     ReportSettings,
     RunDocument,
@@ -28,14 +24,13 @@ from audit.report.document import (
     single_run_result,
     summary_document,
 )
+from audit.reportfolder import EVIDENCE_FILE, RESULT_FILE, evidence_json
 from audit.result import AuditResult
 from audit.sources import CollectedRun
+from audit.staging import Staging
 
 if TYPE_CHECKING:
     from audit.signing import SignedBundle
-
-EVIDENCE_FILE = "evidence.json"
-RESULT_FILE = "result.json"
 
 
 @dataclass(frozen=True)
@@ -70,17 +65,6 @@ class _Job:
     allowed_roots: tuple[Path, ...] = field(default=())
 
 
-def evidence_json(records: Sequence[Mapping[str, Any]], generated_at: str) -> bytes:
-    """The evidence records a report documents, as one JSON file."""
-    document = {
-        "schema": "urn:mlflow-audit:schema:evidence-record",
-        "schema_version": EVIDENCE_SCHEMA_VERSION,
-        "generated_at": generated_at,
-        "records": list(records),
-    }
-    return (json.dumps(document, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
-
-
 def result_json(result: AuditResult) -> bytes:
     from audit.formats.json import render_json
 
@@ -104,7 +88,7 @@ def write_reports(
     `collected` gives each run's evidence record and metric histories; `jobs` is the number of
     worker processes for the PDFs (default: every core). `finish` is given the staging folder
     once everything is rendered, before anything is moved into `folder`: signing happens there,
-    so that a failed signature leaves `folder` as it was.
+    so that a failed signature leaves `folder` as it was. Files `finish` adds are published too.
     """
     from audit.report.html import builtin_template_dir
 
@@ -115,54 +99,65 @@ def write_reports(
         raise AuditError(f"no evidence record for run {missing[0]}")
     names = document_names(result)
     roots = (builtin_template_dir(), *((template_dir,) if template_dir else ()))
+    histories = {item.record["run"]["id"]: item.metric_histories for item in collected}
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=".mlflow-audit-", dir=folder))
+        staging = Staging(folder)
     except OSError as error:
         raise AuditError(f"cannot write reports to {folder}: {error.strerror or error}") from None
-    try:
-        records = [by_id[run.run_id].record for run in result.runs]
-        evidence = evidence_json(records, settings.timestamp)
-        outcome = result_json(result)
-        (staging / EVIDENCE_FILE).write_bytes(evidence)
-        (staging / RESULT_FILE).write_bytes(outcome)
-        jobs_list = [
-            _Job(
-                document=run_document(
-                    result,
-                    run,
-                    by_id[run.run_id].record,
-                    by_id[run.run_id].metric_histories,
-                    settings,
-                    names[run.run_id],
-                ),
-                evidence=evidence_json([by_id[run.run_id].record], settings.timestamp),
-                result=result_json(single_run_result(result, run)),
-                html_only=html_only,
-                settings=settings,
-                template_dir=template_dir,
-                staging=staging,
-                allowed_roots=roots,
-            )
-            for run in result.runs
-        ]
-        summary = None
-        if len(result.runs) > 1:
-            summary = summary_document(result, names, settings)
-            jobs_list.append(
-                _Job(summary, evidence, outcome, html_only, settings, template_dir, staging, roots)
-            )
-        documents = _render_all(jobs_list, jobs, on_document)
-        if finish is not None:
-            finish(staging)
-        written = {*documents, EVIDENCE_FILE, RESULT_FILE}
-        extra = tuple(sorted(p.name for p in staging.iterdir() if p.name not in written))
-        for name in (*documents, EVIDENCE_FILE, RESULT_FILE, *extra):
-            (staging / name).replace(folder / name)
-    except OSError as error:
-        raise AuditError(f"cannot write reports to {folder}: {error.strerror or error}") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with staging:
+        try:
+            records = [by_id[run.run_id].record for run in result.runs]
+            evidence = evidence_json(records, settings.timestamp, histories)
+            outcome = result_json(result)
+            (staging.files / EVIDENCE_FILE).write_bytes(evidence)
+            (staging.files / RESULT_FILE).write_bytes(outcome)
+            jobs_list = [
+                _Job(
+                    document=run_document(
+                        result,
+                        run,
+                        by_id[run.run_id].record,
+                        by_id[run.run_id].metric_histories,
+                        settings,
+                        names[run.run_id],
+                    ),
+                    evidence=evidence_json(
+                        [by_id[run.run_id].record], settings.timestamp, histories
+                    ),
+                    result=result_json(single_run_result(result, run)),
+                    html_only=html_only,
+                    settings=settings,
+                    template_dir=template_dir,
+                    staging=staging.files,
+                    allowed_roots=roots,
+                )
+                for run in result.runs
+            ]
+            summary = None
+            if len(result.runs) > 1:
+                summary = summary_document(result, names, settings)
+                jobs_list.append(
+                    _Job(
+                        summary,
+                        evidence,
+                        outcome,
+                        html_only,
+                        settings,
+                        template_dir,
+                        staging.files,
+                        roots,
+                    )
+                )
+            documents = _render_all(jobs_list, jobs, on_document)
+            if finish is not None:
+                finish(staging.files)
+            written = {*documents, EVIDENCE_FILE, RESULT_FILE}
+            extra = tuple(sorted(p.name for p in staging.files.iterdir() if p.name not in written))
+            staging.publish((*documents, EVIDENCE_FILE, RESULT_FILE, *extra))
+        except OSError as error:
+            raise AuditError(
+                f"cannot write reports to {folder}: {error.strerror or error}"
+            ) from None
     return ReportFiles(
         folder=folder,
         documents=documents,

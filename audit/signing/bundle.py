@@ -1,22 +1,23 @@
 """Sign a report folder: a PAdES signature in every PDF, then one DSSE envelope over every file.
 
-The PDFs are signed first, so that the envelope's digests are those of the signed PDFs. Signed
-copies are written beside the originals and renamed over them only when all are done, and the
-envelope is written last: a failure part-way leaves the folder as it was.
+The PDFs are signed first, so that the envelope's digests are those of the signed PDFs. The
+signed PDFs and the envelope are written into a staging folder and moved in together at the
+end (`audit.staging`): a failure at any step leaves the folder as it was.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from audit import __version__
 from audit.errors import AuditError
-from audit.report.writer import RESULT_FILE
+from audit.reportfolder import RESULT_FILE
 from audit.signing import dsse
 from audit.signing.keys import SigningError, SigningKey, certificates_pem
 from audit.signing.pdf import PdfSignOptions, sign_pdf
@@ -26,8 +27,8 @@ from audit.signing.statement import (
     folder_files,
     sha256_file,
     statement,
-    subjects_of,
 )
+from audit.staging import Staging
 
 
 @dataclass(frozen=True)
@@ -58,38 +59,59 @@ def sign_folder(
     result = read_result(folder)
     try:
         names = folder_files(folder)
-    except OSError as error:
-        raise SigningError(f"cannot sign {folder}: {error}") from None
-    pdfs = [name for name in names if name.lower().endswith(".pdf")]
-    staged: list[tuple[Path, Path]] = []
-    try:
-        for done, name in enumerate(pdfs, start=1):
-            original = folder / name
-            copy = original.with_name(f".{original.name}.signed")
-            staged.append((copy, original))
-            sign_pdf(original, key, options, target=copy)
-            if on_file:
-                on_file(done, len(pdfs))
-        for copy, original in staged:
-            copy.replace(original)
-        staged.clear()
-        moment = (signed_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
-        subjects = subjects_of(folder)
-        payload = statement(subjects, predicate(result, key, moment))
-        envelope = dsse.sign(payload, key.private_key, key.fingerprint)
-        target = folder / ENVELOPE_FILE
-        partial = folder / f".{ENVELOPE_FILE}.partial"
-        partial.write_bytes(envelope.to_json())
-        partial.replace(target)
+        with Staging(folder) as staging:
+            bundle = _sign(folder, staging.files, names, result, key, options, signed_at, on_file)
+            staging.publish((*bundle.pdfs, ENVELOPE_FILE))
     except OSError as error:
         raise SigningError(f"cannot sign {folder}: {error.strerror or error}") from None
-    finally:
-        for copy, _ in staged:
-            copy.unlink(missing_ok=True)
+    return replace(bundle, folder=folder, envelope=folder / ENVELOPE_FILE)
+
+
+def sign_in_place(
+    folder: Path,
+    key: SigningKey,
+    options: PdfSignOptions,
+    *,
+    signed_at: datetime | None = None,
+    on_file: Callable[[int, int], None] | None = None,
+) -> SignedBundle:
+    """Sign a report folder nobody sees yet (the staging folder of `report`) in place. A failure
+    part-way leaves it half signed; an OSError is the caller's to report, naming the folder the
+    user knows."""
+    result = read_result(folder)
+    return _sign(folder, folder, folder_files(folder), result, key, options, signed_at, on_file)
+
+
+def _sign(
+    source: Path,
+    target: Path,
+    names: Sequence[str],
+    result: Mapping[str, Any],
+    key: SigningKey,
+    options: PdfSignOptions,
+    signed_at: datetime | None,
+    on_file: Callable[[int, int], None] | None,
+) -> SignedBundle:
+    """Sign the PDFs among `names` in `source` into `target`, then write the envelope over
+    every name (as signed in `target`, else as it is in `source`) into `target`."""
+    pdfs = [name for name in names if name.lower().endswith(".pdf")]
+    signed = set(pdfs)
+    for done, name in enumerate(pdfs, start=1):
+        (target / name).parent.mkdir(parents=True, exist_ok=True)
+        sign_pdf(source / name, key, options, target=target / name)
+        if on_file:
+            on_file(done, len(pdfs))
+    subjects = [
+        Subject(name, sha256_file((target if name in signed else source) / name)) for name in names
+    ]
+    moment = (signed_at or datetime.now(timezone.utc)).astimezone(timezone.utc)
+    payload = statement(subjects, predicate(result, key, moment))
+    envelope = dsse.sign(payload, key.private_key, key.fingerprint).to_json()
+    (target / ENVELOPE_FILE).write_bytes(envelope)
     return SignedBundle(
-        folder=folder,
-        envelope=target,
-        envelope_sha256=sha256_file(target),
+        folder=target,
+        envelope=target / ENVELOPE_FILE,
+        envelope_sha256=hashlib.sha256(envelope).hexdigest(),
         subjects=tuple(subjects),
         pdfs=tuple(pdfs),
         signer=key.subject,

@@ -1,5 +1,6 @@
 """What changed in a run between the evidence record that was signed and the store today, in
-words a reviewer reads: "param lr: '0.1' -> '0.2'", "tag team added", "run deleted"."""
+words a reviewer reads: "param lr: '0.1' -> '0.2'", "tag team added", "run deleted", and in the
+metric histories its document charts."""
 
 from __future__ import annotations
 
@@ -41,6 +42,28 @@ def changes(signed: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
             old, new = _without(old, "lifecycle_stage"), _without(new, "lifecycle_stage")
         found += _section_changes(section, old, new)
     return found
+
+
+def history_changes(signed: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
+    """How the metric histories a run's document charts changed, from their digests
+    (`audit.reportfolder.history_digests`): the record keeps only each metric's latest value,
+    so a point edited earlier in a history shows only here."""
+    lines = []
+    for key in sorted(set(signed) | set(current)):
+        before, after = _points(signed.get(key)), _points(current.get(key))
+        if key not in current:
+            lines.append(f"metric history {key} removed (was {before} points)")
+        elif key not in signed:
+            lines.append(f"metric history {key} added: {after} points")
+        elif signed[key] != current[key]:
+            lines.append(
+                f"metric history {key}: points changed ({before} points signed, {after} now)"
+            )
+    return lines
+
+
+def _points(digest: Any) -> object:
+    return digest.get("points") if isinstance(digest, Mapping) else None
 
 
 def without_own_tags(record: Mapping[str, Any]) -> dict[str, Any]:

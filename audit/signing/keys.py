@@ -231,8 +231,9 @@ def load_signing_key(
     return key
 
 
-def check_current(key: SigningKey, now: datetime.datetime | None = None) -> None:
-    """Refuse a certificate outside its validity period: nobody could verify the signature."""
+def check_can_sign(key: SigningKey, now: datetime.datetime | None = None) -> None:
+    """Refuse a certificate outside its validity period, or whose key usage forbids signing:
+    nobody could verify the signature."""
     moment = now or datetime.datetime.now(datetime.timezone.utc)
     certificate = key.certificate
     if moment > certificate.not_valid_after_utc:
@@ -245,6 +246,27 @@ def check_current(key: SigningKey, now: datetime.datetime | None = None) -> None
             f"the certificate of {common_name(certificate)!r} is valid only from "
             f"{certificate.not_valid_before_utc:%Y-%m-%d %H:%M} UTC"
         )
+    problem = key_usage_problem(certificate)
+    if problem:
+        raise SigningError(f"{problem}; signatures made with it do not verify")
+
+
+def key_usage_problem(certificate: x509.Certificate) -> str | None:
+    """Why the certificate's key usage forbids signing documents, or None. Signing needs
+    digitalSignature or nonRepudiation (contentCommitment); a certificate without the key usage
+    extension is not restricted (RFC 5280, 4.2.1.3). `sign` refuses what `verify` rejects."""
+    try:
+        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
+    except x509.ExtensionNotFound:
+        return None
+    except ValueError as error:  # a malformed extension
+        return f"the certificate of {common_name(certificate)!r}: {first_line(error)}"
+    if usage.digital_signature or usage.content_commitment:
+        return None
+    return (
+        f"the certificate of {common_name(certificate)!r} is not for signing (its key usage "
+        "allows neither digitalSignature nor nonRepudiation)"
+    )
 
 
 def require_pyhanko() -> None:
@@ -300,12 +322,9 @@ def trust_problem(
             f"{certificate.not_valid_before_utc:%Y-%m-%d} to "
             f"{certificate.not_valid_after_utc:%Y-%m-%d})"
         )
-    try:
-        usage = certificate.extensions.get_extension_for_class(x509.KeyUsage).value
-    except x509.ExtensionNotFound:
-        usage = None
-    if usage is not None and not (usage.digital_signature or usage.content_commitment):
-        return f"the certificate of {name!r} is not for signing (key usage)"
+    usage = key_usage_problem(certificate)
+    if usage:
+        return usage
     context = ValidationContext(
         trust_roots=[asn1_certificate(c) for c in trusted],
         allow_fetching=False,

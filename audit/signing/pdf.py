@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
@@ -32,9 +32,6 @@ from audit.signing.keys import (
     require_pyhanko,
     trust_problem,
 )
-
-if TYPE_CHECKING:
-    pass
 
 #: Name of the signature field we add; a second signature gets a numbered one.
 FIELD_NAME = "mlflow-audit-signature"
@@ -292,6 +289,7 @@ def verify_pdf(path: Path, trusted: Sequence[x509.Certificate]) -> PdfSignature:
     from pyhanko.pdf_utils.misc import PdfError
     from pyhanko.pdf_utils.reader import PdfFileReader
     from pyhanko.sign.validation import validate_pdf_signature
+    from pyhanko.sign.validation.settings import KeyUsageConstraints
     from pyhanko_certvalidator import ValidationContext
 
     _quiet_pyhanko()
@@ -310,7 +308,11 @@ def verify_pdf(path: Path, trusted: Sequence[x509.Certificate]) -> PdfSignature:
             signer = signing_time = None
             timestamped = False
             for index, embedded in enumerate(signatures):
-                status = validate_pdf_signature(embedded, context)
+                # Key usage is judged by `trust_problem` below, by the rule `sign` applies too
+                # (pyHanko's own default would demand nonRepudiation alone).
+                status = validate_pdf_signature(
+                    embedded, context, key_usage_settings=KeyUsageConstraints(key_usage=set())
+                )
                 certificate = _certificate(status.signing_cert)
                 signer = common_name(certificate) if certificate else None
                 signing_time = status.signer_reported_dt

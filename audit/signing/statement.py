@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,20 +47,43 @@ def sha256_file(path: Path) -> str:
 
 
 def folder_files(folder: Path) -> list[str]:
-    """Every regular file under `folder` but the envelope, as sorted POSIX paths relative to it.
-    Symbolic links are refused: signing one would sign whatever it points at today."""
-    names: list[str] = []
-    for path in sorted(folder.rglob("*")):
-        relative = path.relative_to(folder).as_posix()
-        if path.is_symlink():
-            raise OSError(f"{relative} is a symbolic link; refusing to sign or trust it")
-        if path.is_file() and relative != ENVELOPE_FILE:
-            names.append(relative)
-    return names
+    """Every file under `folder` but the envelope, as `folder_contents` lists them; an OSError
+    for the first entry that is not a regular file or a folder."""
+    files, refused = folder_contents(folder)
+    if refused:
+        name, why = refused[0]
+        raise OSError(f"{name} is {why}; refusing to sign or trust it")
+    return files
 
 
-def subjects_of(folder: Path) -> list[Subject]:
-    return [Subject(name, sha256_file(folder / name)) for name in folder_files(folder)]
+def folder_contents(folder: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """Every regular file under `folder` but the envelope, hidden ones and those in subfolders
+    too, as sorted POSIX paths relative to it; and the entries that are neither a regular file
+    nor a folder, with what they are. Symbolic links are among those (signing one would sign
+    whatever it points at today), and so are pipes, sockets and devices (reading one may block,
+    or give other bytes each time). A folder that cannot be listed is an OSError."""
+    files: list[str] = []
+    refused: list[tuple[str, str]] = []
+
+    def unreadable(error: OSError) -> None:
+        raise error
+
+    for directory, folders, names in os.walk(folder, onerror=unreadable):
+        for name in (*folders, *names):
+            path = Path(directory, name)
+            relative = path.relative_to(folder).as_posix()
+            if path.is_symlink():
+                refused.append((relative, "a symbolic link"))
+            elif not (name in folders or path.is_file()):
+                refused.append((relative, "not a regular file (a pipe, socket or device)"))
+            elif name not in folders and relative != ENVELOPE_FILE:
+                files.append(relative)
+
+    # In the order of their path components, as pathlib sorts paths.
+    def order(name: str) -> list[str]:
+        return name.split("/")
+
+    return sorted(files, key=order), sorted(refused, key=lambda entry: order(entry[0]))
 
 
 def statement(subjects: Sequence[Subject], predicate: Mapping[str, Any]) -> bytes:

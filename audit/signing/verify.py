@@ -18,7 +18,7 @@ from cryptography import x509
 
 from audit.errors import AuditError
 from audit.formats.text import safe_line
-from audit.report.writer import EVIDENCE_FILE
+from audit.reportfolder import EVIDENCE_FILE
 from audit.signing import dsse
 from audit.signing.keys import colon_fingerprint, common_name, fingerprint, trust_problem
 from audit.signing.pdf import PdfSignature, verify_pdf
@@ -26,7 +26,7 @@ from audit.signing.statement import (
     ENVELOPE_FILE,
     Statement,
     StatementError,
-    folder_files,
+    folder_contents,
     sha256_file,
 )
 
@@ -163,16 +163,16 @@ def verify(
     )
     for pdf in pdfs:
         problems += [Problem(pdf.path.relative_to(folder).as_posix(), r) for r in pdf.problems]
-    signed_records = _signed_records(folder, statement, problems)
+    signed_evidence = _signed_evidence(folder, statement, problems)
     result = replace(result, files_checked=len(checked), pdfs=pdfs, problems=tuple(problems))
     if against_store:
-        if signed_records is None:
+        if signed_evidence is None:
             raise AuditError(
                 f"cannot compare with the store: {EVIDENCE_FILE} of {folder} is missing or does "
                 "not match the signature"
             )
         store, compared, drift = _compare_with_store(
-            statement, signed_records, tracking_uri, source, on_run
+            statement, signed_evidence, tracking_uri, source, on_run
         )
         result = replace(result, store=store, runs_compared=compared, drift=tuple(drift))
     return result
@@ -255,22 +255,39 @@ def _subject_problems(folder: Path, statement: Statement, only: str | None) -> l
             )
     if only is None:
         try:
-            present = folder_files(folder)
+            present, refused = folder_contents(folder)
         except OSError as error:
             return [*problems, Problem(folder.name, str(error))]
+        # Hidden files too: a reader of the folder sees them as much as any other.
         problems += [
             Problem(name, "not covered by the signature (added after signing)")
             for name in present
-            if name not in listed and not name.startswith(".")
+            if name not in listed
+        ]
+        problems += [
+            Problem(name, f"{why}, not covered by the signature")
+            for name, why in refused
+            if name not in listed
         ]
     return problems
 
 
-def _signed_records(
+@dataclass(frozen=True)
+class _SignedEvidence:
+    """What evidence.json, as signed, says the documents show."""
+
+    #: Run id -> evidence record.
+    records: Mapping[str, Mapping[str, Any]]
+    #: Run id -> metric key -> points and sha256 of the history charted; None in folders
+    #: written before evidence.json held them.
+    history_digests: Mapping[str, Mapping[str, Any]] | None
+
+
+def _signed_evidence(
     folder: Path, statement: Statement, problems: list[Problem]
-) -> dict[str, Mapping[str, Any]] | None:
-    """The evidence records the signature covers, by run id, when evidence.json is intact;
-    a problem when they disagree with the digests the predicate signs."""
+) -> _SignedEvidence | None:
+    """The evidence the signature covers, when evidence.json is intact; a problem when its
+    records disagree with the digests the predicate signs."""
     from audit.evidence import sha256_hex
 
     subject = next((s for s in statement.subjects if s.name == EVIDENCE_FILE), None)
@@ -278,9 +295,15 @@ def _signed_records(
     if subject is None or not path.is_file() or sha256_file(path) != subject.sha256:
         return None
     try:
-        records = json.loads(path.read_bytes())["records"]
-        by_id = {record["run"]["id"]: record for record in records}
-    except (ValueError, KeyError, TypeError):
+        document = json.loads(path.read_bytes())
+        by_id = {record["run"]["id"]: record for record in document["records"]}
+        histories = document.get("metric_history_digests")
+        if histories is not None and not all(
+            isinstance(h, Mapping) and all(isinstance(d, Mapping) for d in h.values())
+            for h in histories.values()
+        ):
+            raise ValueError("malformed metric_history_digests")
+    except (ValueError, KeyError, TypeError, AttributeError):
         problems.append(Problem(EVIDENCE_FILE, "not an evidence file of mlflow-audit"))
         return None
     for run_id, digest in statement.run_digests().items():
@@ -291,47 +314,54 @@ def _signed_records(
                     EVIDENCE_FILE, f"the record of run {run_id} does not match the signed digest"
                 )
             )
-    return by_id
+    return _SignedEvidence(by_id, histories)
 
 
 def _compare_with_store(
     statement: Statement,
-    signed: Mapping[str, Mapping[str, Any]],
+    signed: _SignedEvidence,
     tracking_uri: str | None,
     source: str,
     on_run: Callable[[int], None] | None,
 ) -> tuple[str, int, list[RunDrift]]:
-    """Collect every signed run again and list the ones whose evidence changed."""
+    """Collect every signed run again and list the ones whose evidence, or the metric histories
+    their documents chart, changed."""
     from audit.errors import SelectionError
     from audit.evidence import sha256_hex
+    from audit.reportfolder import history_digests
     from audit.signing.bundle import store_uri
-    from audit.signing.drift import changes, without_own_tags
+    from audit.signing.drift import changes, history_changes, without_own_tags
     from audit.sources import CollectionNeeds, Selection, open_source, resolve_store
 
     store = resolve_store(tracking_uri or store_uri(statement.predicate.get("tracking_store")))
     digests = statement.run_digests()
     reader = open_source(store, prefer=source)
-    # The record depends on what is read; a report reads everything.
-    needs = CollectionNeeds(artifacts=True, registry=True)
+    # The record depends on what is read; a report reads everything, histories included.
+    needs = CollectionNeeds(
+        artifacts=True, registry=True, metric_history=signed.history_digests is not None
+    )
     drift: list[RunDrift] = []
     for count, (run_id, digest) in enumerate(digests.items(), start=1):
-        record = signed.get(run_id) or {}
+        record = signed.records.get(run_id) or {}
         name = (record.get("run") or {}).get("name")
         try:
-            (current,) = [
-                item.record
-                for item in reader.collect(
-                    Selection(run_ids=(run_id,), include_deleted=True), needs
-                )
-            ]
+            (current,) = list(
+                reader.collect(Selection(run_ids=(run_id,), include_deleted=True), needs)
+            )
         except SelectionError:
             drift.append(RunDrift(run_id, name, ("run no longer in the store (deleted for good)",)))
             continue
-        if sha256_hex(current) != digest and (
+        listed: list[str] = []
+        if sha256_hex(current.record) != digest and (
             not record
-            or sha256_hex(without_own_tags(current)) != sha256_hex(without_own_tags(record))
+            or sha256_hex(without_own_tags(current.record)) != sha256_hex(without_own_tags(record))
         ):
-            listed = changes(record, current) or ["evidence changed"]
+            listed += changes(record, current.record) or ["evidence changed"]
+        if signed.history_digests is not None:
+            listed += history_changes(
+                signed.history_digests.get(run_id) or {}, history_digests(current.metric_histories)
+            )
+        if listed:
             drift.append(RunDrift(run_id, name, tuple(listed)))
         if on_run:
             on_run(count)
