@@ -18,6 +18,7 @@ from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from audit.errors import StoreError, first_line
+from audit.sources.revisions import SCHEMA_REVISION
 
 StoreKind = Literal["sqlite", "database", "file", "http", "databricks", "other"]
 
@@ -279,8 +280,6 @@ def installed_schema_revision() -> str:
     it keeps reading stores (checking each one's tables itself) after an MLflow release whose
     migrations, which mlflow-skinny ships too, name a newer revision."""
     if not mlflow_opens_sql_stores():
-        from audit.sources.sql import SCHEMA_REVISION
-
         return SCHEMA_REVISION
     versions = _migrations_folder()
     head = _single_head(versions) if versions is not None else None
