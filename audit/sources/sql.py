@@ -71,11 +71,7 @@ from audit.sources.artifacts import (
 )
 from audit.sources.common import RegistryIndex, charted_metric_keys, runs_that_fit
 from audit.sources.revisions import KNOWN_REVISIONS, SCHEMA_REVISION
-from audit.sources.store import (
-    TrackingStore,
-    installed_schema_revision,
-    read_schema_revision,
-)
+from audit.sources.store import TrackingStore, installed_schema_revision, read_sqlite_revision
 
 __all__ = ["KNOWN_REVISIONS", "SCHEMA_REVISION", "SqlSource", "check_sql_usable"]
 
@@ -211,10 +207,14 @@ class _Database:
     placeholder is `%s`, they are rewritten here (no query of this module has a `?` or `%` in a
     literal, and `%` is escaped all the same)."""
 
-    def __init__(self, connection: Any, dialect: str, revision: str | None) -> None:
+    def __init__(
+        self, connection: Any, dialect: str, revision: str | None, *, wal: bool = False
+    ) -> None:
         self.connection = connection
         self.dialect = dialect
         self.revision = revision
+        #: SQLite in WAL mode, whose snapshot no other connection can share.
+        self.wal = wal
         # MLflow's search puts runs without a start time last (a CASE on IS NULL, on every
         # database); SQLite sorts NULL lowest, so a descending order does too, PostgreSQL highest.
         self.nulls_last = " NULLS LAST" if dialect == "postgresql" else ""
@@ -243,6 +243,15 @@ class _Database:
                 row[1] for row in self.execute("SELECT * FROM pragma_table_info(?)", (table,))
             }
         return columns
+
+    @property
+    def snapshot_shared_with_workers(self) -> bool:
+        """Whether worker processes, each on a connection of its own, read the store as this
+        connection's transaction does: on PostgreSQL by its exported snapshot; on SQLite in a
+        rollback journal mode because that transaction's shared lock keeps every writer out
+        until it ends. Not on SQLite in WAL mode, where writers go on and a new connection reads
+        what they committed (SQLite's snapshot functions are not in Python's sqlite3)."""
+        return not self.wal
 
     def export_snapshot(self) -> str | None:
         """PostgreSQL: the id of this transaction's snapshot, which other sessions can read
@@ -274,18 +283,33 @@ def _connect(store: TrackingStore) -> _Database:
     if store.dialect == "postgresql":
         return _connect_postgresql(store)
     assert store.path is not None
-    # Read before connecting: it names a file that is not an MLflow database as such.
-    revision = read_schema_revision(store)
     # mode=ro: SQLite itself refuses every write; query_only in case a future SQLite build
     # ignored the URI parameter. The source is a generator that a caller may resume from
-    # another thread, never from two at once.
+    # another thread, never from two at once. No transactions begun by the sqlite3 module:
+    # the one read transaction below is the connection's only one.
     db = sqlite3.connect(
-        f"file:{quote(str(store.path))}?mode=ro", uri=True, check_same_thread=False
+        f"file:{quote(str(store.path))}?mode=ro",
+        uri=True,
+        check_same_thread=False,
+        isolation_level=None,
     )
-    db.execute("PRAGMA query_only = ON")
-    # MLflow's SQL store sets it: `--filter "... LIKE ..."` is case-sensitive (ILIKE is not).
-    db.execute("PRAGMA case_sensitive_like = ON")
-    return _Database(db, "sqlite", revision)
+    try:
+        db.execute("PRAGMA query_only = ON")
+        # MLflow's SQL store sets it: `--filter "... LIKE ..."` is case-sensitive (ILIKE is not).
+        db.execute("PRAGMA case_sensitive_like = ON")
+        # Every query of the audit in one read transaction, as on PostgreSQL: each reads the
+        # store as it was at the first (a snapshot), so that a run deleted meanwhile (`mlflow
+        # gc`) is read whole or not at all, never as a run without its params, tags and
+        # metrics. In WAL mode writers go on meanwhile; in a rollback journal mode (MLflow's
+        # default) the transaction's shared lock keeps them waiting until the audit ends.
+        db.execute("BEGIN")
+        # The first read: names a file that is not an MLflow database as such.
+        revision = read_sqlite_revision(db, store)
+        (journal_mode,) = db.execute("PRAGMA journal_mode").fetchone()
+    except BaseException:
+        db.close()
+        raise
+    return _Database(db, "sqlite", revision, wal=str(journal_mode).lower() == "wal")
 
 
 def _connect_postgresql(store: TrackingStore) -> _Database:
@@ -506,7 +530,7 @@ class SqlSource:
                         break
                     seen.add(item.run.run_id)
                     fresh.append(item)
-                if workers is None and self._worth_workers(len(fresh)):
+                if workers is None and self._worth_workers(db, len(fresh)):
                     workers = stack.enter_context(
                         _Workers(self.store, self.workers, db.export_snapshot(), finish)
                     )
@@ -521,9 +545,10 @@ class SqlSource:
                 if limit is not None and emitted >= limit:
                     return
 
-    def _worth_workers(self, runs: int) -> bool:
+    def _worth_workers(self, db: _Database, runs: int) -> bool:
         return (
             self.workers > 1
+            and db.snapshot_shared_with_workers
             and runs >= _PARALLEL_MIN_RUNS
             and sys.platform.startswith("linux")  # fork: workers start in milliseconds
         )

@@ -185,21 +185,32 @@ def read_schema_revision(store: TrackingStore) -> str | None:
         assert store.path is not None
         try:
             connection = sqlite3.connect(f"file:{quote(str(store.path))}?mode=ro", uri=True)
-            try:
-                row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-            finally:
-                connection.close()
         except sqlite3.DatabaseError as error:
-            message = str(error)
-            if "no such table" in message:
-                raise StoreError(f"{store.display} is not an MLflow tracking database") from None
-            raise StoreError(
-                f"{store.display} is not a readable SQLite database: {message}"
-            ) from None
-        return None if row is None else str(row[0])
+            raise _unreadable_sqlite(store, error) from None
+        try:
+            return read_sqlite_revision(connection, store)
+        finally:
+            connection.close()
     if store.kind == "database":
         return _read_database_revision(store)
     return None
+
+
+def read_sqlite_revision(connection: sqlite3.Connection, store: TrackingStore) -> str | None:
+    """The alembic revision of a SQLite store, read on a connection to it (the SQL source's, in
+    its read transaction)."""
+    try:
+        row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.DatabaseError as error:
+        raise _unreadable_sqlite(store, error) from None
+    return None if row is None else str(row[0])
+
+
+def _unreadable_sqlite(store: TrackingStore, error: sqlite3.DatabaseError) -> StoreError:
+    message = str(error)
+    if "no such table" in message:
+        return StoreError(f"{store.display} is not an MLflow tracking database")
+    return StoreError(f"{store.display} is not a readable SQLite database: {message}")
 
 
 def _read_database_revision(store: TrackingStore) -> str | None:
