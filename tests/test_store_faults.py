@@ -21,6 +21,7 @@ import pytest
 
 from audit.sources import CollectionNeeds, Selection, resolve_store
 from audit.sources.sql import SqlSource
+from tests import stores
 from tests.conftest import CliResult, Store
 
 # --------------------------------------------------------------------------- SQLite snapshots
@@ -217,3 +218,62 @@ def _write_during(database: Path, run_id: str, collected: Any) -> Any:
         if index == 0:
             assert _write_param(database, run_id) == "written"
         yield run
+
+
+# --------------------------------------------------------------------------- ./mlruns stores
+
+
+@pytest.mark.parametrize(
+    ("arguments", "line"),
+    [
+        (("--model", "nosuch@champion"), "unknown registered model version 'nosuch@champion'"),
+        (("--model", "nosuch"), "unknown registered model version 'nosuch'"),
+        (("--model", "nosuch/1"), "unknown registered model version 'nosuch/1'"),
+        (("--model", "nosuch/latest"), "unknown registered model version 'nosuch/latest'"),
+        (("--run-id", "0123456789abcdef0123456789abcdef"), "unknown run id"),
+        (("-e", "nosuch"), "unknown experiment 'nosuch'"),
+        (("--filter", "params.alpha = 'nosuch'"), "no runs matched"),
+    ],
+)
+def test_a_file_store_without_a_registry_is_left_as_it_is(
+    cli: Callable[..., CliResult],
+    file_store: Store,
+    copy_of: Callable[[Path], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    arguments: tuple[str, ...],
+    line: str,
+) -> None:
+    """A ./mlruns store without `models/` (MLflow's file registry creates it when opened) is
+    audited without a file or folder, a byte or a modification time changing: a registered
+    model asked for is unknown, and so is anything else that is not there."""
+    copy = copy_of(file_store.root)
+    assert not (copy / "models").exists() and (copy / ".trash").is_dir()
+    monkeypatch.chdir(copy.parent)  # the default store: ./mlruns
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    before = stores.tree_state(copy)
+    result = cli("check", *arguments)
+    assert result.code == 2 and result.out == ""
+    assert result.err == f"mlflow-audit: error: {line}" + result.err.partition(line)[2]
+    assert len(result.err.splitlines()) == 1 and str(copy) in result.err
+    assert stores.tree_state(copy) == before
+
+
+def test_audits_and_reports_of_a_file_store_change_nothing(
+    cli: Callable[..., CliResult],
+    file_store: Store,
+    copy_of: Callable[[Path], Path],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
+    """Audits that complete change no file, folder or modification time of a ./mlruns store
+    without `models/` either: deleted runs, the registry looked up for every run, a report
+    with metric histories; nor does a report of a model that is not there."""
+    copy = copy_of(file_store.root)
+    monkeypatch.chdir(copy.parent)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    before = stores.tree_state(copy)
+    assert cli("check", "--include-deleted", "--policy", "baseline").code == 1
+    assert cli("report", "-e", "truth-table", "--no-pdf", "--out", str(tmp_path / "r")).code == 0
+    failed = cli("report", "--model", "nosuch@champion", "--out", str(tmp_path / "m"))
+    assert failed.code == 2 and len(failed.err.splitlines()) == 1
+    assert stores.tree_state(copy) == before

@@ -251,6 +251,13 @@ class ClientSource:
     def _model_versions(self, spec: ModelSpec) -> list[tuple[Any, str | None]]:
         from mlflow.exceptions import MlflowException
 
+        unknown = SelectionError(
+            f"unknown registered model version {str(spec)!r} in {self.store.display}"
+        )
+        if not self.store.has_registry_folder:
+            # A ./mlruns store without `models/` has no registered model, and MLflow's file
+            # registry would create the folder when opened.
+            raise unknown
         client = self._client
         try:
             if spec.alias:
@@ -260,9 +267,7 @@ class ClientSource:
             client.get_registered_model(spec.name)
         except MlflowException as error:
             if _error_code(error) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise SelectionError(
-                    f"unknown registered model version {str(spec)!r} in {self.store.display}"
-                ) from None
+                raise unknown from None
             raise
         versions = list(
             _paged(
