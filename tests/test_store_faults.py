@@ -277,3 +277,80 @@ def test_audits_and_reports_of_a_file_store_change_nothing(
     failed = cli("report", "--model", "nosuch@champion", "--out", str(tmp_path / "m"))
     assert failed.code == 2 and len(failed.err.splitlines()) == 1
     assert stores.tree_state(copy) == before
+
+
+# --------------------------------------------------------------------------- undecodable text
+
+
+def _one_line(result: CliResult) -> str:
+    assert result.code == 2 and result.out == "", (result.code, result.err)
+    assert len(result.err.splitlines()) == 1 and "Traceback" not in result.err, result.err
+    return result.err.strip()
+
+
+@pytest.mark.parametrize("column", ["value", "key"])
+@pytest.mark.parametrize("source", ["sql", "client"])
+def test_a_tag_that_is_not_utf8_is_exit_2_in_one_line(
+    cli: Callable[..., CliResult],
+    sqlite_store: Store,
+    copy_of: Callable[[Path], Path],
+    column: str,
+    source: str,
+) -> None:
+    """A tag whose bytes are not UTF-8 (written with sqlite3: MLflow would not) cannot be read
+    by MLflow's client, which also logged the error with its traceback (59 lines) before the
+    audit's line; the SQL source fails alike rather than audit a value MLflow never held."""
+    database = copy_of(sqlite_store.root)
+    with sqlite3.connect(database) as connection:
+        connection.execute(
+            f"UPDATE tags SET {column} = CAST(X'41FF42' AS TEXT) "  # noqa: S608
+            "WHERE key = 'mlflow.user' AND run_uuid = ?",
+            (sqlite_store.run_ids["complete"],),
+        )
+    connection.close()
+    before = stores.tree_digest(database)
+    result = cli("check", "--tracking-uri", f"sqlite:///{database}", "--source", source)
+    line = _one_line(result)
+    assert line.startswith(f"mlflow-audit: error: reading {database} failed: ")
+    assert f"Could not decode to UTF-8 column '{column}'" in line
+    assert stores.tree_digest(database) == before
+
+
+@pytest.mark.parametrize(
+    ("damage", "said"),
+    [
+        ("tag", "'utf-8' codec can't decode byte 0xff"),
+        ("experiment meta.yaml", "MLflow's file store skipped part of it: Malformed experiment"),
+        ("run meta.yaml", "MLflow's file store skipped part of it: Wrong experiment ID"),
+    ],
+)
+def test_a_file_store_mlflow_reads_in_part_is_exit_2_in_one_line(
+    cli: Callable[..., CliResult],
+    file_store: Store,
+    copy_of: Callable[[Path], Path],
+    damage: str,
+    said: str,
+) -> None:
+    """MLflow's file store skips an experiment whose meta.yaml is malformed and a run whose
+    meta.yaml names another experiment, with a warning (and its traceback) on stderr and no
+    error: the audit would complete without them. Both, and a tag file that is not UTF-8, are
+    exit 2 in one line."""
+    root = copy_of(file_store.root)
+    run_id = file_store.run_ids["complete"]
+    (run,) = root.glob(f"*/{run_id}")
+    if damage == "tag":
+        (run / "tags" / "mlflow.user").write_bytes(b"A\xffB")
+    elif damage == "experiment meta.yaml":
+        (run.parent / "meta.yaml").write_text("")
+    else:
+        meta = run / "meta.yaml"
+        meta.write_text(
+            "\n".join(
+                "experiment_id: '999'" if line.startswith("experiment_id:") else line
+                for line in meta.read_text().splitlines()
+            )
+        )
+    before = stores.tree_state(root)
+    line = _one_line(cli("check", "--tracking-uri", str(root)))
+    assert line.startswith(f"mlflow-audit: error: reading {root} failed: {said}"), line
+    assert stores.tree_state(root) == before

@@ -32,6 +32,7 @@ from audit.sources import (
     ModelSpec,
     ModelVersionRef,
     Selection,
+    mlflow_logs,
     rest_runs,
 )
 from audit.sources.artifacts import (
@@ -159,12 +160,16 @@ class ClientSource:
             _environment(self._settings()),
             _mlflow_errors(self.store, selection),
             warnings.catch_warnings(),
+            mlflow_logs.held() as logs,
         ):
             # Without verification, urllib3 warns on stderr about every new server connection:
             # the user asked for it by name (MLFLOW_TRACKING_INSECURE_TLS).
             warnings.filterwarnings("ignore", message="Unverified HTTPS request")
             self._client = self._open()
-            yield from self._collect(selection, needs)
+            for collected in self._collect(selection, needs):
+                logs.check(self.store.display)
+                yield collected
+            logs.check(self.store.display)
 
     def collect_each(
         self, selection: Selection, needs: CollectionNeeds, finish: Callable[[CollectedRun], _T]
