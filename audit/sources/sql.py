@@ -69,7 +69,7 @@ from audit.sources.artifacts import (
     is_local,
     read_run_files,
 )
-from audit.sources.common import RegistryIndex, charted_metric_keys, runs_that_fit
+from audit.sources.common import RUN_ID, RegistryIndex, charted_metric_keys, runs_that_fit
 from audit.sources.revisions import KNOWN_REVISIONS, SCHEMA_REVISION
 from audit.sources.store import TrackingStore, installed_schema_revision, read_sqlite_revision
 
@@ -146,8 +146,6 @@ _DELETED_VERSION = "Deleted_Internal"
 #: The stages `get_latest_versions` looks at (model_version_stages.ALL_STAGES).
 _STAGES = ("None", "Staging", "Production", "Archived")
 _LOGGED_MODEL_STATUS = {0: "UNSPECIFIED", 1: "PENDING", 2: "READY", 3: "FAILED"}
-# MLflow's `_validate_run_id`: the client refuses other ids before looking them up.
-_RUN_ID = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")
 
 _RUN_COLUMNS = (
     "run_uuid, name, experiment_id, user_id, status, start_time, end_time, lifecycle_stage, "
@@ -573,7 +571,7 @@ class SqlSource:
 
     def _get_run(self, db: _Database, run_id: str) -> _Run:
         row = None
-        if _RUN_ID.match(run_id):
+        if RUN_ID.match(run_id):
             row = db.execute(
                 f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_uuid = ?", (run_id,)
             ).fetchone()
