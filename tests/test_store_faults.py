@@ -30,8 +30,8 @@ from tests.conftest import CliResult, Store
 #: MLflow's SQL store, which `mlflow gc` deletes with the run in one transaction).
 _RUN_TABLES = ("runs", "params", "tags", "metrics", "latest_metrics")
 
-#: Hyperparameters, metrics and the run's tags are what a hard delete takes away; the policy
-#: reads no artifact, so that an audit of a few hundred runs takes a fraction of a second.
+#: A policy that reads no artifact, so that an audit of a few hundred runs takes a fraction of
+#: a second; each run's evidence digest covers its params, tags and metrics all the same.
 _POLICY = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "type": "object",
@@ -141,7 +141,7 @@ def test_runs_hard_deleted_during_audits_are_audited_whole_or_not_at_all(
     finally:
         deleter.kill()
         deleter.wait()
-    assert len(counts) >= 3 and counts[-1] < counts[0] < len(before) + 1  # runs went meanwhile
+    assert len(counts) >= 3 and counts[-1] < counts[0] <= len(before)  # runs went meanwhile
 
 
 @pytest.mark.parametrize("mode", ["delete", "wal"])
