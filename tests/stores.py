@@ -226,6 +226,18 @@ def tree_digest(root: Path) -> str:
     return digest.hexdigest()
 
 
+def tree_state(root: Path) -> dict[str, tuple[bool, bytes, int]]:
+    """Every path below root, and root itself: whether a folder, its bytes (files), its
+    modification time in ns. A file or folder created and removed again changes its folder's."""
+    state = {}
+    for path in [root, *sorted(root.rglob("*"))]:
+        info = path.lstat()
+        folder = path.is_dir() and not path.is_symlink()
+        content = b"" if folder or not path.is_file() else path.read_bytes()
+        state[str(path.relative_to(root))] = (folder, content, info.st_mtime_ns)
+    return state
+
+
 def set_schema_revision(database: Path, revision: str) -> None:
     connection = sqlite3.connect(database)
     with connection:

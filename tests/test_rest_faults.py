@@ -3,8 +3,9 @@ server and the reason, never a traceback and never a partial pass; retries, time
 auth variables and paging while runs are written.
 
 The faults come from real HTTP: a small proxy in front of a real `mlflow server` answers 500,
-delays, drops connections, kills the server, or records what reached it. No Python function of
-the audit or of MLflow is replaced.
+delays, drops connections, kills the server, records what reached it, or edits what passes (a
+server that breaks MLflow's protocol). No Python function of the audit or of MLflow is
+replaced.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import contextlib
 import datetime
 import http.client
 import http.server
+import itertools
 import json
 import os
 import re
@@ -37,9 +39,21 @@ from audit.sources import CollectionNeeds
 from tests.conftest import Server, running_mlflow_server
 from tests.stores import probe_cli
 
+
+@dataclass(frozen=True)
+class Edit:
+    """A server that breaks MLflow's protocol: the request's JSON body as forwarded, and the
+    JSON of a successful answer as returned (given the body the audit sent)."""
+
+    request: Callable[[dict[str, Any]], dict[str, Any]] = lambda body: body
+    #: The answer's JSON, or bytes sent as they are.
+    answer: Callable[[Any, dict[str, Any]], Any] = lambda answer, asked: answer
+
+
 #: What the proxy does with one request: forward it (None), answer with this status, wait this
-#: many seconds and then forward, or drop the connection without an answer.
-Action = None | int | float | str
+#: many seconds and then forward, drop the connection without an answer, or forward it and its
+#: answer edited.
+Action = None | int | float | str | Edit
 
 
 @dataclass
@@ -157,6 +171,9 @@ class Proxy:
             return
         if isinstance(action, float):
             time.sleep(action)
+        asked = json.loads(body) if isinstance(action, Edit) and body else {}
+        if isinstance(action, Edit) and body:
+            body = json.dumps(action.request(dict(asked))).encode()
         headers = {k: v for k, v in handler.headers.items() if k.lower() not in _HOP_BY_HOP}
         connection = http.client.HTTPConnection(*self.upstream, timeout=60)
         try:
@@ -174,6 +191,9 @@ class Proxy:
             runs = json.loads(content).get("runs", [])
             with self._lock:
                 self.search_pages.append([run["info"]["run_id"] for run in runs])
+        if isinstance(action, Edit) and response.status == 200:
+            edited = action.answer(json.loads(content), asked)
+            content = edited if isinstance(edited, bytes) else json.dumps(edited).encode()
         handler.send_response(response.status)
         for key, value in response.getheaders():
             if key.lower() not in _HOP_BY_HOP:
@@ -397,6 +417,236 @@ def test_artifacts_are_read_concurrently_in_order_without_extra_round_trips(
     counting = proxy()
     check(counting.uri, include_deleted=True, policy=policy)
     assert counting.count("mlflow-artifacts") == 0
+
+
+# --------------------------------------------------------------------------- answers MLflow's
+# protocol does not allow: paging that never ends, runs that would be lost or misread
+
+
+def _within(seconds: float, audit: Callable[[], Any]) -> tuple[Any, float]:
+    """What `audit()` returns, which must be within `seconds`, and the seconds it took: a
+    search that pages for ever fails the test instead of hanging it (its thread ends when the
+    test's proxy stops)."""
+    done: list[Any] = []
+    thread = threading.Thread(target=lambda: done.append(audit()), daemon=True)
+    start = time.monotonic()
+    thread.start()
+    thread.join(seconds)
+    assert done, f"no result within {seconds} s"
+    return done[0], time.monotonic() - start
+
+
+def _without_token(body: dict[str, Any]) -> dict[str, Any]:
+    """The request for the first page, whatever page was asked for."""
+    body.pop("page_token", None)
+    return body
+
+
+def _first_page_each_time(next_token: Callable[[str | None], str]) -> Callable[..., Action]:
+    """A server answering runs/search with its first page each time, and the next page token
+    `next_token(token asked with)`."""
+
+    def rule(seen: Seen, index: int) -> Action:
+        if "runs/search" not in seen.path:
+            return None
+        return Edit(
+            request=_without_token,
+            answer=lambda answer, asked: {
+                **answer,
+                "next_page_token": next_token(asked.get("page_token")),
+            },
+        )
+
+    return rule
+
+
+_CYCLE = {None: "A", "A": "B", "B": "A"}
+_CIRCLE = "runs/search with a next page token it gave before: its pages go round in a circle"
+_fresh_tokens = itertools.count()
+
+
+@pytest.mark.parametrize(
+    ("next_token", "said"),
+    [
+        (lambda asked: "again", _CIRCLE),
+        (_CYCLE.get, _CIRCLE),
+        (
+            lambda asked: f"fresh-{next(_fresh_tokens)}",
+            "runs/search with 10 pages in a row that held no run it had not answered before: "
+            "its pages do not move on",
+        ),
+    ],
+    ids=["the same token", "tokens A, B, A", "new tokens, the same runs"],
+)
+def test_a_server_whose_pages_never_end_is_exit_2(
+    cli, proxy, next_token: Callable[[str | None], str], said: str
+) -> None:
+    endless = proxy(_first_page_each_time(next_token))
+    result, seconds = _within(
+        60, lambda: cli("check", "--tracking-uri", endless.uri, "--search-page-size", "2")
+    )
+    from audit.sources.client import SERVER_REQUESTS, _Progress
+
+    line = _one_line_failure(result)
+    assert line == f"mlflow-audit: error: the tracking server {endless.uri} answered {said}"
+    assert seconds < 20
+    # Given up after the pages that showed it (and those asked for ahead of them).
+    assert endless.count("runs/search") <= _Progress.STALE_PAGES + 1 + SERVER_REQUESTS
+
+
+def test_offset_tokens_that_go_back_are_exit_2(cli, proxy) -> None:
+    """A token spelled as MLflow's offsets, for an offset before the page it came with."""
+    from audit.sources.rest_runs import offset_of, offset_token
+
+    def back(seen: Seen, index: int) -> Action:
+        if "runs/search" not in seen.path:
+            return None
+
+        def answer(page: dict[str, Any], asked: dict[str, Any]) -> dict[str, Any]:
+            start = offset_of(asked.get("page_token"))
+            return {**page, "next_page_token": offset_token(1)} if start else page
+
+        return Edit(answer=answer)
+
+    going_back = proxy(back)
+    result, seconds = _within(
+        60, lambda: cli("check", "--tracking-uri", going_back.uri, "--search-page-size", "2")
+    )
+    assert _one_line_failure(result) == (
+        f"mlflow-audit: error: the tracking server {going_back.uri} answered runs/search with a "
+        "next page token at offset 1 for the page at offset 2: its pages do not move on"
+    )
+    assert seconds < 20
+
+
+def test_experiments_paged_in_a_circle_are_exit_2(cli, proxy) -> None:
+    def circle(seen: Seen, index: int) -> Action:
+        if "experiments/search" not in seen.path:
+            return None
+        return Edit(
+            request=_without_token,
+            answer=lambda answer, asked: {**answer, "next_page_token": "again"},
+        )
+
+    endless = proxy(circle)
+    result, seconds = _within(60, lambda: cli("check", "--tracking-uri", endless.uri))
+    assert _one_line_failure(result) == (
+        f"mlflow-audit: error: the tracking server {endless.uri} answered search_experiments "
+        "with a next page token it gave before: its pages go round in a circle"
+    )
+    assert seconds < 20
+
+
+def _second_run(edit: Callable[[dict[str, Any]], Any]) -> Callable[..., Action]:
+    """A server answering runs/search with the second run of each page edited."""
+
+    def rule(seen: Seen, index: int) -> Action:
+        if "runs/search" not in seen.path:
+            return None
+
+        def answer(page: dict[str, Any], asked: dict[str, Any]) -> dict[str, Any]:
+            if len(page.get("runs", [])) > 1:
+                edit(page["runs"][1])
+            return page
+
+        return Edit(answer=answer)
+
+    return rule
+
+
+@pytest.mark.parametrize(
+    ("edit", "said"),
+    [
+        (lambda run: run["info"].pop("lifecycle_stage"), "run {run_id} has no lifecycle_stage"),
+        (
+            lambda run: run["info"].update(lifecycle_stage="zombie"),
+            "run {run_id}'s lifecycle_stage is 'zombie', neither active nor deleted",
+        ),
+        (
+            lambda run: run["info"].update(lifecycle_stage="active\n\x1b[8m::add-mask::x"),
+            "run {run_id}'s lifecycle_stage is 'active\\n\\x1b[8m::add-mask::x', neither "
+            "active nor deleted",
+        ),
+        (
+            lambda run: run["info"].update(run_id=12345, run_uuid=12345),
+            "its run_id is a number, not a run id",
+        ),
+        (
+            lambda run: run["info"].update(run_id="../../etc", run_uuid="../../etc"),
+            "its run_id is '../../etc', not a run id",
+        ),
+        (lambda run: run["info"].pop("experiment_id"), "run {run_id}'s experiment_id is missing"),
+        (
+            lambda run: run["info"].update(status="ZOMBIE"),
+            "run {run_id}'s status is 'ZOMBIE'",
+        ),
+        (
+            lambda run: run["info"].update(start_time="yesterday"),
+            "run {run_id}'s start_time is 'yesterday', not an integer",
+        ),
+        (
+            lambda run: run["info"].update(lifecycle_stage=["active"]),
+            "run {run_id}'s lifecycle_stage is a list, neither active nor deleted",
+        ),
+        (
+            lambda run: run["data"].update(params=[{"key": "lr", "value": 0.1}]),
+            "run {run_id}'s params hold 'lr' with a value that is a number, not a string",
+        ),
+    ],
+    ids=[
+        "no lifecycle stage",
+        "an unknown lifecycle stage",
+        "a lifecycle stage with escapes",
+        "a run id that is a number",
+        "a run id that is a path",
+        "no experiment",
+        "an unknown status",
+        "a start time that is text",
+        "a lifecycle stage that is a list",
+        "a param value that is a number",
+    ],
+)
+def test_a_run_mlflow_would_lose_or_misread_is_exit_2(
+    cli, proxy, mlflow_server: Server, edit: Callable[[dict[str, Any]], Any], said: str
+) -> None:
+    """Runs with a missing or unknown lifecycle stage were left out, 200 of 202 audited and a
+    pass; MLflow's client reads an unknown status as RUNNING. The server is named, the run and
+    what is wrong with it said on one escaped line."""
+    malformed = proxy(_second_run(edit))
+    result, seconds = _within(
+        60,
+        lambda: cli(
+            "check", "--tracking-uri", malformed.uri, "--search-page-size", "2",
+            "--include-deleted",
+        ),
+    )  # fmt: skip
+    line = _one_line_failure(result)
+    run_id = malformed.search_pages[0][1]
+    assert line == (
+        f"mlflow-audit: error: the tracking server {malformed.uri} answered runs/search with a "
+        f"malformed run (number 2 of its page): {said.format(run_id=run_id)}"
+    )
+    assert "\x1b" not in result.err
+    assert seconds < 20
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        (b"<html>Bad gateway</html>", "an answer that is not JSON"),
+        (["runs"], "a list, not a JSON object"),
+        ({"runs": {"run": 1}}, "runs that are an object, not a list"),
+        ({"runs": [], "next_page_token": 7}, "a next page token that is a number"),
+    ],
+)
+def test_an_answer_that_is_not_a_page_of_runs_is_exit_2(cli, proxy, answer: Any, said: str) -> None:
+    odd = proxy(
+        lambda seen, index: Edit(answer=lambda *_: answer) if "runs/search" in seen.path else None
+    )
+    result, _ = _within(60, lambda: cli("check", "--tracking-uri", odd.uri))
+    assert _one_line_failure(result) == (
+        f"mlflow-audit: error: the tracking server {odd.uri} answered runs/search with {said}"
+    )
 
 
 # --------------------------------------------------------------------------- auth and TLS

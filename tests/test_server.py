@@ -101,7 +101,9 @@ def test_server_pages_read_without_protobuf_match_mlflows_client(
 
 def test_runs_search_json_read_as_mlflows_entities_read_it() -> None:
     """Fields a server leaves out take protobuf's defaults, as MLflow's `Run.from_proto` gives
-    them: an empty name, a start time of 0, RUNNING, no end time, no schema or profile."""
+    them: an empty name, a start time of 0, RUNNING, no end time, no schema or profile. (Not a
+    run's id, experiment or lifecycle stage: without them it would be lost, and the answer is
+    refused, tests/test_rest_faults.py.)"""
     from mlflow.entities import Run as MlflowRun
     from mlflow.protos.service_pb2 import SearchRuns
     from mlflow.utils.proto_json_utils import parse_dict
@@ -110,7 +112,7 @@ def test_runs_search_json_read_as_mlflows_entities_read_it() -> None:
 
     document = {
         "runs": [
-            {"info": {"run_id": "a" * 32, "experiment_id": "7"}},
+            {"info": {"run_id": "a" * 32, "experiment_id": "7", "lifecycle_stage": "active"}},
             {
                 "info": {"run_id": "b" * 32, "experiment_id": "0", "status": "FINISHED",
                          "start_time": 1700000000000, "end_time": 0, "run_name": "r",
@@ -266,10 +268,13 @@ def _pages(
     limit: int | None = None,
     seconds_ahead: float = 60,
 ) -> Iterator[list[int]]:
-    from audit.sources.client import _pages_ahead, _PageSizes
+    from audit.sources.client import _pages_ahead, _PageSizes, _Progress
 
     sizes = _PageSizes(first, largest, answer_bytes)
-    return _pages_ahead(paged.fetch, 3, limit, sizes=sizes, seconds_ahead=seconds_ahead)
+    progress = _Progress(identity=lambda item: item)  # items are numbers, not runs
+    return _pages_ahead(
+        paged.fetch, 3, limit, sizes=sizes, seconds_ahead=seconds_ahead, progress=progress
+    )
 
 
 def _all_pages(paged: PagedList, **sizes: Any) -> list[list[int]]:

@@ -10,7 +10,7 @@ import os
 import threading
 import time
 import warnings
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import GeneratorType
@@ -32,6 +32,7 @@ from audit.sources import (
     ModelSpec,
     ModelVersionRef,
     Selection,
+    mlflow_logs,
     rest_runs,
 )
 from audit.sources.artifacts import (
@@ -159,12 +160,16 @@ class ClientSource:
             _environment(self._settings()),
             _mlflow_errors(self.store, selection),
             warnings.catch_warnings(),
+            mlflow_logs.held() as logs,
         ):
             # Without verification, urllib3 warns on stderr about every new server connection:
             # the user asked for it by name (MLFLOW_TRACKING_INSECURE_TLS).
             warnings.filterwarnings("ignore", message="Unverified HTTPS request")
             self._client = self._open()
-            yield from self._collect(selection, needs)
+            for collected in self._collect(selection, needs):
+                logs.check(self.store.display)
+                yield collected
+            logs.check(self.store.display)
 
     def collect_each(
         self, selection: Selection, needs: CollectionNeeds, finish: Callable[[CollectedRun], _T]
@@ -251,6 +256,13 @@ class ClientSource:
     def _model_versions(self, spec: ModelSpec) -> list[tuple[Any, str | None]]:
         from mlflow.exceptions import MlflowException
 
+        unknown = SelectionError(
+            f"unknown registered model version {str(spec)!r} in {self.store.display}"
+        )
+        if not self.store.has_registry_folder:
+            # A ./mlruns store without `models/` has no registered model, and MLflow's file
+            # registry would create the folder when opened.
+            raise unknown
         client = self._client
         try:
             if spec.alias:
@@ -260,9 +272,7 @@ class ClientSource:
             client.get_registered_model(spec.name)
         except MlflowException as error:
             if _error_code(error) in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                raise SelectionError(
-                    f"unknown registered model version {str(spec)!r} in {self.store.display}"
-                ) from None
+                raise unknown from None
             raise
         versions = list(
             _paged(
@@ -341,9 +351,19 @@ class ClientSource:
                 functools.partial(self._client_page, experiment_ids, selection), sizes
             )
         for page in pages:
+            active = [run for run in page if run.info.lifecycle_stage == "active"]
+            if len(active) < len(page):
+                for run in page:
+                    if run.info.lifecycle_stage not in ("active", "deleted"):
+                        # Neither selected nor left out by MLflow's own searches: no silent drop.
+                        raise StoreError(
+                            f"reading {self.store.display} failed: run {run.info.run_id} has the "
+                            f"lifecycle stage {run.info.lifecycle_stage!r}, neither active nor "
+                            "deleted"
+                        )
             if not selection.include_deleted:
                 # Searched with deleted runs (see `_client_page`), left out here.
-                page = [run for run in page if run.info.lifecycle_stage == "active"]
+                page = active
             if page:
                 yield page
 
@@ -393,7 +413,10 @@ class ClientSource:
         if response.status_code != 200:
             verify_rest_response(response, endpoint)  # MLflow's error for the answer
         # Not verify_rest_response on success: it parses the whole page once more.
-        document = orjson.loads(response.content)
+        try:
+            document = orjson.loads(response.content)
+        except orjson.JSONDecodeError:
+            raise rest_runs.MalformedAnswer("runs/search with an answer that is not JSON") from None
         return _Page(
             rest_runs.runs_of(document), rest_runs.next_token(document), len(response.content)
         )
@@ -672,14 +695,19 @@ def _merge_explicit(items: list[_Selected]) -> list[_Selected]:
 
 
 def _pages_in_turn(
-    fetch: Callable[[str | None, int], _Page], sizes: _PageSizes
+    fetch: Callable[[str | None, int], _Page],
+    sizes: _PageSizes,
+    progress: _Progress | None = None,
 ) -> Iterator[list[Any]]:
     """Every non-empty page of a search, each asked for once the one before has been used:
-    `sizes.first` runs in the first, then as many as `_weighed` allows."""
+    `sizes.first` runs in the first, then as many as `_weighed` allows. `progress` (by default
+    over runs) ends a search that would go on for ever."""
     token = None
     size = sizes.first
+    progress = progress or _Progress()
     while True:
         page = fetch(token, size)
+        progress.check(token, page)
         token = page.token
         size = _weighed(page, sizes, sizes.largest)
         if page.runs:
@@ -692,6 +720,48 @@ def _weighed(page: _Page, sizes: _PageSizes, largest: int) -> int:
     """Runs in the page after `page`: up to `largest`, and as many as fit in `sizes.weight` by
     the weight per run of `page`."""
     return runs_that_fit(sizes.weight, len(page.runs), page.weight, largest)
+
+
+class _Progress:
+    """What would make a search page for ever: a next page token given before (the pages go
+    round in a circle), one of MLflow's offset tokens that does not move past the page it came
+    with, or pages in a row holding no run the search had not had (MLflow's offset pages repeat
+    a run for each run started during the audit, whole pages only when as many are started
+    between two requests). Checked on each page used, with the token it was asked with."""
+
+    #: Pages in a row without a new run before the search is given up.
+    STALE_PAGES = 10
+
+    def __init__(self, identity: Callable[[Any], Hashable] = lambda run: run.info.run_id) -> None:
+        self._identity = identity
+        self._tokens: set[str] = set()
+        self._runs: set[Hashable] = set()
+        self._stale = 0
+
+    def check(self, asked: str | None, page: _Page) -> None:
+        token = page.token
+        if token is not None:
+            if token in self._tokens:
+                raise rest_runs.MalformedAnswer(
+                    "runs/search with a next page token it gave before: its pages go round in "
+                    "a circle"
+                )
+            self._tokens.add(token)
+            start = 0 if asked is None else rest_runs.offset_of(asked)
+            end = rest_runs.offset_of(token)
+            if start is not None and end is not None and end <= start:
+                raise rest_runs.MalformedAnswer(
+                    f"runs/search with a next page token at offset {end} for the page at offset "
+                    f"{start}: its pages do not move on"
+                )
+        known = len(self._runs)
+        self._runs.update(map(self._identity, page.runs))
+        self._stale = 0 if len(self._runs) > known else self._stale + 1
+        if token is not None and self._stale >= self.STALE_PAGES:
+            raise rest_runs.MalformedAnswer(
+                f"runs/search with {self._stale} pages in a row that held no run it had not "
+                "answered before: its pages do not move on"
+            )
 
 
 class _PageSizes(NamedTuple):
@@ -710,6 +780,7 @@ def _pages_ahead(
     *,
     sizes: _PageSizes,
     seconds_ahead: float,
+    progress: _Progress | None = None,
 ) -> Iterator[list[Any]]:
     """Every non-empty page of a search, in order, while the server builds the next ones.
 
@@ -731,7 +802,8 @@ def _pages_ahead(
     `requests` of them at once would then each be answered within `seconds_ahead`; after an
     answer over that time one fewer is asked for at once, after one fast enough for it one
     more. At most `requests` pages are held beyond the one in use; an error fetching a page is
-    raised where that page would be.
+    raised where that page would be. `progress` (by default over runs) checks each page used,
+    and ends a search that would go on for ever.
     """
 
     def timed(token: str | None, size: int) -> tuple[_Page, float]:
@@ -749,10 +821,12 @@ def _pages_ahead(
         ask(None, size)
         by_time = requests
         seconds_per_run = 0.0
+        progress = progress or _Progress()
         try:
             while pending:
                 asked = pending.popleft()
                 page, seconds = asked.answer.result()
+                progress.check(asked.token, page)
                 runs, token = page.runs, page.token
                 if token is None or (pending and pending[0].token != token):
                     for each in pending:
@@ -850,14 +924,22 @@ def _ordered_map(
 
 
 def _paged(search: Callable[..., Any], **arguments: Any) -> Iterator[Any]:
-    """Every item of an MLflow search, page by page."""
+    """Every item of an MLflow search, page by page; `MalformedAnswer` for a page token given
+    before, which would page round in a circle for ever."""
     token = None
+    given: set[str] = set()
     while True:
         page = search(page_token=token, **arguments)
         yield from page
         token = getattr(page, "token", None)
         if not token:
             return
+        if token in given:
+            raise rest_runs.MalformedAnswer(
+                f"{getattr(search, '__name__', 'a search')} with a next page token it gave "
+                "before: its pages go round in a circle"
+            )
+        given.add(token)
 
 
 def _quote(value: str) -> str:
@@ -902,6 +984,10 @@ def _mlflow_errors(store: TrackingStore, selection: Selection) -> Iterator[None]
     except Exception as error:
         from mlflow.exceptions import MlflowException
 
+        if isinstance(error, rest_runs.MalformedAnswer):
+            if store.kind in ("http", "databricks"):
+                raise StoreError(f"the tracking server {store.display} answered {error}") from None
+            raise StoreError(f"reading {store.display} failed: MLflow answered {error}") from None
         message = first_line(error)
         if isinstance(error, MlflowException):
             code = _error_code(error)

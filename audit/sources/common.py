@@ -1,6 +1,6 @@
-"""What every source does the same way once it has read MLflow's rows: size the next page or
-batch by the last, index the model registry, pick the metrics whose histories a report charts,
-and say in a few words why a request to a server failed."""
+"""What every source does the same way once it has read MLflow's rows: tell a run id, size the
+next page or batch by the last, index the model registry, pick the metrics whose histories a
+report charts, and say in a few words why a request to a server failed."""
 
 from __future__ import annotations
 
@@ -16,12 +16,18 @@ from audit.evidence import RegisteredVersionFacts
 from audit.sources import MAX_CHARTED_METRICS
 
 __all__ = [
+    "RUN_ID",
     "HttpFailure",
     "RegistryIndex",
     "charted_metric_keys",
     "describe_http_failure",
     "runs_that_fit",
 ]
+
+
+#: A run id as MLflow's `_validate_run_id` takes it: its client refuses others before looking
+#: them up.
+RUN_ID = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")
 
 
 def runs_that_fit(budget: int, runs: int, weight: int, largest: int) -> int:

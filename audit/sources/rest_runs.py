@@ -9,6 +9,11 @@ an end time of 0 as None (`RunInfo.from_proto`), a dataset's schema and profile 
 absent (`Dataset.from_proto`), and the latest metrics in the order the server sent them.
 tests/test_server.py checks that every record is the same as through MLflow's entities.
 
+An answer MLflow's protocol does not allow is refused (`MalformedAnswer`), where MLflow's client
+would refuse it too (a field of another type) and where it would lose or misread runs: a run
+without a run id or experiment, with a lifecycle stage other than active or deleted (the audit
+would leave it out), or an unknown status (protobuf reads it as RUNNING).
+
 The request itself goes through mlflow-skinny's `http_request`: its retries, timeouts,
 authentication and TLS settings, and its error for an error response.
 """
@@ -21,6 +26,8 @@ import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
+
+from audit.sources.common import RUN_ID
 
 SEARCH_ENDPOINT = "/api/2.0/mlflow/runs/search"
 
@@ -117,15 +124,33 @@ def search_body(
     return body
 
 
-def runs_of(document: Mapping[str, Any]) -> list[Run]:
-    """The runs of a `runs/search` answer."""
-    return [_run(run) for run in document.get("runs") or ()]
+def runs_of(document: Any) -> list[Run]:
+    """The runs of a `runs/search` answer; `MalformedAnswer` for one MLflow's protocol does not
+    allow."""
+    if not isinstance(document, dict):
+        raise MalformedAnswer(f"{_ENDPOINT} with {_shown(document)}, not a JSON object")
+    runs = document.get("runs")
+    if runs is None:
+        return []
+    if not isinstance(runs, list):
+        raise MalformedAnswer(f"{_ENDPOINT} with runs that are {_shown(runs)}, not a list")
+    found = []
+    for index, run in enumerate(runs):
+        try:
+            found.append(_run(run))
+        except _Malformed as error:
+            raise MalformedAnswer(
+                f"{_ENDPOINT} with a malformed run (number {index + 1} of its page): {error}"
+            ) from None
+    return found
 
 
 def next_token(document: Mapping[str, Any]) -> str | None:
     """The next page's token; None on the last page (MLflow's client reads "" so too)."""
     token = document.get("next_page_token")
-    return str(token) if token else None
+    if token is not None and type(token) is not str:
+        raise MalformedAnswer(f"{_ENDPOINT} with a next page token that is {_shown(token)}")
+    return token or None
 
 
 def offset_token(offset: int) -> str:
@@ -154,55 +179,196 @@ def offset_of(token: str | None) -> int | None:
     return offset
 
 
-def _run(run: Mapping[str, Any]) -> Run:
-    info = run.get("info") or {}
-    data = run.get("data") or {}
-    inputs = run.get("inputs") or {}
-    outputs = run.get("outputs") or {}
-    end_time = int(info.get("end_time") or 0)
-    return Run(
-        info=RunInfo(
-            run_id=info.get("run_id", ""),
-            run_name=info.get("run_name", ""),
-            experiment_id=str(info.get("experiment_id", "")),
-            user_id=info.get("user_id", ""),
-            status=info.get("status", "RUNNING"),
-            start_time=int(info.get("start_time") or 0),
-            end_time=end_time or None,
-            lifecycle_stage=info.get("lifecycle_stage", ""),
-            artifact_uri=info.get("artifact_uri", ""),
-        ),
-        data=RunData(
-            _metric_objs=[
-                Metric(
-                    metric.get("key", ""),
-                    # float() reads protobuf's "NaN", "Infinity" and "-Infinity" too.
-                    float(metric.get("value", 0.0)),
-                    int(metric.get("timestamp") or 0),
-                    int(metric.get("step") or 0),
-                )
-                for metric in data.get("metrics") or ()
-            ],
-            params={p.get("key", ""): p.get("value", "") for p in data.get("params") or ()},
-            tags={t.get("key", ""): t.get("value", "") for t in data.get("tags") or ()},
-        ),
-        inputs=RunInputs([_dataset_input(entry) for entry in inputs.get("dataset_inputs") or ()]),
-        outputs=RunOutputs(
-            [ModelOutput(entry.get("model_id", "")) for entry in outputs.get("model_outputs") or ()]
-        ),
-    )
+class MalformedAnswer(ValueError):
+    """An answer of a tracking server that MLflow's protocol does not allow, which read as
+    MLflow's client reads it would lose or misread runs. The message names the endpoint and
+    says what is wrong ("runs/search with ...")."""
 
 
-def _dataset_input(entry: Mapping[str, Any]) -> DatasetInput:
-    dataset = entry.get("dataset") or {}
+class _Malformed(ValueError):
+    """What is wrong with one run of an answer."""
+
+
+_ENDPOINT = "runs/search"
+#: RunInfo.lifecycle_stage: MLflow's LifecycleStage; a run of another stage would be left out.
+_STAGES = frozenset({"active", "deleted"})
+#: RunStatus; protobuf would read another name as RUNNING, its default.
+_STATUSES = frozenset({"RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"})
+#: protobuf's JSON spelling of the doubles JSON has no number for.
+_SPECIAL_FLOATS = frozenset({"NaN", "Infinity", "-Infinity"})
+
+
+def _run(run: Any) -> Run:
+    """A run, with the defaults protobuf gives a field left out (or null), and each field of
+    the type MLflow's protocol gives it, else `_Malformed`."""
+    run = _object(run, "the run")
+    info = _object(run.get("info"), "info")
+    data = _object(run.get("data"), "data")
+    inputs = _object(run.get("inputs"), "inputs")
+    outputs = _object(run.get("outputs"), "outputs")
+    run_id = info.get("run_id")
+    if type(run_id) is not str or not RUN_ID.fullmatch(run_id):
+        raise _Malformed(f"its run_id is {_shown(run_id)}, not a run id")
+    stage = info.get("lifecycle_stage")
+    if stage is None:
+        raise _Malformed(f"run {run_id} has no lifecycle_stage")
+    if type(stage) is not str or stage not in _STAGES:
+        raise _Malformed(
+            f"run {run_id}'s lifecycle_stage is {_shown(stage)}, neither active nor deleted"
+        )
+    experiment_id = info.get("experiment_id")
+    if type(experiment_id) is not str or not experiment_id:
+        shown = "missing" if experiment_id == "" else _shown(experiment_id)
+        raise _Malformed(f"run {run_id}'s experiment_id is {shown}")
+    status = info.get("status")
+    if status is None:
+        status = "RUNNING"
+    elif type(status) is not str or status not in _STATUSES:
+        raise _Malformed(f"run {run_id}'s status is {_shown(status)}")
+    try:
+        end_time = _integer(info.get("end_time"), "end_time")
+        return Run(
+            info=RunInfo(
+                run_id=run_id,
+                run_name=_text(info.get("run_name"), "run_name"),
+                experiment_id=experiment_id,
+                user_id=_text(info.get("user_id"), "user_id"),
+                status=status,
+                start_time=_integer(info.get("start_time"), "start_time"),
+                end_time=end_time or None,
+                lifecycle_stage=stage,
+                artifact_uri=_text(info.get("artifact_uri"), "artifact_uri"),
+            ),
+            data=RunData(
+                _metric_objs=[_metric(metric) for metric in _list(data.get("metrics"), "metrics")],
+                params=_pairs(data.get("params"), "params"),
+                tags=_pairs(data.get("tags"), "tags"),
+            ),
+            inputs=RunInputs(
+                [_dataset_input(e) for e in _list(inputs.get("dataset_inputs"), "dataset_inputs")]
+            ),
+            outputs=RunOutputs(
+                [
+                    ModelOutput(_text(_object(e, "a model output").get("model_id"), "model_id"))
+                    for e in _list(outputs.get("model_outputs"), "model_outputs")
+                ]
+            ),
+        )
+    except _Malformed as error:
+        raise _Malformed(f"run {run_id}'s {error}") from None
+
+
+def _dataset_input(entry: Any) -> DatasetInput:
+    entry = _object(entry, "a dataset input")
+    dataset = _object(entry.get("dataset"), "a dataset")
     return DatasetInput(
         Dataset(
-            name=dataset.get("name", ""),
-            digest=dataset.get("digest", ""),
-            source_type=dataset.get("source_type", ""),
-            source=dataset.get("source", ""),
-            schema=dataset.get("schema"),
-            profile=dataset.get("profile"),
+            name=_text(dataset.get("name"), "dataset name"),
+            digest=_text(dataset.get("digest"), "dataset digest"),
+            source_type=_text(dataset.get("source_type"), "dataset source_type"),
+            source=_text(dataset.get("source"), "dataset source"),
+            schema=_optional_text(dataset.get("schema"), "dataset schema"),
+            profile=_optional_text(dataset.get("profile"), "dataset profile"),
         ),
-        [InputTag(tag.get("key", ""), tag.get("value", "")) for tag in entry.get("tags") or ()],
+        [
+            InputTag(key, value)
+            for key, value in _pairs(entry.get("tags"), "dataset input tags").items()
+        ],
     )
+
+
+def _metric(metric: Any) -> Metric:
+    metric = _object(metric, "a metric")
+    key, value = metric.get("key"), metric.get("value")
+    timestamp, step = metric.get("timestamp"), metric.get("step")
+    if type(key) is str and type(value) is float and type(timestamp) is int and type(step) is int:
+        return Metric(key, value, timestamp, step)  # as MLflow's server writes them
+    if value is None:
+        number = 0.0
+    elif type(value) in (float, int) or (type(value) is str and value in _SPECIAL_FLOATS):
+        number = float(value)
+    else:
+        raise _Malformed(f"metric value is {_shown(value)}, not a number")
+    return Metric(
+        _text(key, "metric key"),
+        number,
+        _integer(timestamp, "metric timestamp"),
+        _integer(step, "metric step"),
+    )
+
+
+def _pairs(entries: Any, what: str) -> dict[str, str]:
+    """Params or tags: `{"key": ..., "value": ...}` objects, in order (the last of a key wins,
+    as in MLflow's entities)."""
+    pairs = {}
+    for entry in _list(entries, what):
+        if type(entry) is not dict:
+            raise _Malformed(f"{what} hold {_shown(entry)}, not a key and value")
+        key = entry.get("key", "")
+        value = entry.get("value", "")
+        if type(key) is not str or type(value) is not str:
+            # null is protobuf's default, ""; anything else is not a string.
+            key = "" if key is None else key
+            value = "" if value is None else value
+            if type(key) is not str:
+                raise _Malformed(f"{what} hold a key that is {_shown(key)}, not a string")
+            if type(value) is not str:
+                raise _Malformed(
+                    f"{what} hold {_shown(key)} with a value that is {_shown(value)}, not a string"
+                )
+        pairs[key] = value
+    return pairs
+
+
+def _object(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if type(value) is not dict:
+        raise _Malformed(f"{what} is {_shown(value)}, not an object")
+    return value
+
+
+def _list(value: Any, what: str) -> list[Any]:
+    if value is None:
+        return []
+    if type(value) is not list:
+        raise _Malformed(f"{what} are {_shown(value)}, not a list")
+    return value
+
+
+def _text(value: Any, what: str) -> str:
+    if value is None:
+        return ""
+    if type(value) is not str:
+        raise _Malformed(f"{what} is {_shown(value)}, not a string")
+    return value
+
+
+def _optional_text(value: Any, what: str) -> str | None:
+    return None if value is None else _text(value, what)
+
+
+def _integer(value: Any, what: str) -> int:
+    """An int64: a JSON integer, or a string of one (protobuf's JSON spells int64 so)."""
+    if value is None:
+        return 0
+    if type(value) is int:
+        return value
+    if type(value) is str and value.removeprefix("-").isdigit() and value.isascii():
+        return int(value)
+    raise _Malformed(f"{what} is {_shown(value)}, not an integer")
+
+
+def _shown(value: Any) -> str:
+    """A value of an answer in a message: its JSON type, and a short excerpt of a string."""
+    if value is None:
+        return "missing"
+    if type(value) is str:
+        return repr(value[:40] + ("..." if len(value) > 40 else ""))
+    return {
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        list: "a list",
+        dict: "an object",
+    }.get(type(value), type(value).__name__)

@@ -69,39 +69,11 @@ from audit.sources.artifacts import (
     is_local,
     read_run_files,
 )
-from audit.sources.common import RegistryIndex, charted_metric_keys, runs_that_fit
-from audit.sources.store import (
-    TrackingStore,
-    installed_schema_revision,
-    read_schema_revision,
-)
+from audit.sources.common import RUN_ID, RegistryIndex, charted_metric_keys, runs_that_fit
+from audit.sources.revisions import KNOWN_REVISIONS, SCHEMA_REVISION
+from audit.sources.store import TrackingStore, installed_schema_revision, read_sqlite_revision
 
 __all__ = ["KNOWN_REVISIONS", "SCHEMA_REVISION", "SqlSource", "check_sql_usable"]
-
-#: The newest MLflow schema revision (alembic head of MLflow 3.17) whose tables these queries
-#: were checked against. `open_source` uses this source only when the installed MLflow writes
-#: this revision, so that an MLflow upgrade falls back to the client source instead of reading a
-#: changed schema; tests/test_sql_source.py fails when the installed MLflow moves on, to have it
-#: checked again. The stores read may be at this revision or any older one of KNOWN_REVISIONS.
-SCHEMA_REVISION = "dc11669786a5"
-
-#: The schema revisions MLflow 2.9 (acf3f17fdcc7) to SCHEMA_REVISION write, oldest first (the
-#: alembic chain of MLflow's migrations; tests/test_old_stores.py checks it against the installed
-#: MLflow's). Such a store is read as it is, never migrated: what an older revision lacks (the
-#: logged model tables before MLflow 3.0, the registry's workspace column before 3.10) holds no
-#: data, and the client reads none from it after migrating either. A store at a revision outside
-#: this list is read only when it has every table and column this source reads.
-KNOWN_REVISIONS = (
-    "acf3f17fdcc7", "867495a8f9d4", "5b0e9adcef9c", "4465047574b1", "f5a4f2784254",
-    "0584bdc529eb", "400f98739977", "6953534de441", "bda7b8c39065", "cbc13b556ace",
-    "770bee3ae1dd", "a1b2c3d4e5f6", "de4033877273", "1a0cddfcaa16", "534353b11cbc",
-    "71994744cf8e", "3da73c924c2f", "bf29a5ff90ea", "1bd49d398cd23", "b7c8d9e0f1a2",
-    "5d2d30f0abce", "c9d4e5f6a7b8", "2c33131f4dae", "d3e4f5a6b7c8", "d0e1f2a3b4c5",
-    "c8d9e0f1a2b3", "1b5f0d9ad7c1", "e1f2a3b4c5d6", "76601a5f987d", "c3d6457b6d8a",
-    "a5b4c3d2e1f0", "ae8bbe7743c9", "7d34483879f0", "da6fb0208061", "89d3d66ed43f",
-    "b7e4c1a90f23", "a8b9c0d1e2f3", "c1d2e3f4a5b6", "c3d9e7f1a2b4", "6f8d9c3b2a1e",
-    "1971f2d9a75b", "17e22815139b", "b7e2c1a4d9f3", "75868b020152", SCHEMA_REVISION,
-)  # fmt: skip
 
 #: Table -> the columns this source reads, always needed.
 _CORE: dict[str, tuple[str, ...]] = {
@@ -174,8 +146,6 @@ _DELETED_VERSION = "Deleted_Internal"
 #: The stages `get_latest_versions` looks at (model_version_stages.ALL_STAGES).
 _STAGES = ("None", "Staging", "Production", "Archived")
 _LOGGED_MODEL_STATUS = {0: "UNSPECIFIED", 1: "PENDING", 2: "READY", 3: "FAILED"}
-# MLflow's `_validate_run_id`: the client refuses other ids before looking them up.
-_RUN_ID = re.compile(r"^[a-zA-Z0-9][\w\-]{0,255}$")
 
 _RUN_COLUMNS = (
     "run_uuid, name, experiment_id, user_id, status, start_time, end_time, lifecycle_stage, "
@@ -235,10 +205,14 @@ class _Database:
     placeholder is `%s`, they are rewritten here (no query of this module has a `?` or `%` in a
     literal, and `%` is escaped all the same)."""
 
-    def __init__(self, connection: Any, dialect: str, revision: str | None) -> None:
+    def __init__(
+        self, connection: Any, dialect: str, revision: str | None, *, wal: bool = False
+    ) -> None:
         self.connection = connection
         self.dialect = dialect
         self.revision = revision
+        #: SQLite in WAL mode, whose snapshot no other connection can share.
+        self.wal = wal
         # MLflow's search puts runs without a start time last (a CASE on IS NULL, on every
         # database); SQLite sorts NULL lowest, so a descending order does too, PostgreSQL highest.
         self.nulls_last = " NULLS LAST" if dialect == "postgresql" else ""
@@ -267,6 +241,15 @@ class _Database:
                 row[1] for row in self.execute("SELECT * FROM pragma_table_info(?)", (table,))
             }
         return columns
+
+    @property
+    def snapshot_shared_with_workers(self) -> bool:
+        """Whether worker processes, each on a connection of its own, read the store as this
+        connection's transaction does: on PostgreSQL by its exported snapshot; on SQLite in a
+        rollback journal mode because that transaction's shared lock keeps every writer out
+        until it ends. Not on SQLite in WAL mode, where writers go on and a new connection reads
+        what they committed (SQLite's snapshot functions are not in Python's sqlite3)."""
+        return not self.wal
 
     def export_snapshot(self) -> str | None:
         """PostgreSQL: the id of this transaction's snapshot, which other sessions can read
@@ -298,18 +281,33 @@ def _connect(store: TrackingStore) -> _Database:
     if store.dialect == "postgresql":
         return _connect_postgresql(store)
     assert store.path is not None
-    # Read before connecting: it names a file that is not an MLflow database as such.
-    revision = read_schema_revision(store)
     # mode=ro: SQLite itself refuses every write; query_only in case a future SQLite build
     # ignored the URI parameter. The source is a generator that a caller may resume from
-    # another thread, never from two at once.
+    # another thread, never from two at once. No transactions begun by the sqlite3 module:
+    # the one read transaction below is the connection's only one.
     db = sqlite3.connect(
-        f"file:{quote(str(store.path))}?mode=ro", uri=True, check_same_thread=False
+        f"file:{quote(str(store.path))}?mode=ro",
+        uri=True,
+        check_same_thread=False,
+        isolation_level=None,
     )
-    db.execute("PRAGMA query_only = ON")
-    # MLflow's SQL store sets it: `--filter "... LIKE ..."` is case-sensitive (ILIKE is not).
-    db.execute("PRAGMA case_sensitive_like = ON")
-    return _Database(db, "sqlite", revision)
+    try:
+        db.execute("PRAGMA query_only = ON")
+        # MLflow's SQL store sets it: `--filter "... LIKE ..."` is case-sensitive (ILIKE is not).
+        db.execute("PRAGMA case_sensitive_like = ON")
+        # Every query of the audit in one read transaction, as on PostgreSQL: each reads the
+        # store as it was at the first (a snapshot), so that a run deleted meanwhile (`mlflow
+        # gc`) is read whole or not at all, never as a run without its params, tags and
+        # metrics. In WAL mode writers go on meanwhile; in a rollback journal mode (MLflow's
+        # default) the transaction's shared lock keeps them waiting until the audit ends.
+        db.execute("BEGIN")
+        # The first read: names a file that is not an MLflow database as such.
+        revision = read_sqlite_revision(db, store)
+        (journal_mode,) = db.execute("PRAGMA journal_mode").fetchone()
+    except BaseException:
+        db.close()
+        raise
+    return _Database(db, "sqlite", revision, wal=str(journal_mode).lower() == "wal")
 
 
 def _connect_postgresql(store: TrackingStore) -> _Database:
@@ -530,7 +528,7 @@ class SqlSource:
                         break
                     seen.add(item.run.run_id)
                     fresh.append(item)
-                if workers is None and self._worth_workers(len(fresh)):
+                if workers is None and self._worth_workers(db, len(fresh)):
                     workers = stack.enter_context(
                         _Workers(self.store, self.workers, db.export_snapshot(), finish)
                     )
@@ -545,9 +543,10 @@ class SqlSource:
                 if limit is not None and emitted >= limit:
                     return
 
-    def _worth_workers(self, runs: int) -> bool:
+    def _worth_workers(self, db: _Database, runs: int) -> bool:
         return (
             self.workers > 1
+            and db.snapshot_shared_with_workers
             and runs >= _PARALLEL_MIN_RUNS
             and sys.platform.startswith("linux")  # fork: workers start in milliseconds
         )
@@ -572,7 +571,7 @@ class SqlSource:
 
     def _get_run(self, db: _Database, run_id: str) -> _Run:
         row = None
-        if _RUN_ID.match(run_id):
+        if RUN_ID.match(run_id):
             row = db.execute(
                 f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_uuid = ?", (run_id,)
             ).fetchone()

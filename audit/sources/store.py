@@ -18,6 +18,7 @@ from typing import Literal
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from audit.errors import StoreError, first_line
+from audit.sources.revisions import SCHEMA_REVISION
 
 StoreKind = Literal["sqlite", "database", "file", "http", "databricks", "other"]
 
@@ -197,21 +198,32 @@ def read_schema_revision(store: TrackingStore) -> str | None:
         assert store.path is not None
         try:
             connection = sqlite3.connect(f"file:{quote(str(store.path))}?mode=ro", uri=True)
-            try:
-                row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
-            finally:
-                connection.close()
         except sqlite3.DatabaseError as error:
-            message = str(error)
-            if "no such table" in message:
-                raise StoreError(f"{store.display} is not an MLflow tracking database") from None
-            raise StoreError(
-                f"{store.display} is not a readable SQLite database: {message}"
-            ) from None
-        return None if row is None else str(row[0])
+            raise _unreadable_sqlite(store, error) from None
+        try:
+            return read_sqlite_revision(connection, store)
+        finally:
+            connection.close()
     if store.kind == "database":
         return _read_database_revision(store)
     return None
+
+
+def read_sqlite_revision(connection: sqlite3.Connection, store: TrackingStore) -> str | None:
+    """The alembic revision of a SQLite store, read on a connection to it (the SQL source's, in
+    its read transaction)."""
+    try:
+        row = connection.execute("SELECT version_num FROM alembic_version").fetchone()
+    except sqlite3.DatabaseError as error:
+        raise _unreadable_sqlite(store, error) from None
+    return None if row is None else str(row[0])
+
+
+def _unreadable_sqlite(store: TrackingStore, error: sqlite3.DatabaseError) -> StoreError:
+    message = str(error)
+    if "no such table" in message:
+        return StoreError(f"{store.display} is not an MLflow tracking database")
+    return StoreError(f"{store.display} is not a readable SQLite database: {message}")
 
 
 def _read_database_revision(store: TrackingStore) -> str | None:
@@ -292,8 +304,6 @@ def installed_schema_revision() -> str:
     it keeps reading stores (checking each one's tables itself) after an MLflow release whose
     migrations, which mlflow-skinny ships too, name a newer revision."""
     if not mlflow_opens_sql_stores():
-        from audit.sources.sql import SCHEMA_REVISION
-
         return SCHEMA_REVISION
     versions = _migrations_folder()
     head = _single_head(versions) if versions is not None else None
