@@ -15,6 +15,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from types import GeneratorType
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+from urllib.parse import urlsplit
 
 from audit.errors import AuditError, SelectionError, StoreError, first_line
 from audit.evidence import (
@@ -195,11 +196,15 @@ class ClientSource:
         check_schema_revision(self.store)
         from mlflow.tracking import MlflowClient
 
-        client = MlflowClient(
-            tracking_uri=self.store.client_uri, registry_uri=self.store.client_uri
-        )
+        # Databricks: MLflow's own choice of registry (Unity Catalog since MLflow 3, or
+        # MLFLOW_REGISTRY_URI); elsewhere the registry is the tracking store's.
+        registry = None if self.store.kind == "databricks" else self.store.client_uri
+        client = MlflowClient(tracking_uri=self.store.client_uri, registry_uri=registry)
         # The first call doubles as the reachability check for servers.
-        client.search_experiments(max_results=1)
+        if self.store.kind == "databricks":
+            _within_deadline(lambda: client.search_experiments(max_results=1), self.store)
+        else:
+            client.search_experiments(max_results=1)
         return client
 
     # ----------------------------------------------------------------------- selection
@@ -881,6 +886,32 @@ class _Asked(NamedTuple):
     answer: Future[tuple[_Page, float]]
 
 
+def _within_deadline(call: Callable[[], object], store: TrackingStore) -> None:
+    """`call`, given as long as three requests may take. The Databricks SDK, which MLflow asks
+    for the workspace's credentials, retries an unreachable host for 5 minutes whatever
+    MLFLOW_HTTP_REQUEST_* say; past the deadline the audit stops (the thread is a daemon)."""
+    deadline = 3 * _request_timeout() + 5
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            call()
+            outcome.append(None)
+        except BaseException as error:  # re-raised below, in the audit's thread
+            outcome.append(error)
+
+    worker = threading.Thread(target=run, name="databricks-sign-in", daemon=True)
+    worker.start()
+    worker.join(deadline)
+    if not outcome:
+        raise StoreError(
+            f"cannot reach Databricks ({store.display}): no answer within {deadline:g} s "
+            "(--timeout sets the seconds per request)"
+        )
+    if outcome[0] is not None:
+        raise outcome[0]
+
+
 def _request_timeout() -> float:
     """Seconds a request may wait for the server, as MLflow's HTTP helpers read them."""
     try:
@@ -997,6 +1028,8 @@ def _mlflow_errors(store: TrackingStore, selection: Selection) -> Iterator[None]
                 and ("filter" in message.lower() or "invalid" in message.lower())
             ):
                 raise SelectionError(f"invalid --filter {selection.filter!r}: {message}") from None
+        if store.kind == "databricks" and "credential" in message.lower():
+            raise StoreError(_databricks_sign_in(store)) from None
         failure = describe_http_failure(error) if store.kind in ("http", "databricks") else None
         if failure is not None:
             where = f" ({failure.endpoint})" if failure.endpoint else ""
@@ -1008,3 +1041,15 @@ def _mlflow_errors(store: TrackingStore, selection: Selection) -> Iterator[None]
                 f"the tracking server {store.display} failed{where}: {failure.reason}"
             ) from None
         raise StoreError(f"reading {store.display} failed: {message}") from None
+
+
+def _databricks_sign_in(store: TrackingStore) -> str:
+    """What a Databricks tracking URI needs, when MLflow found no credentials for it."""
+    profile = urlsplit(store.client_uri).netloc.partition(":")[0].rpartition("@")[2]
+    where = f"profile {profile!r} in" if profile else "a DEFAULT profile in"
+    login = f" --profile {profile}" if profile else ""
+    return (
+        f"cannot sign in to Databricks ({store.display}): no credentials found; set "
+        f"DATABRICKS_HOST and DATABRICKS_TOKEN, or add {where} ~/.databrickscfg "
+        f"(databricks auth login{login})"
+    )

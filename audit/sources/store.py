@@ -115,11 +115,28 @@ def default_store(cwd: Path | None = None) -> tuple[str, str]:
     )
 
 
+#: Unity Catalog's model registry: MLflow's registry URIs, never a tracking store.
+_REGISTRY_ONLY_SCHEMES = ("databricks-uc", "uc")
+# "scheme:" as RFC 3986 spells it; a single letter is a Windows drive (C:\mlruns).
+_SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]+):")
+
+
 def resolve_store(tracking_uri: str | None = None) -> TrackingStore:
     """Resolve `--tracking-uri`, else MLFLOW_TRACKING_URI, else MLflow's default, and check it."""
     uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
-    scheme = urlsplit(uri).scheme.lower() if "://" in uri or uri.startswith("file:") else ""
+    if uri.lower() in ("databricks", *_REGISTRY_ONLY_SCHEMES):  # MLflow's bare spellings
+        uri = uri.lower()
+        scheme = uri
+    else:
+        found = _SCHEME.match(uri)
+        scheme = found.group(1).lower() if found else ""
     base_scheme = scheme.split("+", 1)[0]
+    if base_scheme in _REGISTRY_ONLY_SCHEMES:
+        raise StoreError(
+            f"{redact_uri(uri)} is Unity Catalog's model registry, not a tracking store: use "
+            "--tracking-uri databricks (or databricks://PROFILE); MLflow reads its registry from "
+            "MLFLOW_REGISTRY_URI"
+        )
     if base_scheme == "sqlite":
         return _sqlite_store(uri)
     if scheme in ("", "file") or re.fullmatch(r"[a-zA-Z]", scheme):  # a plain or Windows path
@@ -226,11 +243,22 @@ def _unreadable_sqlite(store: TrackingStore, error: sqlite3.DatabaseError) -> St
     return StoreError(f"{store.display} is not a readable SQLite database: {message}")
 
 
+#: The package that installs each database driver SQLAlchemy imports, where the names differ.
+_DRIVER_PACKAGES = {"MySQLdb": "mysqlclient", "psycopg2": "psycopg2-binary"}
+
+
 def _read_database_revision(store: TrackingStore) -> str | None:
     import sqlalchemy
 
     try:
         engine = sqlalchemy.create_engine(store.uri, pool_pre_ping=False)
+    except ModuleNotFoundError as error:
+        driver = error.name or "its driver"
+        package = _DRIVER_PACKAGES.get(driver, driver)
+        raise StoreError(
+            f"cannot open {store.display}: SQLAlchemy's driver for it is not installed "
+            f"(pip install {package})"
+        ) from None
     except Exception as error:
         raise StoreError(f"cannot open {store.display}: {first_line(error)}") from None
     try:
