@@ -8,7 +8,6 @@ result.exit_code, result.summary(), result.runs[0].findings
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import gc
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -28,7 +27,7 @@ from audit.sources import (
     open_source,
     resolve_store,
 )
-from audit.sources.locations import allowed_prefixes
+from audit.sources.locations import allowing
 from audit.waivers import WaiverSet, load_waivers
 
 if TYPE_CHECKING:
@@ -140,9 +139,7 @@ def _evaluate_selected(
 def _store(
     tracking_uri: str | None, allow_artifact_locations: str | Iterable[str] | None
 ) -> TrackingStore:
-    store = resolve_store(tracking_uri)
-    allowed = allowed_prefixes(_names(allow_artifact_locations))
-    return dataclasses.replace(store, artifact_locations=allowed) if allowed else store
+    return allowing(resolve_store(tracking_uri), _names(allow_artifact_locations))
 
 
 def _keeping(runs: Iterable[EvaluatedRun], kept: list[CollectedRun]) -> Iterator[EvaluatedRun]:

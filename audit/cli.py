@@ -269,7 +269,7 @@ def build_parser() -> argparse.ArgumentParser:
             "holding an in-toto Statement v1, signs the SHA-256 of every file with what was "
             "audited (store, policy, runs and their evidence digests). Nothing is written to "
             "MLflow unless --log-to-mlflow is given. Needs pyHanko: pip install "
-            "'mlflow-audit[sign]'."
+            "'mlflow-audit[sign]' (from a checkout: pip install '.[sign]')."
         ),
         epilog=_SIGN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -283,6 +283,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--tracking-uri",
         metavar="URI",
         help="with --log-to-mlflow: the store to write to (default: the one result.json names)",
+    )
+    sign.add_argument(
+        "--allow-artifact-location",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="with --log-to-mlflow: also upload to runs whose artifacts are under this remote "
+        "location, as check reads them (repeatable)",
     )
 
     verify = commands.add_parser(
@@ -324,6 +332,14 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("auto", "sql", "client"),
         default="auto",
         help="with --against-store: how to read the store (as for check)",
+    )
+    verify.add_argument(
+        "--allow-artifact-location",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="with --against-store: also read artifacts under this remote location, as for "
+        "check (repeatable; give the ones the signed audit was allowed)",
     )
     verify.add_argument(
         "-f", "--format", choices=("text", "json"), default="text", help="text (default) or json"
@@ -831,8 +847,13 @@ def _tell_signed(
         from audit.signing.bundle import store_uri
         from audit.signing.publish import log_to_mlflow
         from audit.sources import resolve_store
+        from audit.sources.locations import allowing
 
-        store = resolve_store(tracking_uri or store_uri(bundle.result.get("store")))
+        # Uploads go where an audit would read: the run's author chose its artifact location.
+        store = allowing(
+            resolve_store(tracking_uri or store_uri(bundle.result.get("store"))),
+            args.allow_artifact_location,
+        )
         progress = _Progress(sys.stderr)
         written = log_to_mlflow(store, bundle, progress.update)
         progress.done()
@@ -925,6 +946,7 @@ def _run_verify(args: argparse.Namespace) -> int:
         tracking_uri=args.tracking_uri,
         source=args.source,
         on_run=progress.update,
+        allow_artifact_locations=args.allow_artifact_location,
     )
     progress.done()
     if args.format == "json":

@@ -309,3 +309,16 @@ def probe_cli(
     assert parts[:1] == ["LOADED"], done.stderr
     loaded = () if parts[1] == "-" else tuple(parts[1].split(","))
     return Probe(done.stdout, "\n".join(err), loaded, int(parts[3]))
+
+
+def unwrapped(text: str) -> str:
+    """`verify`'s text output with each wrapped line whole again, after checking that every
+    line fits 100 columns: continuation lines (indented by 6) joined to the line above."""
+    lines: list[str] = []
+    for line in text.splitlines():
+        assert len(line) <= 100, line
+        if line.startswith("      ") and lines:
+            lines[-1] += " " + line.strip()
+        else:
+            lines.append(line)
+    return "\n".join(lines) + ("\n" if text.endswith("\n") else "")

@@ -260,6 +260,53 @@ def test_an_allowed_location_from_the_environment_or_the_file(
     assert fresh.received
 
 
+def _mlflow_audit(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "audit", *args],
+        capture_output=True, text=True, cwd=cwd, timeout=TIMEOUT,
+        env={**stores.environment(), **CREDENTIALS["token"], "KEY_PASS": "correct horse",
+             "NETRC": str(cwd / "no-netrc")},
+    )  # fmt: skip
+
+
+def test_signed_documents_are_uploaded_and_verified_only_where_the_audit_reads(
+    local_store: LocalStore, fresh: Recorder, tmp_path: Path
+) -> None:
+    made = _mlflow_audit("keygen", "--subject", "CN=Auditor", "--out", str(tmp_path / "keys"),
+                         "--passphrase-env", "KEY_PASS", cwd=tmp_path)  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    sign = ("--sign", str(tmp_path / "keys" / "signer.p12"), "--passphrase-env", "KEY_PASS")
+    selection = ("--tracking-uri", local_store.uri, "--run-id", local_store.pointed_away)
+    database = Path(local_store.uri.removeprefix("sqlite:///")).read_bytes()
+    # --log-to-mlflow would upload to the run author's location: refused before any write.
+    done = _mlflow_audit("report", *selection, "--no-pdf", "--out", str(tmp_path / "refused"),
+                         *sign, "--log-to-mlflow", cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        f"mlflow-audit: error: will not upload the signed bundle to run {local_store.pointed_away}"
+        f": artifact location {fresh.uri}{ARTIFACTS_API}/elsewhere/{local_store.pointed_away}"
+        "/artifacts is remote (the tracking store is local) and not allowed by "
+        "--allow-artifact-location"
+    ]
+    assert fresh.received == []
+    assert Path(local_store.uri.removeprefix("sqlite:///")).read_bytes() == database
+    # Audited with the location allowed, verified again with it: unchanged; without it, the
+    # evidence cannot be read as it was signed.
+    allow = ("--allow-artifact-location", f"{fresh.uri}/")
+    folder = tmp_path / "signed"
+    done = _mlflow_audit("report", *selection, *allow, "--no-pdf", "--out", str(folder), *sign,
+                         cwd=tmp_path)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    verify = ("verify", str(folder), "--cert", str(tmp_path / "keys" / "signer.pem"),
+              "--against-store")  # fmt: skip
+    done = _mlflow_audit(*verify, *allow, cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "OK: 1 run unchanged" in done.stdout
+    done = _mlflow_audit(*verify, cwd=tmp_path)
+    assert done.returncode == 1
+    assert f"CHANGED  run {local_store.pointed_away} (pointed-away)" in done.stdout
+
+
 def test_a_prefix_without_a_scheme_is_exit_2(local_store: LocalStore) -> None:
     done = subprocess.run(
         [sys.executable, "-m", "audit", "check", "--no-config", "--tracking-uri",

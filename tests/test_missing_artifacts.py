@@ -242,3 +242,45 @@ def test_the_folders_are_back(store: ArtifactStore) -> None:
     found = records(store)
     assert all(notes(record) == [] for record in found.values())
     assert found["complete"]["environment"]["requirements"] is not None
+
+
+@pytest.mark.parametrize("artifact_path", ["../../../../../../etc", "model/../../..", "a#b"])
+def test_a_model_path_that_leaves_the_artifact_folder_is_that_runs_unreadable_evidence(
+    store: ArtifactStore, tmp_path: Path, artifact_path: str
+) -> None:
+    """The history tag is the run author's to write: a path out of the run's folder is never
+    read, and makes that run's evidence unreadable, not every audit of the store fail."""
+    import shutil
+    import sqlite3
+
+    copy = tmp_path / "store"
+    shutil.copytree(store.directory, copy, ignore=shutil.ignore_patterns("work"))
+    legacy = store.run_ids["legacy-2x-layout"]
+    with contextlib.closing(sqlite3.connect(copy / "mlflow.db")) as connection, connection:
+        (value,) = connection.execute(
+            "SELECT value FROM tags WHERE run_uuid = ? AND key = 'mlflow.log-model.history'",
+            (legacy,),
+        ).fetchone()
+        history = json.loads(value)
+        history[0]["artifact_path"] = artifact_path
+        connection.execute(
+            "UPDATE tags SET value = ? WHERE run_uuid = ? AND key = 'mlflow.log-model.history'",
+            (json.dumps(history), legacy),
+        )
+    # The artifact locations in the copy still name the original folders, which stay put.
+    moved_store = ArtifactStore(
+        f"sqlite:///{copy / 'mlflow.db'}", copy, copy / "mlflow.db", store.root, store.run_ids,
+        store.model_id,
+    )  # fmt: skip
+    found = records(moved_store)
+    (note,) = notes(found["legacy-2x-layout"])
+    assert note.endswith(
+        "is unreadable: its path is not a plain path within the artifact folder; not read"
+    )
+    assert notes(found["complete"]) == []
+    done = subprocess.run(
+        [sys.executable, "-m", "audit", "check", "--no-config", "-q",
+         "--tracking-uri", moved_store.uri],
+        capture_output=True, text=True, cwd=tmp_path, env=stores.environment(), timeout=TIMEOUT,
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr  # the audit completed; the gap is the run's

@@ -314,6 +314,6 @@ def test_signing_without_pyhanko_is_one_line_naming_the_extra(
         assert done.code == 2 and done.out == ""
         assert done.err.strip() == (
             "mlflow-audit: error: signing and verifying need pyHanko: "
-            "pip install 'mlflow-audit[sign]'"
+            "pip install 'mlflow-audit[sign]' (from a checkout: pip install '.[sign]')"
         )
     assert not (tmp_path / "reports").exists()

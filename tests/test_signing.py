@@ -143,7 +143,8 @@ def bundle(signed: Path, tmp_path: Path) -> Path:
 
 def _verify(main, path: Path, *certs: Path, extra: tuple[str, ...] = ()) -> tuple[int, str, str]:
     cert_args = [arg for cert in certs for arg in ("--cert", str(cert))]
-    return main("verify", str(path), *cert_args, *extra)  # type: ignore[no-any-return]
+    code, out, err = main("verify", str(path), *cert_args, *extra)
+    return code, stores.unwrapped(out), err
 
 
 def _envelope(folder: Path) -> dict[str, Any]:

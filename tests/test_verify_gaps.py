@@ -101,7 +101,8 @@ def bundle(signed: Path, tmp_path: Path) -> Path:
 
 
 def _verify(main: Main, folder: Path, cert: Path, *extra: str) -> tuple[int, str, str]:
-    return main("verify", str(folder), "--cert", str(cert), *extra)  # type: ignore[no-any-return]
+    code, out, err = main("verify", str(folder), "--cert", str(cert), *extra)
+    return code, stores.unwrapped(out), err
 
 
 # --------------------------------------------------------------------------- hidden files
@@ -330,4 +331,31 @@ def test_what_sign_accepts_verify_accepts(
     assert code == 0, err
     # Co-signed: each PDF's first signature is Jane Doe's, so her certificate is given too.
     code, out, _ = main("verify", str(bundle), "--cert", str(trusted), "--cert", str(keys.pem))
+    out = stores.unwrapped(out)
     assert code == 0, out
+
+
+# --------------------------------------------------------------------------- the text output
+
+
+def test_verify_text_wraps_within_100_columns_and_stays_inert() -> None:
+    from audit.signing.verify import Problem, RunDrift, Verification, describe
+
+    long_reason = "the signature does not verify: " + "the signer's certificate chain " * 6
+    hostile = "run ::error::pwned\n::add-mask::x \x1b[8mhidden " + "::warning::y " * 10
+    outcome = Verification(
+        Path("docs/audit"),
+        signer="Jane\n::error::Doe \x1b[8m",
+        problems=(Problem("complete.pdf", long_reason), Problem(hostile, "not signed")),
+        drift=(RunDrift("a" * 32, hostile, ("param lr: '0.1' -> " + "'edited' " * 12,)),),
+        store="sqlite:///mlflow.db",
+    )
+    text = describe(outcome)
+    lines = text.splitlines()
+    assert max(len(line) for line in lines) <= 100
+    assert not [line for line in lines if line.lstrip().startswith("::")]
+    assert "\x1b" not in text and "##[" not in text
+    whole = stores.unwrapped(text)
+    assert f"FAIL  complete.pdf: {long_reason.strip()}" in whole
+    assert "Signed by Jane\\n::error::Doe \\x1b[8m" in whole  # one line: inert
+    assert whole.splitlines()[-1] == "INVALID: 2 problems, 1 run changed in sqlite:///mlflow.db"

@@ -43,6 +43,29 @@ def safe_line(text: str) -> str:
     return visible(text.replace("\n", "\\n")).replace("##[", "\\x23#[")
 
 
+# A word that starts like a workflow command: it may become the start of a wrapped line.
+_COMMAND_AT_WORD = re.compile(r"(?<=\s)::")
+
+
+def safe_wrapped(text: str, width: int = 100, hang: int = 6) -> list[str]:
+    """`safe_line`, wrapped at `width` with continuation lines indented by `hang`. GitHub
+    Actions reads a workflow command after leading spaces too, so a continuation line never
+    starts with ``::``."""
+    import textwrap
+
+    lines = textwrap.wrap(
+        _COMMAND_AT_WORD.sub(r"\\x3a:", safe_line(text)),
+        width=width,
+        subsequent_indent=" " * hang,
+        break_long_words=True,
+        break_on_hyphens=False,
+    ) or [""]
+    return [lines[0]] + [
+        line.replace("::", "\\x3a:", 1) if line.lstrip().startswith("::") else line
+        for line in lines[1:]
+    ]
+
+
 def plural(number: int, noun: str, plural_form: str | None = None) -> str:
     return f"{number} {noun if number == 1 else plural_form or noun + 's'}"
 

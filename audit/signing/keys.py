@@ -276,7 +276,8 @@ def require_pyhanko() -> None:
         import pyhanko_certvalidator  # noqa: F401
     except ImportError:
         raise SigningError(
-            "signing and verifying need pyHanko: pip install 'mlflow-audit[sign]'"
+            "signing and verifying need pyHanko: pip install 'mlflow-audit[sign]' "
+            "(from a checkout: pip install '.[sign]')"
         ) from None
 
 

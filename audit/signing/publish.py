@@ -74,6 +74,7 @@ def _log(store: TrackingStore, bundle: SignedBundle, on_run: Callable[[int], Non
     except MlflowException as error:
         raise StoreError(f"cannot open {store.display}: {first_line(error)}") from None
     runs = bundle.result.get("runs") or []
+    _check_destinations(client, store, [str(run.get("run_id")) for run in runs])
     for count, run in enumerate(runs, start=1):
         run_id = str(run.get("run_id"))
         try:
@@ -93,3 +94,23 @@ def _log(store: TrackingStore, bundle: SignedBundle, on_run: Callable[[int], Non
         if on_run:
             on_run(count)
     return len(runs)
+
+
+def _check_destinations(client: Any, store: TrackingStore, run_ids: list[str]) -> None:
+    """Refuse, before writing anything, to upload to an artifact location the audit would not
+    read: MLflow would sign in there with the credentials it holds for it, and the location is
+    the run author's to choose (`audit.sources.locations`)."""
+    from mlflow.exceptions import MlflowException
+
+    from audit.sources.artifacts import is_local
+    from audit.sources.locations import refusal
+
+    for run_id in run_ids:
+        try:
+            location = client.get_run(run_id).info.artifact_uri
+        except MlflowException as error:
+            raise StoreError(
+                f"cannot read run {run_id} in {store.display}: {first_line(error)}"
+            ) from None
+        if location and not is_local(location) and (refused := refusal(store, location)):
+            raise AuditError(f"will not upload the signed bundle to run {run_id}: {refused}")

@@ -17,7 +17,7 @@ from typing import Any
 from cryptography import x509
 
 from audit.errors import AuditError
-from audit.formats.text import safe_line
+from audit.formats.text import safe_wrapped
 from audit.reportfolder import EVIDENCE_FILE
 from audit.signing import dsse
 from audit.signing.keys import colon_fingerprint, common_name, fingerprint, trust_problem
@@ -109,8 +109,13 @@ def verify(
     tracking_uri: str | None = None,
     source: str = "auto",
     on_run: Callable[[int], None] | None = None,
+    allow_artifact_locations: Sequence[str] = (),
 ) -> Verification:
     """Verify a report folder, its envelope, or one file of a signed folder.
+
+    `against_store` collects the signed runs again from `tracking_uri` (default: the store the
+    statement names), reading remote artifacts only where `check` would: the tracking server
+    and `allow_artifact_locations`.
 
     Raises `AuditError` when verification cannot be carried out (missing envelope, store
     unreachable); every finding about the bundle itself is a `Problem` in the result.
@@ -172,7 +177,7 @@ def verify(
                 "not match the signature"
             )
         store, compared, drift = _compare_with_store(
-            statement, signed_evidence, tracking_uri, source, on_run
+            statement, signed_evidence, tracking_uri, source, on_run, allow_artifact_locations
         )
         result = replace(result, store=store, runs_compared=compared, drift=tuple(drift))
     return result
@@ -323,6 +328,7 @@ def _compare_with_store(
     tracking_uri: str | None,
     source: str,
     on_run: Callable[[int], None] | None,
+    allow_artifact_locations: Sequence[str],
 ) -> tuple[str, int, list[RunDrift]]:
     """Collect every signed run again and list the ones whose evidence, or the metric histories
     their documents chart, changed."""
@@ -332,8 +338,12 @@ def _compare_with_store(
     from audit.signing.bundle import store_uri
     from audit.signing.drift import changes, history_changes, without_own_tags
     from audit.sources import CollectionNeeds, Selection, open_source, resolve_store
+    from audit.sources.locations import allowing
 
-    store = resolve_store(tracking_uri or store_uri(statement.predicate.get("tracking_store")))
+    store = allowing(
+        resolve_store(tracking_uri or store_uri(statement.predicate.get("tracking_store"))),
+        allow_artifact_locations,
+    )
     digests = statement.run_digests()
     reader = open_source(store, prefer=source)
     # The record depends on what is read; a report reads everything, histories included.
@@ -407,5 +417,6 @@ def describe(outcome: Verification) -> str:
             count = len(outcome.drift)
             parts.append(f"{count} run{'s' if count != 1 else ''} changed in {outcome.store}")
         lines.append(f"INVALID: {', '.join(parts)}")
-    # Signer names, file names, run names and store contents are untrusted: one line each.
-    return "\n".join(safe_line(line) for line in lines) + "\n"
+    # Signer names, file names, run names and store contents are untrusted: escaped, and
+    # wrapped within 100 columns under their FAIL or CHANGED.
+    return "\n".join(piece for line in lines for piece in safe_wrapped(line)) + "\n"

@@ -166,6 +166,13 @@ def read_run_files(
     for entry in history:
         path = str(entry["artifact_path"]).strip("/")
         uri = f"{label}/{path}"
+        if not _within_run(path):
+            # The history tag is the run author's to write: a path out of the run's folder
+            # reaches no repository, local or remote, and is that run's unreadable evidence.
+            files[str(entry["artifact_path"])] = _unreadable(
+                uri, Unreadable("its path is not a plain path within the artifact folder")
+            )
+            continue
         files[str(entry["artifact_path"])] = read_environment_files(
             uri,
             functools.partial(artifacts.list_artifacts, path),
@@ -372,6 +379,11 @@ class _FileInfo:
     file_size: int | None
 
 
+class UnsafePath(ValueError):
+    """An artifact path MLflow would refuse ("Invalid path"): one that leads outside its artifact
+    root, or is not a plain relative path."""
+
+
 class LocalFolder:
     """One local artifact root. The checks are MLflow's own (`LocalArtifactRepository`,
     `validate_path_is_safe`, `validate_path_within_directory`): artifact paths come from run tags,
@@ -446,14 +458,23 @@ def _check_within(base: str, candidate: str) -> None:
     else:
         real = target.parent.resolve() / target.name
     if not real.is_relative_to(real_base):
-        raise ValueError("Invalid path: resolved path is outside the artifact directory")
+        raise UnsafePath("Invalid path: resolved path is outside the artifact directory")
+
+
+def _within_run(path: str) -> bool:
+    """Whether an artifact path from a run's tags stays within the run's artifact folder."""
+    try:
+        _safe_relative_path(path)  # no "..", no absolute path, no other separator
+    except UnsafePath:
+        return False
+    return True
 
 
 def _safe_relative_path(path: str) -> str:
     decoded = _decode(path)
     escaped = "".join(f"%{ord(c):02x}" if ord(c) <= 31 or ord(c) == 127 else c for c in decoded)
     if "#" in escaped:
-        raise ValueError("Invalid path")
+        raise UnsafePath("Invalid path")
     if urllib.parse.urlparse(escaped).scheme == "file":
         escaped = local_artifact_path(escaped)
     alternative_separators = [s for s in (os.sep, os.path.altsep) if s is not None and s != "/"]
@@ -464,7 +485,7 @@ def _safe_relative_path(path: str) -> str:
         or PurePosixPath(escaped).is_absolute()
         or (os.name == "nt" and len(escaped) >= 2 and escaped[1] == ":")
     ):
-        raise ValueError("Invalid path")
+        raise UnsafePath("Invalid path")
     return escaped
 
 

@@ -22,7 +22,7 @@ from urllib.parse import urlsplit
 from audit.errors import AuditError
 from audit.sources.store import TrackingStore
 
-__all__ = ["FLAG", "allowed_prefixes", "refusal"]
+__all__ = ["FLAG", "allowed_prefixes", "allowing", "refusal"]
 
 #: The option that allows more locations, as messages name it.
 FLAG = "--allow-artifact-location"
@@ -45,6 +45,14 @@ def allowed_prefixes(prefixes: Iterable[str]) -> tuple[str, ...]:
             )
         checked.append(text)
     return tuple(dict.fromkeys(checked))
+
+
+def allowing(store: TrackingStore, prefixes: Iterable[str]) -> TrackingStore:
+    """`store`, whose audit also reads the remote artifact locations under `prefixes`."""
+    import dataclasses
+
+    allowed = allowed_prefixes(prefixes)
+    return dataclasses.replace(store, artifact_locations=allowed) if allowed else store
 
 
 def refusal(store: TrackingStore, uri: str) -> str | None:
