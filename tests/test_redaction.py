@@ -781,3 +781,19 @@ def test_no_credential_of_issue_17_reaches_any_output(
     (run,) = as_json.json()["runs"]
     warned = sorted(f["pointer"] for f in run["findings"] if f["rule_id"] == SECRETS_RULE_ID)
     assert warned == record["collection"]["redacted"]
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown"),
+    [
+        ("https://ghp_" + "a1B2" * 9 + "@mlflow.example:5000/", "https://***@mlflow.example:5000/"),
+        ("https://oauth2:glpat-" + "x1Y2z3" * 4 + "@gitlab.example", "https://oauth2:***@gitlab.example"),
+        ("postgresql://audit:s3cret@db/mlflow", "postgresql://audit:***@db/mlflow"),
+        ("postgresql://audit@db/mlflow", "postgresql://audit@db/mlflow"),
+        ("http://mlflow:5000?token=abc", "http://mlflow:5000?token=***"),
+    ],
+)  # fmt: skip
+def test_a_tracking_uri_is_shown_without_its_credentials(uri: str, shown: str) -> None:
+    from audit.sources.store import redact_uri
+
+    assert redact_uri(uri) == shown

@@ -70,8 +70,12 @@ def redact_uri(uri: str) -> str:
         return "<unparseable URI>"
     netloc = parts.netloc
     if "@" in netloc:
+        from audit.redaction import redact_text
+
         userinfo, _, host = netloc.rpartition("@")
         user = userinfo.split(":", 1)[0]
+        if redact_text(unquote(user)) != unquote(user):  # a token as the user name (ghp_...@)
+            user = "***"
         netloc = f"{user}:***@{host}" if ":" in userinfo else f"{user}@{host}"
     query = urlencode(
         [
