@@ -47,16 +47,7 @@ def _passphrase_in_environment() -> Iterator[None]:
 
 @pytest.fixture(scope="module")
 def main() -> Main:
-    """`mlflow-audit ARGS` in this process, with its exit code, stdout and stderr."""
-    from audit.cli import main as cli_main
-
-    def run(*args: str) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = cli_main(list(args))
-        return code, out.getvalue(), err.getvalue()
-
-    return run
+    return stores.in_process_cli()
 
 
 @pytest.fixture(scope="module")

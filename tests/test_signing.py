@@ -80,19 +80,7 @@ def signing_store(tmp_path_factory: pytest.TempPathFactory) -> SigningStore:
 
 @pytest.fixture(scope="module")
 def main() -> Callable[..., tuple[int, str, str]]:
-    """`mlflow-audit ARGS` in this process, with its exit code, stdout and stderr."""
-    import contextlib
-    import io
-
-    from audit.cli import main as cli_main
-
-    def run(*args: str) -> tuple[int, str, str]:
-        out, err = io.StringIO(), io.StringIO()
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            code = cli_main(list(args))
-        return code, out.getvalue(), err.getvalue()
-
-    return run
+    return stores.in_process_cli()
 
 
 def _keygen(main: Callable[..., tuple[int, str, str]], folder: Path, subject: str) -> Keys:
