@@ -63,8 +63,10 @@ lint: $(VENV)/.installed
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Two workers (the machines this runs on have two cores), a test file each at a time: every
+# worker builds the session's stores and servers once for the files it runs.
 test: lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 benchmark: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_check.py
