@@ -242,7 +242,11 @@ def test_default_store_missing_exits_2(cli, tmp_path: Path, monkeypatch) -> None
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     result = cli("check")
     assert result.code == 2
-    assert f"no MLflow store at {tmp_path / 'mlflow.db'}" in result.err
+    assert result.err.splitlines() == [
+        f"mlflow-audit: error: no MLflow store here: neither ./mlruns with experiments nor "
+        f"./mlflow.db in {tmp_path}; run where your store is, or name it with --tracking-uri or "
+        "MLFLOW_TRACKING_URI (sqlite:///path/mlflow.db, http://server:5000, ...)"
+    ]
     assert list(tmp_path.iterdir()) == []
 
 

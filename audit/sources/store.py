@@ -127,7 +127,15 @@ _SCHEME = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]+):")
 
 def resolve_store(tracking_uri: str | None = None) -> TrackingStore:
     """Resolve `--tracking-uri`, else MLFLOW_TRACKING_URI, else MLflow's default, and check it."""
-    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    uri = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if not uri:
+        uri = default_tracking_uri()
+        if uri == DEFAULT_SQLITE_URI and not Path("mlflow.db").is_file():
+            raise StoreError(
+                f"no MLflow store here: neither ./mlruns with experiments nor ./mlflow.db in "
+                f"{Path.cwd()}; run where your store is, or name it with --tracking-uri or "
+                "MLFLOW_TRACKING_URI (sqlite:///path/mlflow.db, http://server:5000, ...)"
+            )
     if uri.lower() in ("databricks", *_REGISTRY_ONLY_SCHEMES):  # MLflow's bare spellings
         uri = uri.lower()
         scheme = uri
