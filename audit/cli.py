@@ -842,7 +842,7 @@ def _tell_signed(
         f"Signed {pdfs} PDF{'s' if pdfs != 1 else ''} and {len(bundle.subjects)} files "
         f"({bundle.envelope}) as {safe_line(bundle.signer)}"
     )
-    print(f"  certificate SHA-256 {colon_fingerprint(bundle.fingerprint)}")
+    print(f"  certificate SHA-256:\n    {colon_fingerprint(bundle.fingerprint)}")
     if args.log_to_mlflow:
         from audit.signing.bundle import store_uri
         from audit.signing.publish import log_to_mlflow

@@ -335,6 +335,7 @@ def test_verify_text_wraps_within_100_columns_and_stays_inert() -> None:
     outcome = Verification(
         Path("docs/audit"),
         signer="Jane\n::error::Doe \x1b[8m",
+        fingerprint="ab" * 32,
         problems=(Problem("complete.pdf", long_reason), Problem(hostile, "not signed")),
         drift=(RunDrift("a" * 32, hostile, ("param lr: '0.1' -> " + "'edited' " * 12,)),),
         store="sqlite:///mlflow.db",
@@ -347,4 +348,5 @@ def test_verify_text_wraps_within_100_columns_and_stays_inert() -> None:
     whole = stores.unwrapped(text)
     assert f"FAIL  complete.pdf: {long_reason.strip()}" in whole
     assert "Signed by Jane\\n::error::Doe \\x1b[8m" in whole  # one line: inert
+    assert lines[1:3] == ["  certificate SHA-256:", "    " + ":".join(["AB"] * 32)]
     assert whole.splitlines()[-1] == "INVALID: 2 problems, 1 run changed in sqlite:///mlflow.db"

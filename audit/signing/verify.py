@@ -389,7 +389,8 @@ def describe(outcome: Verification) -> str:
         when = f" at {outcome.signed_at}" if outcome.signed_at else ""
         lines.append(f"Signed by {outcome.signer}{when}")
         if outcome.fingerprint:
-            lines.append(f"  certificate SHA-256 {colon_fingerprint(outcome.fingerprint)}")
+            # 95 characters: on a line of its own, so that it fits 100 columns whole.
+            lines += ["  certificate SHA-256:", f"    {colon_fingerprint(outcome.fingerprint)}"]
     for problem in outcome.problems:
         lines.append(f"FAIL  {problem}")
     for run in outcome.drift:
