@@ -537,6 +537,25 @@ def test_experiments_paged_in_a_circle_are_exit_2(cli, proxy) -> None:
     assert seconds < 20
 
 
+def test_experiments_paged_with_fresh_tokens_and_nothing_new_are_exit_2(cli, proxy) -> None:
+    def treadmill(seen: Seen, index: int) -> Action:
+        if "experiments/search" not in seen.path:
+            return None
+        return Edit(
+            request=_without_token,  # the same first page, under a new token each time
+            answer=lambda answer, asked: {**answer, "next_page_token": f"fresh-{index}"},
+        )
+
+    endless = proxy(treadmill)
+    result, seconds = _within(60, lambda: cli("check", "--tracking-uri", endless.uri))
+    assert _one_line_failure(result) == (
+        f"mlflow-audit: error: the tracking server {endless.uri} answered search_experiments "
+        "with 10 pages in a row that held nothing it had not answered before: its pages do not "
+        "move on"
+    )
+    assert seconds < 20
+
+
 def _second_run(edit: Callable[[dict[str, Any]], Any]) -> Callable[..., Action]:
     """A server answering runs/search with the second run of each page edited."""
 

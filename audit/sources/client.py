@@ -956,21 +956,39 @@ def _ordered_map(
 
 def _paged(search: Callable[..., Any], **arguments: Any) -> Iterator[Any]:
     """Every item of an MLflow search, page by page; `MalformedAnswer` for a page token given
-    before, which would page round in a circle for ever."""
+    before, or for `_Progress.STALE_PAGES` pages in a row with nothing new under fresh tokens:
+    either would page for ever."""
     token = None
     given: set[str] = set()
+    seen: set[str] = set()
+    stale = 0
+    name = getattr(search, "__name__", "a search")
     while True:
         page = search(page_token=token, **arguments)
-        yield from page
+        known = len(seen)
+        for item in page:
+            seen.add(_item_identity(item))
+            yield item
+        stale = 0 if len(seen) > known else stale + 1
         token = getattr(page, "token", None)
         if not token:
             return
         if token in given:
             raise rest_runs.MalformedAnswer(
-                f"{getattr(search, '__name__', 'a search')} with a next page token it gave "
-                "before: its pages go round in a circle"
+                f"{name} with a next page token it gave before: its pages go round in a circle"
+            )
+        if stale >= _Progress.STALE_PAGES:
+            raise rest_runs.MalformedAnswer(
+                f"{name} with {stale} pages in a row that held nothing it had not answered "
+                "before: its pages do not move on"
             )
         given.add(token)
+
+
+def _item_identity(item: Any) -> str:
+    """What tells an experiment, a registered model, a version or a logged model apart."""
+    keys = ("experiment_id", "model_id", "name", "version")
+    return repr([type(item).__name__, *(getattr(item, key, None) for key in keys)])
 
 
 def _quote(value: str) -> str:
