@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from itertools import groupby
 from typing import Literal
 
+from audit.formats.text import plural
 from audit.policy import Rule
 from audit.result import AuditResult, Finding, RunResult
 
@@ -103,8 +104,7 @@ def _overview(
     )
     lines.append("")
     if failing:
-        lines.append(paint(f"{len(failing)} {_plural(len(failing), 'run')} at or above "
-                           f"{threshold}", "bold"))  # fmt: skip
+        lines.append(paint(f"{plural(len(failing), 'run')} at or above {threshold}", "bold"))
     for run in failing:
         name = _shorten(_one_line(run.run_name or "(unnamed run)"), 40)
         ids = sorted(
@@ -137,10 +137,6 @@ def _failing_runs_by_rule(result: AuditResult, order: Mapping[str, int]) -> list
     return sorted(
         runs_per_rule.items(), key=lambda item: (-item[1], order.get(item[0], len(order)))
     )
-
-
-def _plural(number: int, noun: str) -> str:
-    return noun if number == 1 else f"{noun}s"
 
 
 def _run_block(run: RunResult, rules: Mapping[str, Rule], paint: _Painter, width: int) -> list[str]:
@@ -271,7 +267,7 @@ def _summary_block(result: AuditResult, paint: _Painter, width: int) -> list[str
         f"{len(result.runs)} {runs_word} in {len(experiments)} "
         f"experiment{'s' if len(experiments) != 1 else ''}: "
         f"{statuses['pass']} pass, {statuses['warn']} warn, {statuses['fail']} fail · "
-        f"{_count(severities['error'], 'error')}, {_count(severities['warning'], 'warning')}, "
+        f"{plural(severities['error'], 'error')}, {plural(severities['warning'], 'warning')}, "
         f"{severities['info']} info{waived_text} · {_outcomes_text(result)} · "
         f"score {result.score:g}%{minimum}",
         "",
@@ -319,7 +315,3 @@ def _outcomes_text(result: AuditResult) -> str:
         f"rules {counts['pass']} pass, {counts['fail']} fail, {counts['unknown']} unknown, "
         f"{counts['not_applicable']} n/a"
     )
-
-
-def _count(number: int, noun: str) -> str:
-    return f"{number} {noun}" if number == 1 else f"{number} {noun}s"
