@@ -173,6 +173,41 @@ def logging_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
 
 
 @dataclass(frozen=True)
+class LineageStore:
+    uri: str
+    root: Path
+    model: str
+    run_ids: dict[str, str]
+    model_ids: dict[str, str]
+
+
+@pytest.fixture(scope="session")
+def lineage_store(tmp_path_factory: pytest.TempPathFactory) -> LineageStore:
+    """One registered model with three versions: v2 evaluated in a separate run with
+    mlflow.models.evaluate, v3 the best child of a sweep (tests/fixtures/lineage_store.py).
+    Built outside this repository, so that no run records this checkout's commit."""
+    directory = tmp_path_factory.mktemp("lineage-store")
+    builder = directory / "build_lineage_store.py"
+    shutil.copy(REPO / "tests" / "fixtures" / "lineage_store.py", builder)
+    store = directory / "store"
+    subprocess.run(
+        [sys.executable, str(builder), str(store)],
+        check=True,
+        capture_output=True,
+        cwd=directory,
+        env=stores.environment(),
+    )
+    built = json.loads((store / "lineage.json").read_text())
+    return LineageStore(
+        f"sqlite:///{store / 'mlflow.db'}",
+        store / "mlflow.db",
+        built["model"],
+        built["runs"],
+        built["model_ids"],
+    )
+
+
+@dataclass(frozen=True)
 class Server:
     uri: str
     database: Path
