@@ -33,6 +33,7 @@ from audit.waivers import WaiverSet, load_waivers
 if TYPE_CHECKING:
     from audit.report import ReportFiles, ReportSettings
     from audit.signing import PdfSignOptions, SignedBundle, SigningKey
+    from audit.versions import Declare
 
 
 def _names(value: str | Iterable[str] | None) -> tuple[str, ...]:
@@ -104,6 +105,7 @@ def _evaluate_selected(
     allow_artifact_locations: str | Iterable[str] | None = None,
     on_run: Callable[[int], None] | None = None,
     collected: list[CollectedRun] | None = None,
+    declare: Declare | None = None,
 ) -> AuditResult:
     """Collect and evaluate: the audit both `check` and `report` run. `collected`, when given,
     receives every collected run (records and metric histories) for the caller to render."""
@@ -114,7 +116,15 @@ def _evaluate_selected(
     store = _store(tracking_uri, allow_artifact_locations)
     reader = open_source(store, page_size=page_size, prefer=source, timeout=timeout)
     evaluator = RunEvaluator(loaded, accepted, keep=keep_records or collected is not None)
-    evaluated = reader.collect_each(selection, needs or loaded.needs, evaluator)
+    if selection.models:
+        from audit.versions import with_lineage
+
+        # A model version is audited with its lineage, read by a source of its own.
+        lineage = open_source(store, page_size=page_size, prefer=source, timeout=timeout)
+        versions = with_lineage(reader.collect(selection, needs or loaded.needs), lineage, declare)
+        evaluated: Iterable[EvaluatedRun] = map(evaluator, versions)
+    else:
+        evaluated = reader.collect_each(selection, needs or loaded.needs, evaluator)
     if collected is not None:
         evaluated = _keeping(evaluated, collected)
     with _without_cyclic_gc():

@@ -106,7 +106,14 @@ def dataset_text(dataset: Mapping[str, Any]) -> str:
     if role_from in _ROLE_FROM and role_from != "context":
         parts.append(f"role from {_ROLE_FROM[role_from]}")
     parts.append(f"context {json.dumps(context)}" if context else "no context")
-    return f"{clip(str(name))} ({', '.join(parts)})"
+    return f"{clip(str(name))} ({', '.join(parts)}){_in_run(dataset)}"
+
+
+def _in_run(entry: Mapping[str, Any]) -> str:
+    """Where an entry of a model version's record came from, when another run than the
+    version's source run logged it."""
+    run_id = entry.get("run_id")
+    return f", in run {clip(str(run_id))}" if run_id else ""
 
 
 def metric_text(metric: Mapping[str, Any]) -> str:
@@ -123,7 +130,7 @@ def metric_text(metric: Mapping[str, Any]) -> str:
         text += f", {context} data by the metric's name"
     else:
         text += ", data not recorded"
-    return text
+    return text + _in_run(metric)
 
 
 def model_text(model: Mapping[str, Any]) -> str:

@@ -1012,13 +1012,19 @@ def record_and_digest(facts: RunFacts) -> tuple[dict[str, Any], str]:
     """`build_record`, and the record's sha256 (`sha256_hex`), from one canonical encoding:
     the text redaction screens for secrets is the one the digest is taken of, unless redaction
     changed the record."""
-    record = _unredacted_record(facts)
     # Here, before any digest or output exists, so that a secret logged to MLflow reaches
     # neither the evidence sha256 nor any report.
+    return sealed(_unredacted_record(facts))
+
+
+def sealed(record: dict[str, Any]) -> tuple[dict[str, Any], str]:
+    """The record with its secrets redacted in place (`collection.redacted` lists where), and
+    its sha256, from one canonical encoding unless redaction changed the record."""
     text = canonical_json(record)
     redacted = redact(record, screen=text.decode("utf-8"))
     if redacted:
-        record["collection"]["redacted"] = redacted
+        before = record["collection"]["redacted"]
+        record["collection"]["redacted"] = sorted({*before, *redacted}) if before else redacted
         text = canonical_json(record)
     return record, hashlib.sha256(text).hexdigest()
 

@@ -544,6 +544,23 @@ def _keyed_maps(record: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any]]]:
         for v, version in _entries(model.get("registered_versions")):
             if isinstance(version.get("tags"), dict):
                 yield f"/models/{m}/registered_versions/{v}/tags", version["tags"]
+    lineage = record.get("lineage")
+    if isinstance(lineage, dict):
+        # A model version's record: the registry's tags and the sweep's parameters.
+        if isinstance(lineage.get("model"), dict) and isinstance(
+            lineage["model"].get("tags"), dict
+        ):
+            yield "/lineage/model/tags", lineage["model"]["tags"]
+        for v, version in _entries(lineage.get("versions")):
+            if isinstance(version.get("tags"), dict):
+                yield f"/lineage/versions/{v}/tags", version["tags"]
+        if isinstance(lineage.get("version"), dict) and isinstance(
+            lineage["version"].get("tags"), dict
+        ):
+            yield "/lineage/version/tags", lineage["version"]["tags"]
+        sweep = lineage.get("sweep")
+        if isinstance(sweep, dict) and isinstance(sweep.get("search_space"), dict):
+            yield "/lineage/sweep/search_space", sweep["search_space"]
     data = record.get("data")
     for group, datasets in data.items() if isinstance(data, dict) else ():
         for d, dataset in _entries(datasets):

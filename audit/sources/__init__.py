@@ -10,10 +10,13 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from audit.errors import SelectionError
 from audit.sources.store import TrackingStore, resolve_store
+
+if TYPE_CHECKING:
+    from audit.lineage import LineageFacts
 
 __all__ = [
     "CollectedRun",
@@ -166,6 +169,11 @@ class Source(Protocol):
         """`collect`, each run passed through `finish` where it was built: in the worker
         processes of a large SQL audit, so that only what `finish` returns crosses processes.
         `finish` must not depend on state it changes: each worker has its own copy."""
+        ...
+
+    def lineage_facts(self, version: ModelVersionRef, parent_run_id: str | None) -> LineageFacts:
+        """What the registry holds about a version's model, the metrics runs linked to the
+        version's logged model, and the number of trials of the sweep `parent_run_id`."""
         ...
 
 

@@ -26,6 +26,7 @@ from audit.evidence import (
     RunFacts,
     record_and_digest,
 )
+from audit.lineage import LineageFacts, MetricLink, RegistryVersion
 from audit.sources import (
     MAX_PAGE_SIZE,
     CollectedRun,
@@ -49,6 +50,7 @@ from audit.sources.common import (
     RegistryIndex,
     charted_metric_keys,
     describe_http_failure,
+    model_id_of,
     runs_that_fit,
 )
 from audit.sources.store import TrackingStore, check_schema_revision
@@ -176,6 +178,92 @@ class ClientSource:
         self, selection: Selection, needs: CollectionNeeds, finish: Callable[[CollectedRun], _T]
     ) -> Iterator[_T]:
         return map(finish, self.collect(selection, needs))
+
+    def lineage_facts(self, version: ModelVersionRef, parent_run_id: str | None) -> LineageFacts:
+        """The registry's facts about a version's model, the metrics other runs linked to its
+        logged model, and how many trials the sweep `parent_run_id` ran."""
+        selection = Selection(models=(ModelSpec(version.name, version=version.version),))
+        with (
+            _environment(self._settings()),
+            _mlflow_errors(self.store, selection),
+            warnings.catch_warnings(),
+            mlflow_logs.held() as logs,
+        ):
+            warnings.filterwarnings("ignore", message="Unverified HTTPS request")
+            self._client = self._open()
+            facts = self._lineage_facts(version, parent_run_id)
+            logs.check(self.store.display)
+            return facts
+
+    def _lineage_facts(self, version: ModelVersionRef, parent_run_id: str | None) -> LineageFacts:
+        client = self._client
+        model = client.get_registered_model(version.name)
+        aliases: dict[str, list[str]] = {}
+        for alias, number in sorted((getattr(model, "aliases", None) or {}).items()):
+            aliases.setdefault(str(number), []).append(alias)
+        found = list(
+            _paged(
+                client.search_model_versions,
+                filter_string=f"name = {_quote(version.name)}",
+                max_results=_REGISTRY_PAGE,
+            )
+        )
+        found.sort(key=lambda v: int(v.version))
+        registered = tuple(
+            RegistryVersion(
+                version=str(v.version),
+                run_id=v.run_id or None,
+                model_id=getattr(v, "model_id", None) or model_id_of(v.source),
+                source=v.source,
+                status=v.status,
+                stage=v.current_stage,
+                description=v.description,
+                created=v.creation_timestamp,
+                updated=v.last_updated_timestamp,
+                registered_by=v.user_id or None,
+                aliases=tuple(aliases.get(str(v.version), ())),
+                tags=dict(v.tags or {}),
+            )
+            for v in found
+        )
+        this = next((v for v in registered if v.version == version.version), None)
+        links: tuple[MetricLink, ...] = ()
+        if this is not None and this.model_id and hasattr(client, "get_logged_model"):
+            logged = client.get_logged_model(this.model_id)
+            links = tuple(
+                MetricLink(
+                    m.key,
+                    m.value,
+                    m.step,
+                    m.timestamp,
+                    m.run_id,
+                    getattr(m, "dataset_name", None),
+                    getattr(m, "dataset_digest", None),
+                )
+                for m in (logged.metrics or [])
+                if getattr(m, "run_id", None)
+            )
+        trials = None
+        if parent_run_id is not None:
+            experiment = self._get_run(parent_run_id).info.experiment_id
+            trials = sum(
+                1
+                for _ in _paged(
+                    client.search_runs,
+                    experiment_ids=[experiment],
+                    filter_string=f"tags.mlflow.parentRunId = {_quote(parent_run_id)}",
+                    max_results=_REGISTRY_PAGE,
+                )
+            )
+        return LineageFacts(
+            name=version.name,
+            version=version.version,
+            model_description=model.description,
+            model_tags=dict(model.tags or {}),
+            versions=registered,
+            links=links,
+            trials=trials,
+        )
 
     # ----------------------------------------------------------------------- setup
 
@@ -986,9 +1074,11 @@ def _paged(search: Callable[..., Any], **arguments: Any) -> Iterator[Any]:
 
 
 def _item_identity(item: Any) -> str:
-    """What tells an experiment, a registered model, a version or a logged model apart."""
+    """What tells an experiment, a registered model, a version, a logged model or a run
+    apart."""
     keys = ("experiment_id", "model_id", "name", "version")
-    return repr([type(item).__name__, *(getattr(item, key, None) for key in keys)])
+    run_id = getattr(getattr(item, "info", None), "run_id", None)
+    return repr([type(item).__name__, run_id, *(getattr(item, key, None) for key in keys)])
 
 
 def _quote(value: str) -> str:

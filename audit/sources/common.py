@@ -21,6 +21,7 @@ __all__ = [
     "RegistryIndex",
     "charted_metric_keys",
     "describe_http_failure",
+    "model_id_of",
     "runs_that_fit",
 ]
 
@@ -51,9 +52,7 @@ class RegistryIndex:
         self._by_model: dict[str, list[RegisteredVersionFacts]] = {}
         for version in versions:
             source = version.source or ""
-            model_id = getattr(version, "model_id", None) or (
-                source[len("models:/") :].strip("/") if source.startswith("models:/m-") else None
-            )
+            model_id = getattr(version, "model_id", None) or model_id_of(source)
             facts = RegisteredVersionFacts(
                 name=version.name,
                 version=str(version.version),
@@ -78,6 +77,13 @@ class RegistryIndex:
             for version in self._by_model.get(model_id, []):
                 found.setdefault((version.name, version.version), version)
         return list(found.values())
+
+
+def model_id_of(source: str | None) -> str | None:
+    """The MLflow 3 logged model a version was registered from (`models:/m-...`), if it was."""
+    if source and source.startswith("models:/m-"):
+        return source[len("models:/") :].strip("/")
+    return None
 
 
 def charted_metric_keys(record: Mapping[str, Any]) -> list[str]:

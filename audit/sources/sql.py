@@ -54,6 +54,7 @@ from audit.evidence import (
     RunFacts,
     record_and_digest,
 )
+from audit.lineage import LineageFacts, MetricLink, RegistryVersion
 from audit.sources import (
     MAX_PAGE_SIZE,
     CollectedRun,
@@ -69,7 +70,13 @@ from audit.sources.artifacts import (
     is_local,
     read_run_files,
 )
-from audit.sources.common import RUN_ID, RegistryIndex, charted_metric_keys, runs_that_fit
+from audit.sources.common import (
+    RUN_ID,
+    RegistryIndex,
+    charted_metric_keys,
+    model_id_of,
+    runs_that_fit,
+)
 from audit.sources.revisions import KNOWN_REVISIONS, SCHEMA_REVISION
 from audit.sources.store import TrackingStore, installed_schema_revision, read_sqlite_revision
 
@@ -656,6 +663,94 @@ class SqlSource:
             if len(rows) < self.page_size:
                 return
             after = (rows[-1][5], rows[-1][0])
+
+    # ----------------------------------------------------------------------- lineage
+
+    def lineage_facts(self, version: ModelVersionRef, parent_run_id: str | None) -> LineageFacts:
+        """The registry's facts about a version's model, the metrics other runs linked to its
+        logged model, and how many trials the sweep `parent_run_id` ran."""
+        with self._errors(), contextlib.closing(_connect(self.store)) as db:
+            self._schema = _Schema.read(db, self.store.display)
+            name = version.name
+            model = db.execute(
+                f"SELECT description FROM registered_models WHERE {self._ws()} = ? AND name = ?",
+                (_WORKSPACE, name),
+            ).fetchone()
+            if model is None:
+                raise SelectionError(f"unknown registered model {name!r} in {self.store.display}")
+            model_tags = dict(
+                db.execute(
+                    "SELECT key, value FROM registered_model_tags "
+                    f"WHERE {self._ws()} = ? AND name = ?",
+                    (_WORKSPACE, name),
+                ).fetchall()
+            )
+            aliases: dict[int, list[str]] = {}
+            for alias, number in db.execute(
+                "SELECT alias, version FROM registered_model_aliases "
+                f"WHERE {self._ws()} = ? AND name = ? ORDER BY alias",
+                (_WORKSPACE, name),
+            ):
+                aliases.setdefault(int(number), []).append(alias)
+            who = dict(
+                (int(number), (user, updated))
+                for number, user, updated in db.execute(
+                    "SELECT version, user_id, last_updated_time FROM model_versions "
+                    f"WHERE {self._ws()} = ? AND name = ?",
+                    (_WORKSPACE, name),
+                )
+            )
+            versions = sorted(self._search_versions(db, name), key=lambda v: int(v.version))
+            registered = tuple(
+                RegistryVersion(
+                    version=str(v.version),
+                    run_id=v.run_id,
+                    model_id=model_id_of(v.source),
+                    source=v.source,
+                    status=v.status,
+                    stage=v.current_stage,
+                    description=v.description,
+                    created=v.creation_timestamp,
+                    updated=who.get(int(v.version), (None, None))[1],
+                    registered_by=who.get(int(v.version), (None, None))[0] or None,
+                    aliases=tuple(aliases.get(int(v.version), ())),
+                    tags={k: v for k, v in v.tags.items() if v is not None},
+                )
+                for v in versions
+            )
+            this = next((v for v in registered if v.version == version.version), None)
+            links: tuple[MetricLink, ...] = ()
+            if this is not None and this.model_id and "logged_models" in self._schema.parts:
+                links = tuple(
+                    MetricLink(
+                        key, _link_value(value), step, stamp, run_id, dataset_name, dataset_digest
+                    )
+                    for key, value, step, stamp, run_id, dataset_name, dataset_digest in db.execute(
+                        "SELECT metric_name, metric_value, metric_step, metric_timestamp_ms, "
+                        "run_id, dataset_name, dataset_digest FROM logged_model_metrics "
+                        "WHERE model_id = ? ORDER BY metric_name, run_id, metric_step, "
+                        "metric_timestamp_ms",
+                        (this.model_id,),
+                    )
+                )
+            trials = None
+            if parent_run_id is not None:
+                trials = db.execute(
+                    "SELECT COUNT(*) FROM tags JOIN runs ON runs.run_uuid = tags.run_uuid "
+                    "WHERE tags.key = 'mlflow.parentRunId' AND tags.value = ? "
+                    "AND runs.lifecycle_stage = 'active' AND runs.experiment_id = "
+                    "(SELECT experiment_id FROM runs WHERE run_uuid = ?)",
+                    (parent_run_id, parent_run_id),
+                ).fetchone()[0]
+            return LineageFacts(
+                name=name,
+                version=version.version,
+                model_description=model[0],
+                model_tags={k: v for k, v in model_tags.items() if v is not None},
+                versions=registered,
+                links=links,
+                trials=trials,
+            )
 
     # ----------------------------------------------------------------------- registry
 
@@ -1321,6 +1416,11 @@ def _merge_explicit(items: list[_Selected]) -> list[_Selected]:
             )
         merged[key] = item
     return list(merged.values())
+
+
+def _link_value(value: float | None) -> float:
+    """A linked metric's value; MLflow stores NaN as NULL in logged_model_metrics."""
+    return math.nan if value is None else float(value)
 
 
 def _valid_model_name(name: str) -> bool:
