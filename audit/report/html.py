@@ -17,11 +17,13 @@ import markupsafe
 from audit import __version__
 from audit.errors import AuditError
 from audit.formats.table import printable
+from audit.report.annex_iv import VersionDocument
 from audit.report.document import CELL_LIMIT, ReportSettings, RunDocument, SummaryDocument
 from audit.resources import data_dir
 
 RUN_TEMPLATE = "run.html.j2"
 SUMMARY_TEMPLATE = "summary.html.j2"
+VERSION_TEMPLATE = "version.html.j2"
 
 
 def builtin_template_dir() -> Path:
@@ -59,6 +61,12 @@ def render_run(
     document: RunDocument, settings: ReportSettings, template_dir: Path | None = None
 ) -> str:
     return _render(RUN_TEMPLATE, template_dir, doc=document, settings=settings)
+
+
+def render_version(
+    document: VersionDocument, settings: ReportSettings, template_dir: Path | None = None
+) -> str:
+    return _render(VERSION_TEMPLATE, template_dir, doc=document, settings=settings)
 
 
 def render_summary(

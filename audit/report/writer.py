@@ -8,13 +8,14 @@ Everything is rendered into a staging folder first and moved into place at the e
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_EXCEPTION, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from audit.errors import AuditError
+from audit.report.annex_iv import VersionChanges, VersionDocument, version_document
 from audit.report.document import (
     ReportSettings,
     RunDocument,
@@ -25,7 +26,7 @@ from audit.report.document import (
     summary_document,
 )
 from audit.reportfolder import EVIDENCE_FILE, RESULT_FILE, evidence_json
-from audit.result import AuditResult
+from audit.result import AuditResult, RunResult
 from audit.sources import CollectedRun
 from audit.staging import Staging
 
@@ -55,7 +56,7 @@ class ReportFiles:
 class _Job:
     """One document to render, with everything a worker process needs."""
 
-    document: RunDocument | SummaryDocument
+    document: RunDocument | VersionDocument | SummaryDocument
     evidence: bytes
     result: bytes
     html_only: bool
@@ -82,6 +83,7 @@ def write_reports(
     jobs: int | None = None,
     on_document: Callable[[int, int], None] | None = None,
     finish: Callable[[Path], None] | None = None,
+    changes: Mapping[str, VersionChanges] | None = None,
 ) -> ReportFiles:
     """Render every document of `result` into `folder` (created if missing).
 
@@ -89,6 +91,8 @@ def write_reports(
     worker processes for the PDFs (default: every core). `finish` is given the staging folder
     once everything is rendered, before anything is moved into `folder`: signing happens there,
     so that a failed signature leaves `folder` as it was. Files `finish` adds are published too.
+    A model version's record (one with a `lineage`) gets its Annex IV documentation, with the
+    changes `changes` holds for its run id (Annex IV 6).
     """
     from audit.report.html import builtin_template_dir
 
@@ -113,13 +117,8 @@ def write_reports(
             (staging.files / RESULT_FILE).write_bytes(outcome)
             jobs_list = [
                 _Job(
-                    document=run_document(
-                        result,
-                        run,
-                        by_id[run.run_id].record,
-                        by_id[run.run_id].metric_histories,
-                        settings,
-                        names[run.run_id],
+                    document=_document(
+                        result, run, by_id[run.run_id], settings, names[run.run_id], changes
                     ),
                     evidence=evidence_json(
                         [by_id[run.run_id].record], settings.timestamp, histories
@@ -164,6 +163,29 @@ def write_reports(
         summary=f"{summary.name}.html" if summary else None,
         extra=extra,
     )
+
+
+def _document(
+    result: AuditResult,
+    run: RunResult,
+    collected: CollectedRun,
+    settings: ReportSettings,
+    name: str,
+    changes: Mapping[str, VersionChanges] | None,
+) -> RunDocument | VersionDocument:
+    record = collected.record
+    if "lineage" in record:
+        compared = (changes or {}).get(run.run_id)
+        return version_document(
+            result,
+            run,
+            record,
+            settings,
+            name,
+            changes=compared.diff if compared else None,
+            compared_with=compared.label if compared else None,
+        )
+    return run_document(result, run, record, collected.metric_histories, settings, name)
 
 
 def _dated(result: AuditResult, settings: ReportSettings) -> AuditResult:
@@ -211,11 +233,13 @@ def _render_all(
 
 def _render(job: _Job) -> list[str]:
     """Render one document's HTML and PDF into the staging folder; return the file names."""
-    from audit.report.html import render_run, render_summary
+    from audit.report.html import render_run, render_summary, render_version
 
     document = job.document
     if isinstance(document, RunDocument):
         html = render_run(document, job.settings, job.template_dir)
+    elif isinstance(document, VersionDocument):
+        html = render_version(document, job.settings, job.template_dir)
     else:
         html = render_summary(document, job.settings, job.template_dir)
     html_name = f"{document.name}.html"

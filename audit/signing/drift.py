@@ -35,8 +35,8 @@ def changes(signed: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
         "tag", _without_own(signed.get("tags")), _without_own(current.get("tags"))
     )
     found += _mapping_changes("metric", _metrics(signed), _metrics(current))
-    sections = ("schema_version", "run", "source", "data", "environment", "models")
-    for section in (*sections, "system_metrics", "collection"):
+    sections = ("schema_version", "run", "source", "data", "environment", "models", "lineage")
+    for section in (*sections, "system_metrics", "declared", "collection"):
         old, new = signed.get(section), current.get(section)
         if section == "run":
             old, new = _without(old, "lifecycle_stage"), _without(new, "lifecycle_stage")

@@ -12,7 +12,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 
@@ -29,6 +29,9 @@ from audit.signing.statement import (
     folder_contents,
     sha256_file,
 )
+
+if TYPE_CHECKING:
+    from audit.sources import CollectedRun, CollectionNeeds, TrackingStore
 
 
 @dataclass(frozen=True)
@@ -354,12 +357,21 @@ def _compare_with_store(
     for count, (run_id, digest) in enumerate(digests.items(), start=1):
         record = signed.records.get(run_id) or {}
         name = (record.get("run") or {}).get("name")
+        lineage = record.get("lineage")
         try:
-            (current,) = list(
-                reader.collect(Selection(run_ids=(run_id,), include_deleted=True), needs)
-            )
+            if isinstance(lineage, Mapping):
+                current = _version_again(store, source, record, needs)
+            else:
+                (current,) = list(
+                    reader.collect(Selection(run_ids=(run_id,), include_deleted=True), needs)
+                )
         except SelectionError:
-            drift.append(RunDrift(run_id, name, ("run no longer in the store (deleted for good)",)))
+            gone = (
+                "model version no longer in the registry"
+                if isinstance(lineage, Mapping)
+                else "run no longer in the store (deleted for good)"
+            )
+            drift.append(RunDrift(run_id, name, (gone,)))
             continue
         listed: list[str] = []
         if sha256_hex(current.record) != digest and (
@@ -376,6 +388,28 @@ def _compare_with_store(
         if on_run:
             on_run(count)
     return store.display, len(digests), drift
+
+
+def _version_again(
+    store: TrackingStore, source: str, record: Mapping[str, Any], needs: CollectionNeeds
+) -> CollectedRun:
+    """A signed model version's record as the store holds it today, with the system card's
+    fields as signed (the card is not in the store)."""
+    from audit.sources import ModelSpec, Selection, open_source
+    from audit.versions import with_lineage
+
+    lineage = record["lineage"]
+    spec = ModelSpec(str(lineage["model"]["name"]), version=str(lineage["version"]["version"]))
+    collected = open_source(store, prefer=source).collect(Selection(models=(spec,)), needs)
+    declared = record.get("declared")
+    (current,) = list(
+        with_lineage(
+            collected,
+            open_source(store, prefer=source),
+            (lambda facts: declared) if isinstance(declared, Mapping) else None,
+        )
+    )
+    return current
 
 
 def _text(value: Any) -> str | None:
