@@ -1,0 +1,241 @@
+"""A registered model version as the subject of an audit: its lineage read from a real store
+(tests/fixtures/lineage_store.py), its evidence record, and its Annex IV documentation."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import mlflow
+import pytest
+from pypdf import PdfReader
+
+import audit
+from audit.resources import schema_path
+from tests.conftest import LineageStore
+
+DATE = "2026-12-03"
+
+
+@pytest.fixture(scope="module")
+def cli_main():
+    from audit.cli import main
+
+    return lambda *args: main(list(args))
+
+
+def _versions(store: LineageStore, *specs: str, source: str = "auto") -> dict[str, Any]:
+    """The version records and results of an audit, by version number."""
+    result = audit.check(store.uri, model=list(specs), keep_records=True, source=source)
+    return {
+        run.model_versions[0].split("/")[1].split(" ")[0]: (run, (result.records or {})[run.run_id])
+        for run in result.runs
+    }
+
+
+def _outcome(run: Any, rule_id: str) -> str:
+    return str(run.outcome_of(rule_id))
+
+
+@pytest.fixture(scope="module")
+def audited(lineage_store: LineageStore) -> dict[str, Any]:
+    return _versions(lineage_store, f"{lineage_store.model}")
+
+
+# --------------------------------------------------------------------------- lineage
+
+
+def test_the_version_record_holds_its_lineage(
+    lineage_store: LineageStore, audited: dict[str, Any]
+) -> None:
+    runs = lineage_store.run_ids
+    _, record = audited["3"]
+    lineage = record["lineage"]
+    assert lineage["model"]["name"] == lineage_store.model
+    assert lineage["model"]["description"] == "Predicts which customers will cancel within 90 days."
+    assert lineage["version"]["version"] == "3"
+    assert lineage["version"]["aliases"] == ["champion"]
+    assert lineage["version"]["tags"] == {"validation_status": "approved"}
+    assert lineage["version"]["model_id"] == lineage_store.model_ids["v3"]
+    assert lineage["version"]["description"] == "Best trial of the March sweep."
+    assert lineage["previous_version"] == "2"
+    assert [v["version"] for v in lineage["versions"]] == ["1", "2", "3"]
+    assert [v["aliases"] for v in lineage["versions"]] == [[], ["challenger"], ["champion"]]
+    # The source run is the sweep's best child; its parent holds the search space.
+    assert lineage["source_run"]["id"] == runs["trial-2"]
+    assert record["run"]["id"] == runs["trial-2"]
+    sweep = lineage["sweep"]
+    assert sweep["id"] == runs["sweep-v3"] and sweep["name"] == "sweep-v3"
+    assert sweep["trials"] == 3
+    assert sweep["search_space"] == {
+        "search.C": "[0.1, 0.3, 1.0]",
+        "search.algorithm": "grid",
+        "search.metric": "train_accuracy",
+    }
+    (evaluation,) = lineage["evaluations"]
+    assert evaluation["id"] == runs["evaluate-v3"] and evaluation["name"] == "evaluate-v3"
+    assert {"accuracy_score", "f1_score", "roc_auc"} <= set(evaluation["metrics"])
+    assert evaluation["datasets"] == [
+        {"name": "churn-holdout", "digest": evaluation["datasets"][0]["digest"]}
+    ]
+
+
+def test_a_version_trained_outside_a_sweep_has_no_sweep(audited: dict[str, Any]) -> None:
+    for number in ("1", "2"):
+        assert audited[number][1]["lineage"]["sweep"] is None
+    assert audited["1"][1]["lineage"]["previous_version"] is None
+    assert audited["1"][1]["lineage"]["evaluations"] == []
+
+
+def test_evaluation_in_another_run_satisfies_the_evaluation_rules(
+    lineage_store: LineageStore, audited: dict[str, Any]
+) -> None:
+    """v2 was evaluated with mlflow.models.evaluate in a run of its own: its record carries
+    those metrics and the holdout dataset, each naming that run, and the rules pass on them."""
+    evaluator = lineage_store.run_ids["evaluate-v2"]
+    run, record = audited["2"]
+    linked = [m for m in record["metrics"] if m.get("run_id") == evaluator]
+    assert {m["key"] for m in linked} >= {"accuracy_score", "f1_score", "roc_auc", "log_loss"}
+    assert all(m["context"] == "evaluation" and m["context_from"] == "dataset" for m in linked)
+    assert all(m["dataset"]["name"] == "churn-holdout" for m in linked)
+    # One entry per metric, though evaluate logs each twice at the same step.
+    assert len({m["key"] for m in linked}) == len(linked)
+    (holdout,) = record["data"]["evaluation"]
+    assert holdout["name"] == "churn-holdout" and holdout["run_id"] == evaluator
+    assert holdout["source_uri"].startswith("s3://acme-data/churn/churn-holdout.parquet")
+    assert holdout["rows"] == 40
+    # The source run's own metric stays as it was, without a run id.
+    assert [m for m in record["metrics"] if m["key"] == "train_accuracy"][0].get("run_id") is None
+    for rule in ("metrics.evaluation", "data.evaluation-dataset", "metrics.evaluation-dataset"):
+        assert _outcome(run, rule) == "pass", rule
+    # The evidence the rule passed on names the run that logged it.
+    assert run.evidence is not None
+    assert f"in run {evaluator}" in run.evidence["metrics.evaluation"].text
+
+
+def test_the_source_run_alone_still_lacks_the_evaluation(
+    lineage_store: LineageStore,
+) -> None:
+    """Audited as a run, train-v2 shows what it logged itself: no evaluation. The evidence
+    comes with the version, not by changing what a run's record says."""
+    result = audit.check(lineage_store.uri, run_id=lineage_store.run_ids["train-v2"])
+    (run,) = result.runs
+    assert _outcome(run, "metrics.evaluation") == "fail"
+    assert _outcome(run, "data.evaluation-dataset") == "fail"
+
+
+def test_a_version_never_evaluated_fails_the_evaluation_rules(audited: dict[str, Any]) -> None:
+    run, record = audited["1"]
+    assert not [m for m in record["metrics"] if m.get("run_id")]
+    assert _outcome(run, "metrics.evaluation") == "fail"
+    assert _outcome(run, "data.evaluation-dataset") == "fail"
+
+
+def test_version_records_match_the_schema_and_both_sources(
+    lineage_store: LineageStore, audited: dict[str, Any]
+) -> None:
+    schema = json.loads(schema_path("evidence-record.schema.json").read_text())
+    validator = jsonschema.Draft202012Validator(schema)
+    for _, record in audited.values():
+        assert not list(validator.iter_errors(record))
+    through_client = _versions(lineage_store, lineage_store.model, source="client")
+    assert {n: r.evidence_sha256 for n, (r, _) in through_client.items()} == {
+        n: r.evidence_sha256 for n, (r, _) in audited.items()
+    }
+
+
+def test_an_alias_selects_the_version_it_points_to(lineage_store: LineageStore) -> None:
+    by_alias = _versions(lineage_store, f"{lineage_store.model}@champion")
+    assert list(by_alias) == ["3"]
+    (run, record) = by_alias["3"]
+    assert record["lineage"]["version"]["version"] == "3"
+    assert run.model_versions == (f"{lineage_store.model}/3 (@champion)",)
+
+
+# --------------------------------------------------------------------------- document
+
+
+@pytest.fixture(scope="module")
+def champion_report(
+    lineage_store: LineageStore, tmp_path_factory: pytest.TempPathFactory, cli_main
+) -> Path:
+    out = tmp_path_factory.mktemp("champion")
+    code = cli_main(
+        "report", "--tracking-uri", lineage_store.uri, "--model",
+        f"{lineage_store.model}@champion", "--out", str(out), "--date", DATE,
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
+def _pdf_text(path: Path) -> str:
+    return "\n".join(page.extract_text() or "" for page in PdfReader(path).pages)
+
+
+def _squash(text: str) -> str:
+    return "".join(text.split())
+
+
+def test_the_document_follows_annex_iv_in_order(champion_report: Path) -> None:
+    text = _squash(_pdf_text(champion_report / "churn-classifier-v3.pdf"))
+    headings = [
+        "1.GeneraldescriptionoftheAIsystem",
+        "1(a)Intendedpurpose,provider,version",
+        "1(b)Interaction",
+        "1(c)Versionsofrelevantsoftware",
+        "1(d)Forms",
+        "1(e)Hardware",
+        "1(f)Products",
+        "1(g)Userinterface",
+        "1(h)Instructionsforuse",
+        "2.ElementsoftheAIsystemanditsdevelopment",
+        "2(a)Methodsandstepsofdevelopment",
+        "2(b)Designspecifications",
+        "2(c)Systemarchitecture",
+        "2(d)Datarequirements",
+        "2(e)Humanoversight",
+        "2(f)Pre-determinedchanges",
+        "2(g)Validationandtesting",
+        "2(h)Cybersecurity",
+        "3.Monitoring,functioningandcontrol",
+        "4.Appropriatenessoftheperformancemetrics",
+        "5.Riskmanagementsystem",
+        "6.Changesthroughthelifecycle",
+        "7.Standardsapplied",
+        "8.EUdeclarationofconformity",
+        "9.Post-marketmonitoring",
+        "AnnexA.Evidencemappedtoprovisions",
+        "AnnexB.Gapsandhowtoclosethem",
+        "AnnexC.Howthisdocumentwasmade",
+    ]
+    # After the table of contents, each heading once, in this order.
+    body = text[text.index("Annexes:") :]
+    places = [body.find(heading) for heading in headings]
+    assert all(p >= 0 for p in places), [h for h, p in zip(headings, places, strict=True) if p < 0]
+    assert places == sorted(places)
+
+
+def test_the_document_traces_facts_to_their_runs(
+    lineage_store: LineageStore, champion_report: Path
+) -> None:
+    runs = lineage_store.run_ids
+    text = _squash(_pdf_text(champion_report / "churn-classifier-v3.pdf"))
+    assert _squash(f"run evaluate-v3 ({runs['evaluate-v3']})") in text
+    assert _squash(f"source run trial-2 ({runs['trial-2']})") in text
+    assert _squash(f"parent run sweep-v3 ({runs['sweep-v3']})") in text
+    assert "3trials" in text
+    assert "FROMMLFLOW" in text and "MISSING" in text
+    # Without a system card every declared point says so, and names the field to fill.
+    assert "nosystemcardwasgiven" in text
+    assert "fill`intended_purpose`inthesystemcard" in text
+
+
+def test_the_provisions_annex_has_one_row_per_provision(champion_report: Path) -> None:
+    html = (champion_report / "churn-classifier-v3.html").read_text()
+    annex = html[html.index('id="annex-a"') : html.index('id="annex-b"')]
+    rows = annex.count("<tr>") - 1  # the header row
+    result = json.loads((champion_report / "result.json").read_text())
+    cited = {p for rule in result["rules"] for p in rule["provisions"]}
+    assert rows == len(cited)
