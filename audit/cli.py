@@ -753,10 +753,16 @@ def _run_report(args: argparse.Namespace) -> int:
     )
     progress.done()
     _warn_about_waivers(result)
+    from audit.formats.text import plural
+
     counts = result.status_counts()
-    runs = len(result.runs)
+    versions = sum(1 for run in result.runs if run.model_versions)
+    subjects = (
+        plural(versions, "model version") if versions == len(result.runs)
+        else plural(len(result.runs), "run")
+    )  # fmt: skip
     print(
-        f"Documented {runs} run{'s' if runs != 1 else ''} ({counts['pass']} pass, "
+        f"Documented {subjects} ({counts['pass']} pass, "
         f"{counts['warn']} with warnings, {counts['fail']} fail) in {files.folder}"
     )
     if files.summary:

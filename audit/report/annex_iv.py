@@ -12,7 +12,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from audit.describe import metric_text
+from audit.describe import metric_text, number
+from audit.formats.text import shorten
 from audit.report.document import (
     Cover,
     MatrixGroup,
@@ -31,7 +32,11 @@ from audit.result import AuditResult, RunResult
 Origin = Literal["mlflow", "declared", "missing"]
 
 #: What the document says where the system card has nothing: how to fill it.
-_CARD_HINT = "fill `{field}` in the system card (mlflow-audit system-card init writes one)"
+_CARD_HINT = "fill `{field}` in the system card"
+#: Metrics a reader looks for first when a summary names a few.
+_HEADLINE_METRICS = (
+    "accuracy", "f1", "roc_auc", "auc", "precision", "recall", "rmse", "mae", "r2", "log_loss",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -114,6 +119,8 @@ class VersionDocument:
     #: Changes since the version compared with (Annex IV 6), as `audit.diff` gives them.
     changes: Any = None
     compared_with: str | None = None
+    #: Whether a system card was given: without one, every declared point is missing.
+    has_card: bool = False
     keywords: tuple[str, ...] = field(default=())
 
     @property
@@ -198,6 +205,7 @@ def version_document(
             ),
         ),
         signatories=facts.signatories(),
+        has_card=facts.has_card,
         changes=changes,
         compared_with=compared_with,
         keywords=(facts.subject, run.run_id),
@@ -271,13 +279,14 @@ class _Facts:
 
     def _missing(self, label: str, pointer: str, field: str) -> Entry:
         placeholders = self.card.get("placeholders") or []
+        hint = _CARD_HINT.format(field=field)
         if pointer in placeholders:
-            why = f"a placeholder in the system card: {_CARD_HINT.format(field=field)}"
-        elif not isinstance(self.card.get("card"), Mapping):
-            why = f"no system card was given: {_CARD_HINT.format(field=field)}"
-        else:
-            why = _CARD_HINT.format(field=field)
-        return Entry(label, "not declared", "missing", why)
+            return Entry(label, "a placeholder, not a declaration", "missing", hint)
+        return Entry(label, "not declared", "missing", hint)
+
+    @property
+    def has_card(self) -> bool:
+        return isinstance(self.card.get("card"), Mapping)
 
     def declared(self, label: str, pointer: str, field: str) -> Entry:
         value = self._declared_value(pointer)
@@ -316,8 +325,9 @@ class _Facts:
                 "missing",
                 "log metrics on held-out data linked to it (see section 2(g))",
             )
-        shown = "; ".join(metric_text(m) for m in evaluation[:6])
-        more = f"; and {len(evaluation) - 6} more (section 2(g))" if len(evaluation) > 6 else ""
+        headline = sorted(evaluation, key=_headline_rank)[:4]
+        shown = "; ".join(_metric_value(m) for m in headline)
+        more = f" ({len(evaluation)} in all, section 2(g))" if len(evaluation) > 4 else ""
         runs = sorted({m.get("run_id") or self.source_run["id"] for m in evaluation})
         return Entry(
             "Metrics on evaluation data",
@@ -682,7 +692,7 @@ def _metrics_table(facts: _Facts) -> Table:
         rows.append(
             (
                 str(metric["key"]),
-                _number(metric["value"]),
+                number(metric["value"]),
                 on,
                 facts.run_label(metric.get("run_id")),
             )
@@ -736,10 +746,19 @@ def _signature_summary(record: Mapping[str, Any]) -> str | None:
     return None
 
 
-def _number(value: object) -> str:
-    if isinstance(value, float):
-        return f"{value:.6g}"
-    return str(value)
+def _headline_rank(metric: Mapping[str, Any]) -> tuple[int, str]:
+    key = str(metric.get("key")).lower()
+    for rank, name in enumerate(_HEADLINE_METRICS):
+        if key == name or key.startswith(f"{name}_") or key.endswith(f"_{name}"):
+            return rank, key
+    return len(_HEADLINE_METRICS), key
+
+
+def _metric_value(metric: Mapping[str, Any]) -> str:
+    """``accuracy_score = 0.91 on churn-holdout``."""
+    dataset = metric.get("dataset")
+    on = f" on {dataset.get('name') or '(unnamed)'}" if isinstance(dataset, Mapping) else ""
+    return f"{metric.get('key')} = {number(metric.get('value'))}{on}"
 
 
 def _cover(result: AuditResult, run: RunResult, facts: _Facts, settings: ReportSettings) -> Cover:
@@ -755,7 +774,7 @@ def _cover(result: AuditResult, run: RunResult, facts: _Facts, settings: ReportS
         ("Provider", provider.value if provider.origin == "declared" else "not declared"),
         (
             "Intended purpose",
-            _short(purpose.value) if purpose.origin == "declared" else "not declared",
+            shorten(purpose.value, 240) if purpose.origin == "declared" else "not declared",
         ),
         ("Registered", f"{version.get('created') or 'date not recorded'}"
          + (f" by {version['registered_by']}" if version.get("registered_by") else "")),
@@ -772,10 +791,6 @@ def _cover(result: AuditResult, run: RunResult, facts: _Facts, settings: ReportS
         counts=_counts([run]),
         outcomes=single_run_result(result, run).outcome_counts(),
     )
-
-
-def _short(text: str, limit: int = 240) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 def sections_in_order(document: VersionDocument) -> Sequence[str]:
