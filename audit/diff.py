@@ -18,11 +18,13 @@ import json
 import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, fields, is_dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from audit.evidence import bounded
-from audit.policy import Outcome
-from audit.result import RunResult
+
+if TYPE_CHECKING:
+    from audit.policy import Outcome
+    from audit.result import RunResult
 
 #: The version of the JSON form (`schemas/diff.schema.json`).
 SCHEMA_VERSION = "1.0"
@@ -437,7 +439,9 @@ def _metrics_by_key(record: Mapping[str, Any]) -> dict[str, list[tuple[MetricSid
         )
         value = entry.get("value")
         side = MetricSide(
-            value=value if isinstance(value, int | float) else _text(value) or "",
+            value=value
+            if isinstance(value, int | float) and not isinstance(value, bool)
+            else _text(value) or "",
             context=_text(entry.get("context")),
             dataset=dataset,
             run_id=_text(entry.get("run_id")),
@@ -506,9 +510,11 @@ def _packages(requirements: list[Any]) -> dict[str, str]:
     that is not a valid requirement stands for itself."""
     lines: dict[str, list[str]] = {}
     for entry in requirements:
-        if isinstance(entry, Mapping) and isinstance(entry.get("line"), str):
-            name = entry.get("name") if isinstance(entry.get("name"), str) else entry["line"]
-            lines.setdefault(name, []).append(entry["line"])
+        if not isinstance(entry, Mapping) or not isinstance(entry.get("line"), str):
+            continue
+        name = entry.get("name")
+        line = bounded(entry["line"], VALUE_LIMIT)
+        lines.setdefault(name if isinstance(name, str) else line, []).append(line)
     return {name: "; ".join(sorted(each)) for name, each in lines.items()}
 
 
