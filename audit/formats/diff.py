@@ -155,10 +155,8 @@ def _detail(change: Any) -> str:
     if isinstance(change, DatasetChange):
         return _sides(change.kind, _dataset(change.old), _dataset(change.new))
     if isinstance(change, MetricChange):
-        text = _metric_sides(change)
-        if change.kind == "not_comparable":
-            return f"{text} · not comparable: {change.reason}"
-        return text + (f" · {_delta(change)}" if change.kind == "changed" else "")
+        note = _metric_note(change)
+        return f"{_metric_sides(change)} · {note}" if note else _metric_sides(change)
     assert isinstance(change, Change)
     return _sides(change.kind, _shown(change.old), _shown(change.new))
 
@@ -200,6 +198,12 @@ def _metric_sides(change: MetricChange) -> str:
     if old is not None and new is not None and _basis(old) == _basis(new):
         return f"{_metric(old, False)} -> {_metric(new, False)} ({_basis(new)})"
     return _sides(change.kind, _metric(old), _metric(new))
+
+
+def _metric_note(change: MetricChange) -> str:
+    if change.kind == "changed":
+        return _delta(change)
+    return f"not comparable: {change.reason}" if change.kind == "not_comparable" else ""
 
 
 def _delta(change: MetricChange) -> str:
@@ -309,11 +313,7 @@ def _markdown_section(diff: RecordDiff, name: str) -> Section:
                 c.key,
                 _metric(c.old),
                 _metric(c.new),
-                _delta(c)
-                if c.kind == "changed"
-                else f"not comparable: {c.reason}"
-                if c.kind == "not_comparable"
-                else "",
+                _metric_note(c),
             )
             for c in changes
         ]
