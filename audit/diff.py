@@ -240,9 +240,9 @@ def diff_records(
         environment=tuple(_environment_changes(old, new)),
         code=tuple(_code_changes(old, new)),
         model=tuple(_model_changes(old, new)),
-        policy=_policy_diff(old_result, new_result, tuple(rule_ids))
-        if old_result and new_result
-        else None,
+        policy=None
+        if old_result is None or new_result is None
+        else _policy_diff(old_result, new_result, tuple(rule_ids)),
     )
 
 
