@@ -74,11 +74,11 @@ def code(text: str) -> str:
 
 
 def render_markdown(result: AuditResult, *, max_length: int = GITHUB_COMMENT_LIMIT) -> str:
-    page = _Page(max_length - _NOTE_RESERVE)
-    page.add(_Section(_headline(result)))
+    page = Page(max_length - _NOTE_RESERVE)
+    page.add(Section(_headline(result)))
     warnings = [use for use in result.waivers if use.state != "applied"]
     if warnings and not page.add(
-        _Section(
+        Section(
             [f"> ⚠️ **{plural(len(warnings), 'waiver')} to look at**", ">"],
             [f"> - {use.state}: {md(use.message)}" for use in warnings],
             [""],
@@ -88,7 +88,7 @@ def render_markdown(result: AuditResult, *, max_length: int = GITHUB_COMMENT_LIM
         page.left_out.append(plural(len(warnings), "waiver warning"))
     failing = result.failing_runs()
     if failing:
-        page.add(_Section([f"#### Runs failing the gate ({len(failing)})", ""]))
+        page.add(Section([f"#### Runs failing the gate ({len(failing)})", ""]))
         for index, run in enumerate(failing):
             if not page.add(_run_section(run, result)):
                 page.left_out.append(plural(len(failing) - index, "failing run"))
@@ -179,7 +179,7 @@ def _headline(result: AuditResult) -> list[str]:
     return lines
 
 
-def _run_section(run: RunResult, result: AuditResult) -> _Section:
+def _run_section(run: RunResult, result: AuditResult) -> Section:
     opening = [
         f"##### {_STATUS_ICON[run.status]} {md(run_label(run))} · "
         f"experiment {md(experiment_label(run))}",
@@ -214,7 +214,7 @@ def _run_section(run: RunResult, result: AuditResult) -> _Section:
             "- ⚪ not applicable: " + ", ".join(code(rule_id) for rule_id in run.not_applicable)
         )
     # The note saying what was left out has a fixed room: the id, never the (long) name.
-    return _Section(opening, items, closing, what=f"the gaps of run {md(shorten(run.run_id, 40))}")
+    return Section(opening, items, closing, what=f"the gaps of run {md(shorten(run.run_id, 40))}")
 
 
 def _gap_item(findings: list[Finding]) -> str:
@@ -254,10 +254,10 @@ def _waived_item(run: RunResult, finding: Finding) -> str:
     )
 
 
-def _folded(title: str, summary: str, items: list[str], *, what: str) -> _Section:
+def _folded(title: str, summary: str, items: list[str], *, what: str) -> Section:
     if len(items) <= _FOLD_OVER:
-        return _Section([f"#### {title}", ""], items, [""], what=what)
-    return _Section(
+        return Section([f"#### {title}", ""], items, [""], what=what)
+    return Section(
         [f"#### {title}", "", f"<details><summary>{html.escape(summary)}</summary>", ""],
         items,
         ["", "</details>", ""],
@@ -269,7 +269,7 @@ def _folded(title: str, summary: str, items: list[str], *, what: str) -> _Sectio
 
 
 @dataclass
-class _Section:
+class Section:
     opening: list[str]
     items: list[str] = field(default_factory=list)
     closing: list[str] = field(default_factory=list)
@@ -277,13 +277,13 @@ class _Section:
 
 
 @dataclass
-class _Page:
+class Page:
     budget: int
     lines: list[str] = field(default_factory=list)
     left_out: list[str] = field(default_factory=list)
     used: int = 0
 
-    def add(self, section: _Section) -> bool:
+    def add(self, section: Section) -> bool:
         """Add the section with as many of its items as fit. False, and nothing added, when not
         even its opening and first item fit: the caller says what was left out."""
         fixed = _size(section.opening) + _size(section.closing)

@@ -15,7 +15,7 @@ from collections.abc import Iterator, Mapping
 from itertools import groupby
 from typing import Literal
 
-from audit.formats.text import plural
+from audit.formats.text import plural, shorten
 from audit.policy import Rule
 from audit.result import AuditResult, Finding, RunResult
 
@@ -29,6 +29,11 @@ _COLORS = {
     "info": "36",
     "dim": "2",
     "bold": "1",
+    # What `mlflow-audit diff` marks (audit.formats.diff).
+    "added": "32",
+    "removed": "31",
+    "changed": "33",
+    "not_comparable": "35",
 }
 _STATUS_LABEL = {"fail": "FAIL", "warn": "WARN", "pass": "PASS"}
 #: Above this many runs, the default table is compact (see the module's docstring).
@@ -48,7 +53,7 @@ def _one_line(text: str) -> str:
     return printable(text).replace("\n", "\\x0a")
 
 
-class _Painter:
+class Painter:
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
 
@@ -69,7 +74,7 @@ def table_chunks(
 ) -> Iterator[str]:
     """The table in pieces: the header, each run's block (or the compact overview), the
     summary."""
-    paint = _Painter(color)
+    paint = Painter(color)
     width = max(width, 60)
     policy = result.policy
     version = f" {policy['version']}" if policy.get("version") else ""
@@ -88,7 +93,7 @@ def table_chunks(
 
 
 def _overview(
-    result: AuditResult, rules: Mapping[str, Rule], paint: _Painter, width: int
+    result: AuditResult, rules: Mapping[str, Rule], paint: Painter, width: int
 ) -> list[str]:
     """The compact table: which runs fail the gate and on what, then which rules fail most."""
     # With the gate off, the runs it would fail by default.
@@ -106,7 +111,7 @@ def _overview(
     if failing:
         lines.append(paint(f"{plural(len(failing), 'run')} at or above {threshold}", "bold"))
     for run in failing:
-        name = _shorten(_one_line(run.run_name or "(unnamed run)"), 40)
+        name = shorten(_one_line(run.run_name or "(unnamed run)"), 40)
         ids = sorted(
             {f.rule_id for f in run.open_findings if f.fails_gate(threshold)},
             key=lambda rule_id: order.get(rule_id, len(order)),
@@ -139,8 +144,8 @@ def _failing_runs_by_rule(result: AuditResult, order: Mapping[str, int]) -> list
     )
 
 
-def _run_block(run: RunResult, rules: Mapping[str, Rule], paint: _Painter, width: int) -> list[str]:
-    name = _shorten(_one_line(run.run_name or "(unnamed run)"), width - 6)
+def _run_block(run: RunResult, rules: Mapping[str, Rule], paint: Painter, width: int) -> list[str]:
+    name = shorten(_one_line(run.run_name or "(unnamed run)"), width - 6)
     experiment = printable(run.experiment_name or run.experiment_id)
     lines = [f"{paint(_STATUS_LABEL[run.status], run.status)}  {name}"]
     lines += wrap(f"run {run.run_id} · experiment {experiment}", " " * 6, width, hang=4)
@@ -181,11 +186,7 @@ def _outcomes_line(run: RunResult, policy_rules: Mapping[str, Rule]) -> str:
     return "rules: " + " · ".join(parts)
 
 
-def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _finding_block(findings: list[Finding], paint: _Painter, width: int) -> list[str]:
+def _finding_block(findings: list[Finding], paint: Painter, width: int) -> list[str]:
     first = findings[0]
     indent = " " * 6
     severity = paint(f"{first.severity:<8}", first.severity)
@@ -209,7 +210,7 @@ def _finding_block(findings: list[Finding], paint: _Painter, width: int) -> list
     return lines
 
 
-def _waived_block(findings: list[Finding], paint: _Painter, width: int) -> list[str]:
+def _waived_block(findings: list[Finding], paint: Painter, width: int) -> list[str]:
     first = findings[0]
     waiver = first.waiver
     assert waiver is not None
@@ -253,7 +254,7 @@ def _wrapped(text: str, indent: str, width: int, hang: int) -> tuple[str, ...]:
     )
 
 
-def _summary_block(result: AuditResult, paint: _Painter, width: int) -> list[str]:
+def _summary_block(result: AuditResult, paint: Painter, width: int) -> list[str]:
     statuses = result.status_counts()
     severities = result.severity_counts()
     experiments = {run.experiment_id for run in result.runs}
@@ -287,7 +288,7 @@ def _summary_block(result: AuditResult, paint: _Painter, width: int) -> list[str
     return lines
 
 
-def _verdict(result: AuditResult, paint: _Painter) -> str:
+def _verdict(result: AuditResult, paint: Painter) -> str:
     failing = len(result.failing_runs())
     if result.fail_on == "never" and result.min_score is None:
         return paint("gate off", "dim") + " (--fail-on never)"

@@ -8,6 +8,8 @@ import json
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from audit.diff import keyed_differences
+
 #: Tags `mlflow-audit report --log-to-mlflow` sets on the runs it signed. Setting them changes
 #: the run after signing, so they are not a change to report.
 OWN_TAGS = frozenset({"audit.status", "audit.policy", "audit.report_sha256", "audit.signed_by"})
@@ -91,15 +93,14 @@ def _metrics(record: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _mapping_changes(kind: str, old: Any, new: Any) -> list[str]:
-    old, new = old or {}, new or {}
     lines: list[str] = []
-    for key in sorted(set(old) | set(new)):
-        if key not in new:
-            lines.append(f"{kind} {key} removed (was {_show(old[key])})")
-        elif key not in old:
-            lines.append(f"{kind} {key} added: {_show(new[key])}")
-        elif old[key] != new[key]:
-            lines.append(f"{kind} {key}: {_show(old[key])} -> {_show(new[key])}")
+    for change, key, before, after in keyed_differences(old or {}, new or {}):
+        if change == "removed":
+            lines.append(f"{kind} {key} removed (was {_show(before)})")
+        elif change == "added":
+            lines.append(f"{kind} {key} added: {_show(after)}")
+        else:
+            lines.append(f"{kind} {key}: {_show(before)} -> {_show(after)}")
     return lines
 
 
