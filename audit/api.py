@@ -9,14 +9,15 @@ from __future__ import annotations
 
 import contextlib
 import gc
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from audit.errors import SelectionError
 from audit.evaluation import EvaluatedRun, RunEvaluator, evaluate
 from audit.policy import Policy, load_policy
-from audit.result import AuditResult, FailOn
+from audit.result import AuditResult, FailOn, RunResult
 from audit.sources import (
     MAX_PAGE_SIZE,
     CollectedRun,
@@ -31,7 +32,9 @@ from audit.sources.locations import allowing
 from audit.waivers import WaiverSet, load_waivers
 
 if TYPE_CHECKING:
+    from audit.diff import RecordDiff
     from audit.report import ReportFiles, ReportSettings
+    from audit.report.annex_iv import VersionChanges
     from audit.signing import PdfSignOptions, SignedBundle, SigningKey
     from audit.versions import Declare
 
@@ -255,6 +258,7 @@ def report(
     sign_with: SigningKey | None = None,
     sign_options: PdfSignOptions | None = None,
     on_signed: Callable[[int, int], None] | None = None,
+    compare_to: str | None = None,
 ) -> tuple[AuditResult, ReportFiles]:
     """Audit the selected runs and write their documentation into `out`: per run an HTML and a
     PDF/A-3b file, a summary when several runs are selected, `evidence.json` and `result.json`.
@@ -277,10 +281,11 @@ def report(
     # Reports show models, environments and histories whatever the policy itself looks at.
     needs = CollectionNeeds(artifacts=True, registry=True, metric_history=True)
     collected: list[CollectedRun] = []
+    loaded = policy if isinstance(policy, Policy) else load_policy(policy)
     result = _evaluate_selected(
         tracking_uri,
         selection,
-        policy,
+        loaded,
         needs=needs,
         fail_on=fail_on,
         min_score=min_score,
@@ -291,6 +296,19 @@ def report(
         allow_artifact_locations=allow_artifact_locations,
         on_run=on_run,
         collected=collected,
+    )
+    changes = _version_changes(
+        result,
+        collected,
+        compare_to,
+        lambda spec: _audit_subject(
+            spec,
+            tracking_uri,
+            loaded,
+            source=source,
+            timeout=timeout,
+            allow_artifact_locations=allow_artifact_locations,
+        ),
     )
     signed: list[SignedBundle] = []
 
@@ -312,6 +330,7 @@ def report(
         jobs=jobs,
         on_document=on_document,
         finish=sign if sign_with is not None else None,
+        changes=changes,
     )
     if signed:
         from dataclasses import replace
@@ -322,3 +341,137 @@ def report(
         bundle = replace(signed[0], folder=files.folder, envelope=files.folder / ENVELOPE_FILE)
         files = replace(files, signature=bundle)
     return result, files
+
+
+# --------------------------------------------------------------------------- comparing
+
+
+def subject_selection(spec: str) -> Selection:
+    """One subject to compare: a run id, or one model version (NAME/VERSION, NAME/latest,
+    NAME@ALIAS)."""
+    text = spec.strip()
+    if "/" in text or "@" in text:
+        model = ModelSpec.parse(text)
+        if model.version is None and model.alias is None:
+            raise SelectionError(
+                f"{spec!r} is not a run id, NAME/VERSION, NAME/latest or NAME@ALIAS"
+            )
+        return Selection(models=(model,))
+    if not text:
+        raise SelectionError("an empty run id")
+    return Selection(run_ids=(text,))
+
+
+@dataclass(frozen=True)
+class AuditedSubject:
+    """A run or a model version, audited on its own: its record and its result."""
+
+    spec: str
+    run: RunResult
+    record: Mapping[str, Any]
+    result: AuditResult
+
+    @property
+    def label(self) -> str:
+        """How documents name it: ``churn-classifier v2``, or ``run NAME (ID)``."""
+        lineage = self.record.get("lineage")
+        if isinstance(lineage, Mapping):
+            return f"{lineage['model']['name']} v{lineage['version']['version']}"
+        name = f"{self.run.run_name} " if self.run.run_name else ""
+        return f"run {name}({self.run.run_id})"
+
+
+def _audit_subject(
+    spec: str,
+    tracking_uri: str | None,
+    policy: Policy,
+    *,
+    source: str = "auto",
+    timeout: int | None = None,
+    allow_artifact_locations: str | Iterable[str] | None = None,
+) -> AuditedSubject:
+    result = _evaluate_selected(
+        tracking_uri,
+        subject_selection(spec),
+        policy,
+        needs=CollectionNeeds(artifacts=True, registry=True),
+        keep_records=True,
+        source=source,
+        timeout=timeout,
+        allow_artifact_locations=allow_artifact_locations,
+    )
+    (run,) = result.runs
+    assert result.records is not None
+    return AuditedSubject(spec, run, result.records[run.run_id], result)
+
+
+def diff(
+    old: str,
+    new: str,
+    tracking_uri: str | None = None,
+    *,
+    policy: str | Path | Policy | None = None,
+    source: str = "auto",
+    timeout: int | None = None,
+    allow_artifact_locations: str | Iterable[str] | None = None,
+) -> RecordDiff:
+    """What changed from `old` to `new`: two runs (by id) or two model versions (NAME/VERSION,
+    NAME@ALIAS), each audited against `policy` on its own (a version with its lineage).
+    Raises `audit.AuditError` when either cannot be audited."""
+    from audit.diff import diff_records
+
+    loaded = policy if isinstance(policy, Policy) else load_policy(policy)
+    options: dict[str, Any] = {
+        "source": source,
+        "timeout": timeout,
+        "allow_artifact_locations": allow_artifact_locations,
+    }
+    before = _audit_subject(old, tracking_uri, loaded, **options)
+    after = _audit_subject(new, tracking_uri, loaded, **options)
+    return diff_records(
+        before.record,
+        after.record,
+        old_result=before.run,
+        new_result=after.run,
+        rule_ids=[rule.id for rule in loaded.rules],
+    )
+
+
+def _version_changes(
+    result: AuditResult,
+    collected: Iterable[CollectedRun],
+    compare_to: str | None,
+    audit_subject: Callable[[str], AuditedSubject],
+) -> dict[str, VersionChanges]:
+    """For each model version documented, what changed since `compare_to`, else since the
+    version before it (Annex IV 6)."""
+    from audit.diff import diff_records
+    from audit.report.annex_iv import VersionChanges
+
+    versions = [item.record for item in collected if "lineage" in item.record]
+    if compare_to is not None and len(versions) != 1:
+        raise SelectionError(
+            f"--compare-to compares one model version with another; this report documents "
+            f"{len(versions)} model versions"
+        )
+    runs = {run.run_id: run for run in result.runs}
+    changes = {}
+    for record in versions:
+        lineage = record["lineage"]
+        previous = lineage.get("previous_version")
+        spec = compare_to or (f"{lineage['model']['name']}/{previous}" if previous else None)
+        if spec is None:
+            continue
+        before = audit_subject(spec)
+        run = runs[record["run"]["id"]]
+        changes[run.run_id] = VersionChanges(
+            before.label,
+            diff_records(
+                before.record,
+                record,
+                old_result=before.run,
+                new_result=run,
+                rule_ids=[rule.id for rule in result.rules],
+            ),
+        )
+    return changes

@@ -5,13 +5,24 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from audit import __version__
 from audit.cliparser import Parser
+from audit.commands import Command
+from audit.commands import diff as commands_diff
+from audit.commands.options import (
+    POLICY_HELP,
+    add_config_arguments,
+    add_store_arguments,
+    configure,
+    fill,
+    load_config,
+    positive_int,
+)
+from audit.commands.output import emit, terminal_width, use_color
 from audit.errors import AuditError, first_line
 
 if TYPE_CHECKING:
@@ -19,6 +30,9 @@ if TYPE_CHECKING:
     from audit.signing import PdfSignOptions, SignedBundle, SigningKey
 
 EXIT_OK, EXIT_GAPS, EXIT_INCOMPLETE = 0, 1, 2
+
+#: Commands with a module of their own: each has `add_parser(commands)` and `run(args)`.
+COMMAND_MODULES: dict[str, Command] = {"diff": commands_diff}
 
 _EPILOG = """\
 outcomes:
@@ -104,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check",
         help="audit runs against a policy and fail on gaps (the CI gate)",
-        description=_fill(
+        description=fill(
             "Collect runs from an MLflow tracking store (read-only), validate each against a "
             "policy, decide every rule on every run (pass with its evidence, fail, not "
             "applicable, unknown, waived), print every gap with the provisions it is relevant "
@@ -160,10 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report",
         help="write model documentation (HTML and PDF/A) mapped to the provisions",
-        description=_fill(
+        description=fill(
             "Audit the selected runs like 'check' and write their documentation into a folder: "
             "for each run NAME.html and NAME.pdf (PDF/A-3b carrying the evidence), summary.html "
             "and summary.pdf when several runs are selected, evidence.json and result.json. "
+            "A model version (--model NAME/VERSION or NAME@ALIAS) gets its technical "
+            "documentation in the order of Annex IV: its lineage from MLflow (source run, sweep, "
+            "evaluating runs, registry), what a system card declares, what is missing, and the "
+            "changes since the version before it. "
             "Gaps are documented, not gated: the exit code is 0 unless --fail-on is given."
         ),
         epilog=_REPORT_EPILOG,
@@ -194,6 +212,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="PDF page size (default: A4)",
     )
     documents.add_argument(
+        "--compare-to",
+        metavar="SPEC",
+        help="for a model version's documentation: the version (NAME/VERSION, NAME@ALIAS) or "
+        "run id whose changes section 6 lists (default: the version before it)",
+    )
+    documents.add_argument(
         "--template-dir",
         metavar="DIR",
         help="your Jinja2 templates, looked up before the built-in ones (which stay available "
@@ -205,7 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
     documents.add_argument(
         "-j",
         "--jobs",
-        type=_positive_int,
+        type=positive_int,
         metavar="N",
         help="render PDFs in N processes (default: one per core)",
     )
@@ -223,7 +247,7 @@ def build_parser() -> argparse.ArgumentParser:
     keygen = commands.add_parser(
         "keygen",
         help="make a signing key and a self-signed certificate (to try signing out)",
-        description=_fill(
+        description=fill(
             "Make a private key and a self-signed X.509 certificate for document signing (key "
             "usage digitalSignature and nonRepudiation). Writes DIR/signer.p12 (key and "
             "certificate, encrypted with a passphrase) and DIR/signer.pem (the certificate, "
@@ -247,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     keygen.add_argument(
         "--days",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="N",
         help="validity of the certificate (default: 3700, a little over the 10 years Art. 18 "
@@ -263,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
     sign = commands.add_parser(
         "sign",
         help="sign a report folder: PAdES in each PDF, a DSSE envelope over every file",
-        description=_fill(
+        description=fill(
             "Sign a folder written by 'mlflow-audit report': each PDF gets a PAdES signature "
             "(it stays PDF/A-3b with an RSA key), then audit.intoto.jsonl, a DSSE envelope "
             "holding an in-toto Statement v1, signs the SHA-256 of every file with what was "
@@ -296,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser(
         "verify",
         help="verify a signed report folder or file, offline (and against MLflow today)",
-        description=_fill(
+        description=fill(
             "Check a signed report folder (or one file of it, or a signed PDF on its own) "
             "against the certificate you trust: the envelope's signature, every file's digest, "
             "every PDF's signature covering the whole file, and the signer's certificate "
@@ -368,7 +392,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmd = commands.add_parser(
         "config",
         help="show the effective configuration and where each value comes from",
-        description=_fill(
+        description=fill(
             "Print every setting of check and report with its effective value and its source: "
             "the environment (MLFLOW_TRACKING_URI, MLFLOW_AUDIT_*), the configuration file "
             "([tool.mlflow-audit] in pyproject.toml, or mlflow-audit.toml, found from the "
@@ -376,7 +400,7 @@ def build_parser() -> argparse.ArgumentParser:
             "report override all of these."
         ),
     )
-    _add_config_arguments(config_cmd)
+    add_config_arguments(config_cmd)
     config_cmd.add_argument(
         "-f",
         "--format",
@@ -393,6 +417,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     provisions.add_argument("--framework", metavar="ID", help="only this framework, e.g. eu-ai-act")
     provisions.add_argument("-f", "--format", choices=("table", "json"), default="table")
+    for command in COMMAND_MODULES.values():
+        command.add_parser(commands)
     return parser
 
 
@@ -400,26 +426,11 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
     """Store, selection and policy options: the same for every command that audits runs."""
     from audit.result import FAIL_ON_CHOICES
 
-    _add_config_arguments(parser)
-    store = parser.add_argument_group("tracking store")
-    store.add_argument(
-        "--tracking-uri",
-        metavar="URI",
-        help="sqlite:///path.db, ./mlruns, postgresql://..., http(s)://server; default: "
-        "$MLFLOW_TRACKING_URI, else MLflow's default (./mlruns when it holds experiments, "
-        "else sqlite:///mlflow.db)",
-    )
-    store.add_argument(
-        "--source",
-        choices=("auto", "sql", "client"),
-        default="auto",
-        help="how to read the store: sql reads a SQLite or PostgreSQL store's tables directly "
-        "(read-only, no MLflow import), client goes through MLflow's client; auto (default) "
-        "uses sql for SQLite and PostgreSQL, client otherwise",
-    )
+    add_config_arguments(parser)
+    add_store_arguments(parser)
     selection = parser.add_argument_group(
         "selection",
-        _fill(
+        fill(
             "Default: every run of every active experiment. --run-id and --model add those "
             "runs; --experiment and --filter narrow the search."
         ),
@@ -440,8 +451,9 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
         action="append",
         default=[],
         metavar="SPEC",
-        help="audit the source run of a registered model version: NAME (every version), "
-        "NAME/VERSION, NAME/latest or NAME@ALIAS (repeatable)",
+        help="audit a registered model version with its lineage (its source run, the runs "
+        "that evaluated its model, its sweep): NAME (every version), NAME/VERSION, "
+        "NAME/latest or NAME@ALIAS (repeatable)",
     )
     selection.add_argument(
         "--filter",
@@ -452,41 +464,21 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
     selection.add_argument(
         "--include-deleted", action="store_true", help="also audit deleted runs and experiments"
     )
-    selection.add_argument("--max-runs", type=_positive_int, metavar="N", help="stop after N runs")
+    selection.add_argument("--max-runs", type=positive_int, metavar="N", help="stop after N runs")
     selection.add_argument(
         "--search-page-size",
-        type=_positive_int,
+        type=positive_int,
         default=None,  # from the configuration, else 50000
         metavar="N",
         help="runs per search request at most (default: 50000, MLflow's maximum, for SQL "
         "stores; 5000 from a tracking server and 2000 through MLflow's client, fewer for "
         "large runs or a slow server)",
     )
-    store.add_argument(
-        "--timeout",
-        type=_positive_int,
-        default=None,  # from the configuration, else MLFLOW_HTTP_REQUEST_TIMEOUT, else 30
-        metavar="SECONDS",
-        help="seconds each request to a tracking server may wait; each is tried 3 times "
-        "(default: MLFLOW_HTTP_REQUEST_TIMEOUT, else 30)",
-    )
-    store.add_argument(
-        "--allow-artifact-location",
-        action="append",
-        default=[],
-        metavar="PREFIX",
-        help="also read artifacts from remote locations that start with PREFIX (e.g. "
-        "s3://bucket/, https://artifacts.example.com/), with the credentials MLflow has for "
-        "them (repeatable). Without it only local folders and the tracking server's own "
-        "artifacts are read; other locations, which anyone who logs runs can set, are not "
-        "contacted and their evidence is unreadable",
-    )
     policy = parser.add_argument_group("policy and gate")
     policy.add_argument(
         "--policy",
         metavar="NAME|FILE",
-        help="built-in policy name or a JSON/YAML policy file (default: eu-ai-act-high-risk; "
-        "see 'mlflow-audit policy list')",
+        help=POLICY_HELP,
     )
     policy.add_argument(
         "--fail-on",
@@ -506,24 +498,6 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
         metavar="FILE",
         help="YAML or TOML file of accepted gaps (rule, scope, reason, approved_by, expires); "
         "waived findings are reported but do not fail (schemas/waivers.schema.json)",
-    )
-
-
-def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group(
-        "configuration",
-        _fill(
-            "Settings also come from [tool.mlflow-audit] in pyproject.toml or mlflow-audit.toml "
-            "(found from the working directory upwards) and MLFLOW_AUDIT_* variables; flags "
-            "win. See 'mlflow-audit config'."
-        ),
-    )
-    choice = group.add_mutually_exclusive_group()
-    choice.add_argument("--config", metavar="FILE", help="use this configuration file")
-    choice.add_argument(
-        "--no-config",
-        action="store_true",
-        help="ignore configuration files and MLFLOW_AUDIT_CONFIG",
     )
 
 
@@ -567,12 +541,6 @@ def _add_signing_arguments(group: argparse._ActionsContainer) -> None:
     )
 
 
-def _fill(text: str) -> str:
-    import textwrap
-
-    return textwrap.fill(text, width=78, break_on_hyphens=False)
-
-
 def _page_size(text: str) -> str:
     return {"a4": "A4", "letter": "letter"}.get(text.lower(), text)
 
@@ -587,42 +555,13 @@ def _percentage(text: str) -> float:
     return value
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
-    return value
-
-
 # --------------------------------------------------------------------------- commands
-
-
-def _configure(args: argparse.Namespace, command: str) -> None:
-    """Fill in what the command line left open from the environment, the configuration file
-    and the defaults, in that order."""
-    from audit.config import apply_settings, defaults, given_options, resolve
-
-    settings = resolve(
-        _load_config(args), given_options(args, command), os.environ, defaults(command)
-    )
-    apply_settings(args, settings, command)
-
-
-def _load_config(args: argparse.Namespace) -> Any:
-    from audit.config import find_config, load_config
-
-    return load_config(
-        find_config(Path.cwd(), os.environ, explicit=args.config, disabled=args.no_config)
-    )
 
 
 def _run_config(args: argparse.Namespace) -> int:
     from audit.config import defaults, render_settings, resolve
 
-    config = _load_config(args)
+    config = load_config(args)
     settings = resolve(config, {}, os.environ, defaults())
     if settings["tracking_uri"].value is None:
         from audit.config import Setting
@@ -657,7 +596,7 @@ def _run_check(args: argparse.Namespace) -> int:
     from audit.api import check
     from audit.formats import render_chunks
 
-    _configure(args, "check")
+    configure(args, "check")
     files = {fmt: getattr(args, dest) for fmt, dest in _OUTPUT_FILES.items() if getattr(args, dest)}
     for target in (args.output, *files.values()):
         # Checked before the audit: a gate that ran for minutes must not fail on a typo here.
@@ -675,9 +614,9 @@ def _run_check(args: argparse.Namespace) -> int:
     # One audit, every rendering: the files first, so that a reader of the terminal output
     # (or a CI step after it) finds them complete.
     for fmt, target in files.items():
-        _emit(render_chunks(result, fmt, artifact_uri=args.sarif_artifact), target)
-    color = args.output is None and _use_color(args.color, sys.stdout)
-    width = min(_terminal_width(), 100) if args.output is None else 80
+        emit(render_chunks(result, fmt, artifact_uri=args.sarif_artifact), target)
+    color = args.output is None and use_color(args.color, sys.stdout)
+    width = min(terminal_width(), 100) if args.output is None else 80
     chunks = render_chunks(
         result,
         args.format,
@@ -691,7 +630,7 @@ def _run_check(args: argparse.Namespace) -> int:
 
         # Run names and messages from MLflow must not become workflow commands in the log.
         chunks = stop_commands_around(chunks)
-    _emit(chunks, args.output)
+    emit(chunks, args.output)
     if args.format == "github":
         from audit.formats.github import write_step_summary
 
@@ -708,7 +647,7 @@ def _run_report(args: argparse.Namespace) -> int:
     from audit.api import report
     from audit.report import ReportSettings, parse_date
 
-    _configure(args, "report")
+    configure(args, "report")
     if args.out is None:
         raise AuditError("report: give --out DIR, or report.out in the configuration")
     try:
@@ -750,6 +689,7 @@ def _run_report(args: argparse.Namespace) -> int:
         sign_with=key,
         sign_options=_sign_options(args) if key else None,
         on_signed=lambda done, total: progress.documents(done, total, "signing"),
+        compare_to=args.compare_to,
     )
     progress.done()
     _warn_about_waivers(result)
@@ -1098,51 +1038,6 @@ def _warn_about_waivers(result: AuditResult) -> None:
             _tell("warning", use.message)
 
 
-def _use_color(mode: str, stream: TextIO) -> bool:
-    if mode != "auto":
-        return mode == "always"
-    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
-
-
-def _terminal_width() -> int:
-    import shutil
-
-    return shutil.get_terminal_size((80, 24)).columns
-
-
-def _emit(chunks: Iterable[str], output: str | None) -> None:
-    """Write the pieces of one output to stdout, or to the file `output`: atomically (a reader
-    never sees half of it), except to devices and FIFOs, which are written as they are."""
-    if output is None:
-        for chunk in chunks:
-            sys.stdout.write(chunk)
-        sys.stdout.flush()
-        return
-    target = Path(output)
-    if target.is_dir():
-        raise AuditError(f"--output {output} is a directory")
-    if target.exists() and not target.is_file():
-        # /dev/null, a FIFO, /dev/stdout: renaming a file over them would replace the device.
-        try:
-            with target.open("w", encoding="utf-8") as handle:
-                handle.writelines(chunks)
-        except OSError as error:
-            raise AuditError(f"cannot write {output}: {error.strerror or error}") from None
-        return
-    partial: Path | None = None
-    try:
-        with tempfile.NamedTemporaryFile(
-            "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", delete=False
-        ) as handle:
-            partial = Path(handle.name)
-            handle.writelines(chunks)
-        partial.replace(target)
-    except OSError as error:
-        if partial is not None:
-            partial.unlink(missing_ok=True)
-        raise AuditError(f"cannot write {output}: {error.strerror or error}") from None
-
-
 def _tell(kind: str, text: str) -> None:
     """One line on stderr: an error or a warning. Its text may hold names from MLflow or a
     server's answer, so it is escaped to one line that cannot act as a terminal or CI command."""
@@ -1166,6 +1061,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": _run_config,
         "policy": _run_policy,
         "provisions": _run_provisions,
+        **{name: module.run for name, module in COMMAND_MODULES.items()},
     }
     try:
         return handlers[args.command](args)

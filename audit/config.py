@@ -36,7 +36,7 @@ ENV_PREFIX = "MLFLOW_AUDIT_"
 OWN_FILE = "mlflow-audit.toml"
 PYPROJECT = "pyproject.toml"
 TABLE = "tool.mlflow-audit"
-COMMANDS = ("check", "report")
+COMMANDS = ("check", "report", "diff")
 SCHEMA = "config.schema.json"
 _MAX_CONFIG_BYTES = 1 << 20
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -73,11 +73,13 @@ class Key:
 
 
 _BOTH = ("check", "report")
+#: What every command that reads a store takes: where and how, and the policy.
+_STORE = ("check", "report", "diff")
 _CHECK = ("check",)
 _REPORT = ("report",)
 
 _KEY_LIST = (
-    Key("tracking_uri", "text", None, "tracking_uri", "--tracking-uri", _BOTH, "tracking_uri"),
+    Key("tracking_uri", "text", None, "tracking_uri", "--tracking-uri", _STORE, "tracking_uri"),
     Key("experiments", "texts", (), "experiment", "--experiment", _BOTH),
     Key("run_ids", "texts", (), "run_id", "--run-id", _BOTH),
     Key("models", "texts", (), "model", "--model", _BOTH),
@@ -85,16 +87,16 @@ _KEY_LIST = (
     Key("include_deleted", "bool", False, "include_deleted", "--include-deleted", _BOTH),
     Key("max_runs", "int", None, "max_runs", "--max-runs", _BOTH),
     Key("search_page_size", "int", 50_000, "search_page_size", "--search-page-size", _BOTH),
-    Key("timeout", "int", None, "timeout", "--timeout", _BOTH),
+    Key("timeout", "int", None, "timeout", "--timeout", _STORE),
     Key(
         "allow_artifact_locations",
         "texts",
         (),
         "allow_artifact_location",
         "--allow-artifact-location",
-        _BOTH,
+        _STORE,
     ),
-    Key("policy", "text", "eu-ai-act-high-risk", "policy", "--policy", _BOTH, "policy"),
+    Key("policy", "text", "eu-ai-act-high-risk", "policy", "--policy", _STORE, "policy"),
     Key("fail_on", "choice", "error", "fail_on", "--fail-on", _CHECK),
     Key("min_score", "number", None, "min_score", "--min-score", _CHECK),
     Key("waivers", "text", None, "waivers", "--waivers", _BOTH, "path"),

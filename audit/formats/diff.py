@@ -14,6 +14,7 @@ when it has none.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from typing import Any
 
 from audit.diff import (
@@ -135,6 +136,55 @@ def _counts(changes: tuple[Any, ...]) -> str:
     return ", ".join(
         f"{kinds.count(kind)} {word}" for kind, word in _KIND_WORDS.items() if kind in kinds
     )
+
+
+# --------------------------------------------------------------------------- for documents
+
+
+@dataclass(frozen=True)
+class DiffSection:
+    """One section of a diff as a document shows it (the HTML escapes it)."""
+
+    title: str
+    #: "1 added, 2 changed", or "no changes"; for the policy, with the status and score.
+    summary: str
+    #: (kind: added, removed, changed, not comparable; name; what changed) per change.
+    rows: tuple[tuple[str, str, str], ...]
+
+
+def diff_sections(diff: RecordDiff) -> tuple[DiffSection, ...]:
+    """The diff's sections in words, as the text rendering words them."""
+    sections = []
+    for name in SECTIONS:
+        if name == "policy":
+            policy = diff.policy
+            if policy is None:
+                sections.append(DiffSection(_TITLES[name], "not compared", ()))
+                continue
+            counts = _counts(policy.rules) or "no changes"
+            sections.append(
+                DiffSection(
+                    _TITLES[name],
+                    f"{counts}; {_verdict_text(policy)}",
+                    tuple(
+                        ("changed", rule.rule_id, f"{rule.old} -> {rule.new}")
+                        for rule in policy.rules
+                    ),
+                )
+            )
+            continue
+        changes = diff.section(name)
+        sections.append(
+            DiffSection(
+                _TITLES[name],
+                _counts(changes) or "no changes",
+                tuple(
+                    (_KIND_WORDS[change.kind], _name_of(change), _detail(change))
+                    for change in changes
+                ),
+            )
+        )
+    return tuple(sections)
 
 
 # --------------------------------------------------------------------------- shared wording

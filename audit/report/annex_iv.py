@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from audit.describe import metric_text, number
+from audit.diff import RecordDiff
+from audit.formats.diff import DiffSection, diff_sections
 from audit.formats.text import shorten
 from audit.report.document import (
     Cover,
@@ -92,8 +94,8 @@ class VersionChanges:
 
     #: The version compared with, as the document names it: ``churn-classifier v2``.
     label: str
-    #: `audit.diff.RecordDiff` of the two versions' records.
-    diff: Any
+    #: The two versions' records compared.
+    diff: RecordDiff
 
 
 @dataclass(frozen=True)
@@ -116,8 +118,8 @@ class VersionDocument:
     matrix: tuple[MatrixGroup, ...]
     appendix: tuple[tuple[str, str], ...]
     signatories: tuple[Signatory, ...] = ()
-    #: Changes since the version compared with (Annex IV 6), as `audit.diff` gives them.
-    changes: Any = None
+    #: Changes since the version compared with (Annex IV 6), section by section.
+    changes: tuple[DiffSection, ...] | None = None
     compared_with: str | None = None
     #: Whether a system card was given: without one, every declared point is missing.
     has_card: bool = False
@@ -149,7 +151,7 @@ def version_document(
     settings: ReportSettings,
     name: str,
     *,
-    changes: Any = None,
+    changes: RecordDiff | None = None,
     compared_with: str | None = None,
 ) -> VersionDocument:
     facts = _Facts(record)
@@ -206,7 +208,7 @@ def version_document(
         ),
         signatories=facts.signatories(),
         has_card=facts.has_card,
-        changes=changes,
+        changes=diff_sections(changes) if changes is not None else None,
         compared_with=compared_with,
         keywords=(facts.subject, run.run_id),
     )
@@ -610,7 +612,7 @@ def _monitoring(facts: _Facts) -> Section:
     )
 
 
-def _changes(facts: _Facts, changes: Any, compared_with: str | None) -> Section:
+def _changes(facts: _Facts, changes: RecordDiff | None, compared_with: str | None) -> Section:
     versions = facts.lineage["versions"]
     table = Table(
         "Versions of the registered model",
@@ -639,10 +641,17 @@ def _changes(facts: _Facts, changes: Any, compared_with: str | None) -> Section:
             ),
         )
     else:
+        changed = [
+            f"{section.title}: {section.summary}"
+            for section in (diff_sections(changes) if changes is not None else ())
+            if section.rows
+        ]
         entries = (
             Entry(
                 "Compared with",
-                compared_with,
+                f"{compared_with}; "
+                + ("; ".join(changed) if changed else "no changes in the evidence")
+                + " (the table below)",
                 "mlflow",
                 "MLflow: both versions' records, as audited now",
             ),

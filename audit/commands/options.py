@@ -1,0 +1,108 @@
+"""Options and settings shared by the commands: the configuration file, the tracking store,
+and the argument types and help layout they use."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import textwrap
+from pathlib import Path
+from typing import Any
+
+
+def fill(text: str) -> str:
+    """A group's description, wrapped to fit 80 columns under argparse's indent."""
+    return textwrap.fill(text, width=78, break_on_hyphens=False)
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is not at least 1")
+    return value
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group(
+        "configuration",
+        fill(
+            "Settings also come from [tool.mlflow-audit] in pyproject.toml or mlflow-audit.toml "
+            "(found from the working directory upwards) and MLFLOW_AUDIT_* variables; flags "
+            "win. See 'mlflow-audit config'."
+        ),
+    )
+    choice = group.add_mutually_exclusive_group()
+    choice.add_argument("--config", metavar="FILE", help="use this configuration file")
+    choice.add_argument(
+        "--no-config",
+        action="store_true",
+        help="ignore configuration files and MLFLOW_AUDIT_CONFIG",
+    )
+
+
+def add_store_arguments(parser: argparse.ArgumentParser) -> argparse._ArgumentGroup:
+    """The tracking store to read and how: the group, for commands to add to."""
+    store = parser.add_argument_group("tracking store")
+    store.add_argument(
+        "--tracking-uri",
+        metavar="URI",
+        help="sqlite:///path.db, ./mlruns, postgresql://..., http(s)://server; default: "
+        "$MLFLOW_TRACKING_URI, else MLflow's default (./mlruns when it holds experiments, "
+        "else sqlite:///mlflow.db)",
+    )
+    store.add_argument(
+        "--source",
+        choices=("auto", "sql", "client"),
+        default="auto",
+        help="how to read the store: sql reads a SQLite or PostgreSQL store's tables directly "
+        "(read-only, no MLflow import), client goes through MLflow's client; auto (default) "
+        "uses sql for SQLite and PostgreSQL, client otherwise",
+    )
+    store.add_argument(
+        "--timeout",
+        type=positive_int,
+        default=None,  # from the configuration, else MLFLOW_HTTP_REQUEST_TIMEOUT, else 30
+        metavar="SECONDS",
+        help="seconds each request to a tracking server may wait; each is tried 3 times "
+        "(default: MLFLOW_HTTP_REQUEST_TIMEOUT, else 30)",
+    )
+    store.add_argument(
+        "--allow-artifact-location",
+        action="append",
+        default=[],
+        metavar="PREFIX",
+        help="also read artifacts from remote locations that start with PREFIX (e.g. "
+        "s3://bucket/, https://artifacts.example.com/), with the credentials MLflow has for "
+        "them (repeatable). Without it only local folders and the tracking server's own "
+        "artifacts are read; other locations, which anyone who logs runs can set, are not "
+        "contacted and their evidence is unreadable",
+    )
+    return store
+
+
+#: The --policy option's help, the same wherever a command evaluates a policy.
+POLICY_HELP = (
+    "built-in policy name or a JSON/YAML policy file (default: eu-ai-act-high-risk; see "
+    "'mlflow-audit policy list')"
+)
+
+
+def configure(args: argparse.Namespace, command: str) -> None:
+    """Fill in what the command line left open from the environment, the configuration file
+    and the defaults, in that order."""
+    from audit.config import apply_settings, defaults, given_options, resolve
+
+    settings = resolve(
+        load_config(args), given_options(args, command), os.environ, defaults(command)
+    )
+    apply_settings(args, settings, command)
+
+
+def load_config(args: argparse.Namespace) -> Any:
+    from audit.config import find_config
+    from audit.config import load_config as read
+
+    return read(find_config(Path.cwd(), os.environ, explicit=args.config, disabled=args.no_config))

@@ -1,0 +1,58 @@
+"""Where a command's output goes: stdout or a file written whole, with colour when a person
+reads it."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Iterable
+from pathlib import Path
+from typing import TextIO
+
+from audit.errors import AuditError
+
+
+def use_color(mode: str, stream: TextIO) -> bool:
+    if mode != "auto":
+        return mode == "always"
+    return stream.isatty() and not os.environ.get("NO_COLOR") and os.environ.get("TERM") != "dumb"
+
+
+def terminal_width() -> int:
+    import shutil
+
+    return shutil.get_terminal_size((80, 24)).columns
+
+
+def emit(chunks: Iterable[str], output: str | None) -> None:
+    """Write the pieces of one output to stdout, or to the file `output`: atomically (a reader
+    never sees half of it), except to devices and FIFOs, which are written as they are."""
+    if output is None:
+        for chunk in chunks:
+            sys.stdout.write(chunk)
+        sys.stdout.flush()
+        return
+    target = Path(output)
+    if target.is_dir():
+        raise AuditError(f"--output {output} is a directory")
+    if target.exists() and not target.is_file():
+        # /dev/null, a FIFO, /dev/stdout: renaming a file over them would replace the device.
+        try:
+            with target.open("w", encoding="utf-8") as handle:
+                handle.writelines(chunks)
+        except OSError as error:
+            raise AuditError(f"cannot write {output}: {error.strerror or error}") from None
+        return
+    partial: Path | None = None
+    try:
+        with tempfile.NamedTemporaryFile(
+            "w", encoding="utf-8", dir=target.parent, prefix=f".{target.name}.", delete=False
+        ) as handle:
+            partial = Path(handle.name)
+            handle.writelines(chunks)
+        partial.replace(target)
+    except OSError as error:
+        if partial is not None:
+            partial.unlink(missing_ok=True)
+        raise AuditError(f"cannot write {output}: {error.strerror or error}") from None
