@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import jsonschema
-import mlflow
 import pytest
 from pypdf import PdfReader
 
@@ -107,7 +107,7 @@ def test_evaluation_in_another_run_satisfies_the_evaluation_rules(
     assert holdout["source_uri"].startswith("s3://acme-data/churn/churn-holdout.parquet")
     assert holdout["rows"] == 40
     # The source run's own metric stays as it was, without a run id.
-    assert [m for m in record["metrics"] if m["key"] == "train_accuracy"][0].get("run_id") is None
+    assert next(m for m in record["metrics"] if m["key"] == "train_accuracy").get("run_id") is None
     for rule in ("metrics.evaluation", "data.evaluation-dataset", "metrics.evaluation-dataset"):
         assert _outcome(run, rule) == "pass", rule
     # The evidence the rule passed on names the run that logged it.
@@ -228,7 +228,7 @@ def test_the_document_traces_facts_to_their_runs(
     assert "3trials" in text
     assert "FROMMLFLOW" in text and "MISSING" in text
     # Without a system card every declared point says so, and names the field to fill.
-    assert "nosystemcardwasgiven" in text
+    assert "nosystemcardwasgiven" in text.lower()
     assert "fill`intended_purpose`inthesystemcard" in text
 
 
@@ -239,3 +239,92 @@ def test_the_provisions_annex_has_one_row_per_provision(champion_report: Path) -
     result = json.loads((champion_report / "result.json").read_text())
     cited = {p for rule in result["rules"] for p in rule["provisions"]}
     assert rows == len(cited)
+
+
+def test_section_6_lists_the_changes_since_the_version_before(champion_report: Path) -> None:
+    html = (champion_report / "churn-classifier-v3.html").read_text()
+    section = html[html.index('id="annex-iv-6"') : html.index('id="annex-iv-7"')]
+    assert "Changes since churn-classifier v2" in section
+    # v2 -> v3: C 0.5 -> 1.0, the commit, and log_loss on the same holdout with its delta.
+    assert re.search(r">C</td>\s*<td[^>]*>0\.5 -&gt; 1\.0</td>", section)
+    assert "2222222222222222222222222222222222222222 -&gt;" in section
+    assert re.search(r">log_loss</td>\s*<td[^>]*>[^<]*delta -", section)
+
+
+def test_compare_to_names_the_version_compared_with(
+    lineage_store: LineageStore, tmp_path: Path, cli_main
+) -> None:
+    model = lineage_store.model
+    code = cli_main(
+        "report", "--tracking-uri", lineage_store.uri, "--model", f"{model}/3",
+        "--compare-to", f"{model}/1", "--out", str(tmp_path / "one"), "--no-pdf",
+    )  # fmt: skip
+    assert code == 0
+    html = (tmp_path / "one" / "churn-classifier-v3.html").read_text()
+    assert "Changes since churn-classifier v1" in html
+    # v1 -> v3: the training data changed and scikit-learn moved.
+    assert "churn-2026-01" in html and "scikit-learn==1.5.2 -&gt; scikit-learn==1.6.1" in html
+    first = cli_main(
+        "report", "--tracking-uri", lineage_store.uri, "--model", f"{model}/1",
+        "--out", str(tmp_path / "first"), "--no-pdf",
+    )  # fmt: skip
+    assert first == 0
+    html = (tmp_path / "first" / "churn-classifier-v1.html").read_text()
+    assert "the first version: nothing to compare with" in html
+
+
+def test_compare_to_needs_one_version(
+    lineage_store: LineageStore, tmp_path: Path, cli_main, capsys
+) -> None:
+    code = cli_main(
+        "report", "--tracking-uri", lineage_store.uri, "--model", lineage_store.model,
+        "--compare-to", f"{lineage_store.model}/1", "--out", str(tmp_path / "r"), "--no-pdf",
+    )  # fmt: skip
+    assert code == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "--compare-to compares one model version" in error[0]
+    assert not (tmp_path / "r").exists()
+
+
+# --------------------------------------------------------------------------- diff command
+
+
+def test_diff_command_compares_versions_and_runs(
+    lineage_store: LineageStore, cli_main, capsys
+) -> None:
+    model = lineage_store.model
+    assert cli_main("diff", "--tracking-uri", lineage_store.uri, f"{model}/2", f"{model}@champion",
+                    "-f", "json") == 1  # fmt: skip
+    document = json.loads(capsys.readouterr().out)
+    schema = json.loads(schema_path("diff.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(document)
+    assert document["changed"] is True
+    assert document["new"]["model_version"]["version"] == "3"
+    assert document["params"] == [{"kind": "changed", "name": "C", "old": "0.5", "new": "1.0"}]
+    runs = lineage_store.run_ids
+    same = cli_main("diff", "--tracking-uri", lineage_store.uri, runs["train-v1"], runs["train-v1"])
+    assert same == 0
+    assert "hyperparameters: no changes" in capsys.readouterr().out
+    assert cli_main("diff", "--tracking-uri", lineage_store.uri, runs["train-v1"],
+                    runs["train-v2"], "-f", "markdown") == 1  # fmt: skip
+    markdown = capsys.readouterr().out
+    assert "| changed | C | 1\\.0 | 0\\.5 |" in markdown
+
+
+@pytest.mark.parametrize(
+    ("old", "message"),
+    [
+        ("churn-classifier/9", "unknown registered model version 'churn-classifier/9'"),
+        ("no-such-run", "unknown run id 'no-such-run'"),
+        ("churn-classifier/", "is not a run id, NAME/VERSION, NAME/latest or NAME@ALIAS"),
+    ],
+)
+def test_diff_of_something_unknown_is_exit_2_in_one_line(
+    lineage_store: LineageStore, cli_main, capsys, old: str, message: str
+) -> None:
+    code = cli_main("diff", "--tracking-uri", lineage_store.uri, old, "churn-classifier/1")
+    assert code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    (line,) = captured.err.strip().splitlines()
+    assert message in line
