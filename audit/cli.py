@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from audit import __version__
-from audit.cliparser import Parser
+from audit.cliparser import Parser, fill
+from audit.commands import system_card
 from audit.errors import AuditError, first_line
 
 if TYPE_CHECKING:
@@ -104,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser(
         "check",
         help="audit runs against a policy and fail on gaps (the CI gate)",
-        description=_fill(
+        description=fill(
             "Collect runs from an MLflow tracking store (read-only), validate each against a "
             "policy, decide every rule on every run (pass with its evidence, fail, not "
             "applicable, unknown, waived), print every gap with the provisions it is relevant "
@@ -160,7 +161,7 @@ def build_parser() -> argparse.ArgumentParser:
     report = commands.add_parser(
         "report",
         help="write model documentation (HTML and PDF/A) mapped to the provisions",
-        description=_fill(
+        description=fill(
             "Audit the selected runs like 'check' and write their documentation into a folder: "
             "for each run NAME.html and NAME.pdf (PDF/A-3b carrying the evidence), summary.html "
             "and summary.pdf when several runs are selected, evidence.json and result.json. "
@@ -223,7 +224,7 @@ def build_parser() -> argparse.ArgumentParser:
     keygen = commands.add_parser(
         "keygen",
         help="make a signing key and a self-signed certificate (to try signing out)",
-        description=_fill(
+        description=fill(
             "Make a private key and a self-signed X.509 certificate for document signing (key "
             "usage digitalSignature and nonRepudiation). Writes DIR/signer.p12 (key and "
             "certificate, encrypted with a passphrase) and DIR/signer.pem (the certificate, "
@@ -263,7 +264,7 @@ def build_parser() -> argparse.ArgumentParser:
     sign = commands.add_parser(
         "sign",
         help="sign a report folder: PAdES in each PDF, a DSSE envelope over every file",
-        description=_fill(
+        description=fill(
             "Sign a folder written by 'mlflow-audit report': each PDF gets a PAdES signature "
             "(it stays PDF/A-3b with an RSA key), then audit.intoto.jsonl, a DSSE envelope "
             "holding an in-toto Statement v1, signs the SHA-256 of every file with what was "
@@ -296,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify = commands.add_parser(
         "verify",
         help="verify a signed report folder or file, offline (and against MLflow today)",
-        description=_fill(
+        description=fill(
             "Check a signed report folder (or one file of it, or a signed PDF on its own) "
             "against the certificate you trust: the envelope's signature, every file's digest, "
             "every PDF's signature covering the whole file, and the signer's certificate "
@@ -368,7 +369,7 @@ def build_parser() -> argparse.ArgumentParser:
     config_cmd = commands.add_parser(
         "config",
         help="show the effective configuration and where each value comes from",
-        description=_fill(
+        description=fill(
             "Print every setting of check and report with its effective value and its source: "
             "the environment (MLFLOW_TRACKING_URI, MLFLOW_AUDIT_*), the configuration file "
             "([tool.mlflow-audit] in pyproject.toml, or mlflow-audit.toml, found from the "
@@ -384,6 +385,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="text",
         help="text for people (default), json: {config_file, settings: {key: {value, source}}}",
     )
+
+    system_card.add_parser(commands)
 
     provisions = commands.add_parser(
         "provisions",
@@ -419,7 +422,7 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
     )
     selection = parser.add_argument_group(
         "selection",
-        _fill(
+        fill(
             "Default: every run of every active experiment. --run-id and --model add those "
             "runs; --experiment and --filter narrow the search."
         ),
@@ -512,7 +515,7 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
 def _add_config_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group(
         "configuration",
-        _fill(
+        fill(
             "Settings also come from [tool.mlflow-audit] in pyproject.toml or mlflow-audit.toml "
             "(found from the working directory upwards) and MLFLOW_AUDIT_* variables; flags "
             "win. See 'mlflow-audit config'."
@@ -565,12 +568,6 @@ def _add_signing_arguments(group: argparse._ActionsContainer) -> None:
         "audit.status, audit.policy, audit.report_sha256, audit.signed_by: the only option that "
         "writes to MLflow",
     )
-
-
-def _fill(text: str) -> str:
-    import textwrap
-
-    return textwrap.fill(text, width=78, break_on_hyphens=False)
 
 
 def _page_size(text: str) -> str:
@@ -1160,6 +1157,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": _run_config,
         "policy": _run_policy,
         "provisions": _run_provisions,
+        "system-card": system_card.run,
     }
     try:
         return handlers[args.command](args)

@@ -41,7 +41,8 @@ def test_python_dash_m_audit(sqlite_store: Store) -> None:
 @pytest.mark.parametrize(
     "command",
     [[], ["check"], ["report"], ["keygen"], ["sign"], ["verify"], ["config"], ["policy"],
-     ["policy", "list"], ["policy", "show"], ["policy", "validate"], ["provisions"]],
+     ["policy", "list"], ["policy", "show"], ["policy", "validate"], ["provisions"],
+     ["system-card"], ["system-card", "init"], ["system-card", "validate"]],
 )  # fmt: skip
 def test_every_command_has_help_that_fits_a_terminal(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: list[str]
