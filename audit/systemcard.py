@@ -92,7 +92,9 @@ FIELDS: tuple[Field, ...] = (
     Field(
         ("intended_users",),
         "text",
-        "Who the system is intended for: the deployers and who uses it on their behalf.",
+        "Annex IV 1(a), Art. 13(3)(b)(i): the intended purpose includes the specific context "
+        "and conditions of use (Art. 3(12)): who the system is intended for, the deployers and "
+        "who uses it on their behalf.",
         "<the deployers and users the system is intended for>",
     ),
     Field(
@@ -430,17 +432,10 @@ def declared_section(
     return {
         "card": card.to_dict() if card is not None else None,
         **section,
-        "placeholders": sorted(set(placeholders), key=_pointer_order),
+        "placeholders": list(dict.fromkeys(placeholders)),  # in the card's order
         "origins": origins,
         "redacted": redacted,
     }
-
-
-def _pointer_order(pointer: str) -> tuple[int, str]:
-    head = "/" + pointer.split("/")[1]
-    fields = list(FIELDS_BY_POINTER)
-    groups = [p for p in fields if p == head or p.startswith(head + "/")]
-    return (fields.index(groups[0]) if groups else len(fields), pointer)
 
 
 _MISSING = object()
