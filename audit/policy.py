@@ -463,9 +463,11 @@ def load_policy(
             raise PolicyError(f"{label}: cannot resolve a $ref: {reason}") from None
         raise PolicyError(f"{label}: not a valid JSON Schema: {text}") from None
 
-    if origin.startswith("builtin:") and isinstance(chosen, RustEngine):
+    if origin.startswith("builtin:") and isinstance(chosen, RustEngine) and _own_refs(document):
         # The built-in policies' own $refs, resolved alike by jsonschema-rs's registry: a gate
-        # on them does not load `referencing` (about 70 ms of its start).
+        # on them does not load `referencing` (about 70 ms of its start). Not a policy that
+        # refers to another: jsonschema-rs gives that one's contents with their keys in
+        # another order, and the rules, in the order they are found, would follow it.
         registry: Any = fast.registry
     else:
         registry = python_registry(resources, _retrieve)
@@ -522,6 +524,18 @@ def _with_severities(rules: tuple[Rule, ...], severities: Any, label: str) -> tu
             )
     chosen = {rule.id: severities.get(rule.id, severities.get(rule.category)) for rule in rules}
     return tuple(replace(rule, severity=chosen[rule.id] or rule.severity) for rule in rules)
+
+
+def _own_refs(node: Any) -> bool:
+    """Whether every `$ref` in a document points inside it."""
+    if isinstance(node, Mapping):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            return False
+        return all(_own_refs(value) for value in node.values())
+    if isinstance(node, list):
+        return all(_own_refs(value) for value in node)
+    return True
 
 
 def _check_schema(document: Mapping[str, Any], label: str) -> None:
