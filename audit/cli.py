@@ -10,15 +10,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from audit import __version__
-from audit.cliparser import Parser
-from audit.commands import Command
+from audit.cliparser import Parser, fill
+from audit.commands import Command, system_card
 from audit.commands import diff as commands_diff
 from audit.commands.options import (
     POLICY_HELP,
     add_config_arguments,
     add_store_arguments,
     configure,
-    fill,
     load_config,
     positive_int,
 )
@@ -32,7 +31,7 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_GAPS, EXIT_INCOMPLETE = 0, 1, 2
 
 #: Commands with a module of their own: each has `add_parser(commands)` and `run(args)`.
-COMMAND_MODULES: dict[str, Command] = {"diff": commands_diff}
+COMMAND_MODULES: dict[str, Command] = {"diff": commands_diff, "system-card": system_card}
 
 _EPILOG = """\
 outcomes:

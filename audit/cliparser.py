@@ -59,3 +59,11 @@ class Parser(argparse.ArgumentParser):
     def add_subparsers(self, **kwargs: Any) -> Any:
         kwargs.setdefault("parser_class", Parser)
         return super().add_subparsers(**kwargs)
+
+
+def fill(text: str) -> str:
+    """A description wrapped to fit 80 columns, for a parser whose epilog keeps its lines
+    (`RawDescriptionHelpFormatter`, which also leaves the description as written)."""
+    import textwrap
+
+    return textwrap.fill(text, width=78, break_on_hyphens=False)

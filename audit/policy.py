@@ -38,7 +38,16 @@ from audit.validators import (
 Severity = Literal["error", "warning", "info"]
 SEVERITIES: tuple[Severity, ...] = ("error", "warning", "info")
 SEVERITY_RANK = {"error": 3, "warning": 2, "info": 1}
-CATEGORIES = ("data", "hyperparameters", "metrics", "environment", "source", "model", "run")
+CATEGORIES = (
+    "data",
+    "hyperparameters",
+    "metrics",
+    "environment",
+    "source",
+    "model",
+    "run",
+    "declared",
+)
 
 DEFAULT_POLICY = "eu-ai-act-high-risk"
 BUILTIN_PREFIX = "urn:mlflow-audit:policy:"
@@ -318,6 +327,7 @@ _CATEGORY_OF_SECTION = {
     "models": "model",
     "run": "run",
     "tags": "run",
+    "declared": "declared",
 }
 
 
@@ -453,21 +463,24 @@ def load_policy(
             raise PolicyError(f"{label}: cannot resolve a $ref: {reason}") from None
         raise PolicyError(f"{label}: not a valid JSON Schema: {text}") from None
 
-    if origin.startswith("builtin:") and isinstance(chosen, RustEngine):
+    if origin.startswith("builtin:") and isinstance(chosen, RustEngine) and _own_refs(document):
         # The built-in policies' own $refs, resolved alike by jsonschema-rs's registry: a gate
-        # on them does not load `referencing` (about 70 ms of its start).
+        # on them does not load `referencing` (about 70 ms of its start). Not a policy that
+        # refers to another: jsonschema-rs gives that one's contents with their keys in
+        # another order, and the rules, in the order they are found, would follow it.
         registry: Any = fast.registry
     else:
         registry = python_registry(resources, _retrieve)
     rules, properties, condition_schemas = _collect_rules(document, registry, base_uri, label)
+    meta = document.get("x-audit-policy")
+    if not isinstance(meta, dict):
+        meta = {}
+    rules = _with_severities(rules, meta.get("severities"), label)
     tests: dict[str, tuple[int, Callable[[Any], bool]]] = {}
     conditions = {
         rule_id: _compile_conditions(chosen, schemas, label, rule_id, tests)
         for rule_id, schemas in condition_schemas.items()
     }
-    meta = document.get("x-audit-policy")
-    if not isinstance(meta, dict):
-        meta = {}
     return Policy(
         name=str(meta.get("name") or (spec if origin.startswith("builtin:") else path.stem)),
         version=str(meta["version"]) if meta.get("version") is not None else None,
@@ -488,6 +501,41 @@ def load_policy(
         _conditions=conditions,
         _tests=tuple(test for _, test in sorted(tests.values(), key=lambda t: t[0])),
     )
+
+
+def _with_severities(rules: tuple[Rule, ...], severities: Any, label: str) -> tuple[Rule, ...]:
+    """The rules with the severities `x-audit-policy.severities` sets, by category or by rule
+    id (a rule id wins over its category): a stricter policy is the same rules, not a copy."""
+    if severities is None:
+        return rules
+    where = f"{label}: x-audit-policy.severities"
+    if not isinstance(severities, Mapping):
+        raise PolicyError(f"{where}: a mapping of category or rule id to severity")
+    ids = {rule.id for rule in rules}
+    for key, severity in severities.items():
+        if severity not in SEVERITIES:
+            raise PolicyError(
+                f"{where}: {key}: severity {severity!r} is not one of {', '.join(SEVERITIES)}"
+            )
+        if key not in ids and key not in CATEGORIES:
+            raise PolicyError(
+                f"{where}: {key!r} is neither a category nor a rule id of the policy"
+                f"{did_you_mean(str(key), [*CATEGORIES, *sorted(ids)])}"
+            )
+    chosen = {rule.id: severities.get(rule.id, severities.get(rule.category)) for rule in rules}
+    return tuple(replace(rule, severity=chosen[rule.id] or rule.severity) for rule in rules)
+
+
+def _own_refs(node: Any) -> bool:
+    """Whether every `$ref` in a document points inside it."""
+    if isinstance(node, Mapping):
+        ref = node.get("$ref")
+        if isinstance(ref, str) and not ref.startswith("#"):
+            return False
+        return all(_own_refs(value) for value in node.values())
+    if isinstance(node, list):
+        return all(_own_refs(value) for value in node)
+    return True
 
 
 def _check_schema(document: Mapping[str, Any], label: str) -> None:

@@ -41,7 +41,8 @@ def test_python_dash_m_audit(sqlite_store: Store) -> None:
 @pytest.mark.parametrize(
     "command",
     [[], ["check"], ["report"], ["keygen"], ["sign"], ["verify"], ["config"], ["policy"],
-     ["policy", "list"], ["policy", "show"], ["policy", "validate"], ["provisions"]],
+     ["policy", "list"], ["policy", "show"], ["policy", "validate"], ["provisions"],
+     ["system-card"], ["system-card", "init"], ["system-card", "validate"]],
 )  # fmt: skip
 def test_every_command_has_help_that_fits_a_terminal(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: list[str]
@@ -74,7 +75,7 @@ def test_unknown_flag_is_one_line_usage_error() -> None:
     [
         (["chek"], "usage: mlflow-audit [-h]",
          "invalid choice: 'chek' (choose from 'check', 'report', 'keygen', 'sign', 'verify', "
-         "'policy', 'config', 'provisions') (did you mean check?)"),
+         "'policy', 'config', 'system-card', 'provisions') (did you mean check?)"),
         (["check", "--experimnt", "x"], "usage: mlflow-audit check [-h]",
          "unrecognized arguments: --experimnt x (did you mean --experiment?)"),
         (["report", "--outt=build"], "usage: mlflow-audit report [-h]",
@@ -109,5 +110,6 @@ def test_a_mistyped_policy_name_gets_a_hint(cli) -> None:
     result = cli("check", "--policy", "eu-ai-act-hgh-risk")
     assert result.code == 2
     assert result.err.strip().endswith(
-        "not a built-in policy (baseline, eu-ai-act-high-risk) (did you mean eu-ai-act-high-risk?)"
+        "not a built-in policy (baseline, eu-ai-act-annex-iv, eu-ai-act-high-risk) "
+        "(did you mean eu-ai-act-high-risk?)"
     )

@@ -50,6 +50,8 @@ def test_wheel_contains_the_data_files(wheel: Path) -> None:
         "audit/_data/schemas/evidence-record.schema.json",
         "audit/_data/schemas/audit-result.schema.json",
         "audit/_data/schemas/policies/eu-ai-act-high-risk.json",
+        "audit/_data/schemas/policies/eu-ai-act-annex-iv.json",
+        "audit/_data/schemas/system-card.schema.json",
         "audit/_data/schemas/provisions/eu-ai-act.json",
         "audit/__main__.py",
     ):

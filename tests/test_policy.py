@@ -17,9 +17,9 @@ SAMPLE_POLICY = REPO / "samples" / "policies" / "acme-high-risk.yaml"
 
 
 def test_builtin_policies_load_with_annotated_rules() -> None:
-    assert builtin_policy_names() == ["baseline", "eu-ai-act-high-risk"]
+    assert builtin_policy_names() == ["baseline", "eu-ai-act-annex-iv", "eu-ai-act-high-risk"]
     default = load_policy()
-    assert default.name == "eu-ai-act-high-risk" and default.version == "1.0.0"
+    assert default.name == "eu-ai-act-high-risk" and default.version == "1.1.0"
     assert default.needs.artifacts and default.needs.registry
     ids = {rule.id for rule in default.rules}
     assert {"data.training-dataset", "metrics.evaluation", "model.signature",

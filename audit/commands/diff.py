@@ -6,12 +6,12 @@ import argparse
 import sys
 from typing import Any
 
+from audit.cliparser import fill
 from audit.commands.options import (
     POLICY_HELP,
     add_config_arguments,
     add_store_arguments,
     configure,
-    fill,
 )
 from audit.commands.output import emit, use_color
 

@@ -5,14 +5,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import textwrap
 from pathlib import Path
 from typing import Any
 
-
-def fill(text: str) -> str:
-    """A group's description, wrapped to fit 80 columns under argparse's indent."""
-    return textwrap.fill(text, width=78, break_on_hyphens=False)
+from audit.cliparser import fill
 
 
 def positive_int(text: str) -> int:

@@ -37,6 +37,7 @@ _CATEGORY_TITLES = {
     "source": "Source code",
     "model": "Model",
     "run": "Run",
+    "declared": "Declared (system card)",
 }
 _SEVERITY_STATUS: dict[str, Status] = {"error": "fail", "warning": "warn", "info": "info"}
 #: What an audit of MLflow training runs cannot evidence: the documents list these provisions
