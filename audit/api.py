@@ -33,9 +33,11 @@ from audit.waivers import WaiverSet, load_waivers
 
 if TYPE_CHECKING:
     from audit.diff import RecordDiff
+    from audit.lineage import LineageFacts
     from audit.report import ReportFiles, ReportSettings
     from audit.report.annex_iv import VersionChanges
     from audit.signing import PdfSignOptions, SignedBundle, SigningKey
+    from audit.systemcard import SystemCard
     from audit.versions import Declare
 
 
@@ -108,7 +110,7 @@ def _evaluate_selected(
     allow_artifact_locations: str | Iterable[str] | None = None,
     on_run: Callable[[int], None] | None = None,
     collected: list[CollectedRun] | None = None,
-    declare: Declare | None = None,
+    system_card: str | Path | SystemCard | None = None,
 ) -> AuditResult:
     """Collect and evaluate: the audit both `check` and `report` run. `collected`, when given,
     receives every collected run (records and metric histories) for the caller to render."""
@@ -119,12 +121,15 @@ def _evaluate_selected(
     store = _store(tracking_uri, allow_artifact_locations)
     reader = open_source(store, page_size=page_size, prefer=source, timeout=timeout)
     evaluator = RunEvaluator(loaded, accepted, keep=keep_records or collected is not None)
+    card = _system_card(system_card)
     if selection.models:
         from audit.versions import with_lineage
 
         # A model version is audited with its lineage, read by a source of its own.
         lineage = open_source(store, page_size=page_size, prefer=source, timeout=timeout)
-        versions = with_lineage(reader.collect(selection, needs or loaded.needs), lineage, declare)
+        versions = with_lineage(
+            reader.collect(selection, needs or loaded.needs), lineage, _declare(card)
+        )
         evaluated: Iterable[EvaluatedRun] = map(evaluator, versions)
     else:
         evaluated = reader.collect_each(selection, needs or loaded.needs, evaluator)
@@ -147,6 +152,28 @@ def _evaluate_selected(
     if not result.runs:
         raise SelectionError(f"no runs matched {selection.describe()} in {store.display}")
     return result
+
+
+def _system_card(card: str | Path | SystemCard | None) -> SystemCard | None:
+    """The system card, read before the audit: a bad card must not cost a long audit."""
+    if card is None or not isinstance(card, str | Path):
+        return card
+    from audit.systemcard import load_system_card
+
+    return load_system_card(card)
+
+
+def _declare(card: SystemCard | None) -> Declare:
+    """How a version's `declared` section is made: from the card and its registered model's
+    description and `system_card.*` tags."""
+    from audit.systemcard import declared_section
+
+    def declare(facts: LineageFacts) -> Mapping[str, Any]:
+        return declared_section(
+            card, model_description=facts.model_description, model_tags=facts.model_tags
+        )
+
+    return declare
 
 
 def _store(
@@ -196,6 +223,7 @@ def check(
     timeout: int | None = None,
     allow_artifact_locations: str | Iterable[str] | None = None,
     on_run: Callable[[int], None] | None = None,
+    system_card: str | Path | SystemCard | None = None,
 ) -> AuditResult:
     """Collect the selected runs, evaluate them against the policy, and return the result.
 
@@ -228,6 +256,7 @@ def check(
         timeout=timeout,
         allow_artifact_locations=allow_artifact_locations,
         on_run=on_run,
+        system_card=system_card,
     )
 
 
@@ -259,6 +288,7 @@ def report(
     sign_options: PdfSignOptions | None = None,
     on_signed: Callable[[int, int], None] | None = None,
     compare_to: str | None = None,
+    system_card: str | Path | SystemCard | None = None,
 ) -> tuple[AuditResult, ReportFiles]:
     """Audit the selected runs and write their documentation into `out`: per run an HTML and a
     PDF/A-3b file, a summary when several runs are selected, `evidence.json` and `result.json`.
@@ -282,10 +312,12 @@ def report(
     needs = CollectionNeeds(artifacts=True, registry=True, metric_history=True)
     collected: list[CollectedRun] = []
     loaded = policy if isinstance(policy, Policy) else load_policy(policy)
+    card = _system_card(system_card)
     result = _evaluate_selected(
         tracking_uri,
         selection,
         loaded,
+        system_card=card,
         needs=needs,
         fail_on=fail_on,
         min_score=min_score,
@@ -308,6 +340,7 @@ def report(
             source=source,
             timeout=timeout,
             allow_artifact_locations=allow_artifact_locations,
+            system_card=card,
         ),
     )
     signed: list[SignedBundle] = []
@@ -389,11 +422,13 @@ def _audit_subject(
     source: str = "auto",
     timeout: int | None = None,
     allow_artifact_locations: str | Iterable[str] | None = None,
+    system_card: SystemCard | None = None,
 ) -> AuditedSubject:
     result = _evaluate_selected(
         tracking_uri,
         subject_selection(spec),
         policy,
+        system_card=system_card,
         needs=CollectionNeeds(artifacts=True, registry=True),
         keep_records=True,
         source=source,
@@ -414,6 +449,7 @@ def diff(
     source: str = "auto",
     timeout: int | None = None,
     allow_artifact_locations: str | Iterable[str] | None = None,
+    system_card: str | Path | SystemCard | None = None,
 ) -> RecordDiff:
     """What changed from `old` to `new`: two runs (by id) or two model versions (NAME/VERSION,
     NAME@ALIAS), each audited against `policy` on its own (a version with its lineage).
@@ -425,6 +461,7 @@ def diff(
         "source": source,
         "timeout": timeout,
         "allow_artifact_locations": allow_artifact_locations,
+        "system_card": _system_card(system_card),
     }
     before = _audit_subject(old, tracking_uri, loaded, **options)
     after = _audit_subject(new, tracking_uri, loaded, **options)

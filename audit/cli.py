@@ -493,6 +493,13 @@ def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: st
         "(0-100; unknown ones count as not passed)",
     )
     policy.add_argument(
+        "--system-card",
+        metavar="FILE",
+        help="the provider's system card for the model versions audited (YAML, or Markdown "
+        "with YAML front matter): what MLflow cannot hold, checked by the declared rules; "
+        "'mlflow-audit system-card init' writes a template",
+    )
+    policy.add_argument(
         "--waivers",
         metavar="FILE",
         help="YAML or TOML file of accepted gaps (rule, scope, reason, approved_by, expires); "
@@ -584,6 +591,7 @@ def _audit_options(args: argparse.Namespace) -> dict[str, Any]:
         "fail_on": args.fail_on,
         "min_score": args.min_score,
         "waivers": args.waivers,
+        "system_card": args.system_card,
         "page_size": args.search_page_size,
         "source": args.source,
         "timeout": args.timeout,

@@ -100,6 +100,7 @@ _KEY_LIST = (
     Key("fail_on", "choice", "error", "fail_on", "--fail-on", _CHECK),
     Key("min_score", "number", None, "min_score", "--min-score", _CHECK),
     Key("waivers", "text", None, "waivers", "--waivers", _BOTH, "path"),
+    Key("system_card", "text", None, "system_card", "--system-card", _STORE, "path"),
     Key("format", "choice", "table", "format", "--format", _CHECK),
     Key("output", "text", None, "output", "--output", _CHECK, "path"),
     Key("junit_xml", "text", None, "junit_xml_file", "--junit-xml", _CHECK, "path"),

@@ -48,6 +48,10 @@ def judge_record(record: Mapping[str, Any], policy: Policy) -> Verdict:
     does not meet is not applicable, one whose `known_if` it does not meet is unknown; their
     failing constraints are no findings. The rest fail with a finding per place, or pass."""
     not_applicable, unknown = policy.undecided(record)
+    if policy.version_rule_ids and "lineage" not in record:
+        # A run is not a model version: rules about the system it belongs to are not asked.
+        not_applicable = _without(not_applicable, policy.version_rule_ids)
+        unknown = _without(unknown, policy.version_rule_ids)
     undecided = {*not_applicable, *unknown}
     findings: dict[tuple[str, str], Finding] = {}
     fixes = policy.remediations
@@ -76,6 +80,19 @@ def judge_record(record: Mapping[str, Any], policy: Policy) -> Verdict:
 def evaluate_record(record: Mapping[str, Any], policy: Policy) -> tuple[Finding, ...]:
     """The findings for one evidence record, most severe first; one per rule and place."""
     return judge_record(record, policy).findings
+
+
+#: The lists of undecided rules without the rules about model versions, by the list.
+_WITHOUT: dict[tuple[str, ...], tuple[str, ...]] = {}
+
+
+def _without(ids: tuple[str, ...], left_out: frozenset[str]) -> tuple[str, ...]:
+    kept = _WITHOUT.get(ids)
+    if kept is None:
+        if len(_WITHOUT) >= 4096:
+            _WITHOUT.clear()
+        kept = _WITHOUT[ids] = tuple(rule_id for rule_id in ids if rule_id not in left_out)
+    return kept
 
 
 #: Most runs share their lists of undecided rules: one tuple for all of them.
@@ -210,6 +227,9 @@ def evaluate(
             records[item.result.run_id] = item.collected.record
         if on_run is not None:
             on_run(len(runs))
+    versions = any(run.model_versions for run in runs)
+    if versions and policy.version_rule_ids:
+        runs = _versions_rules_not_applicable(runs, policy)
     return AuditResult(
         tool_version=__version__,
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -217,7 +237,7 @@ def evaluate(
         source=source,
         selection=dict(selection or {}),
         policy=policy.to_dict(),
-        rules=policy.rules,
+        rules=policy.rules_for(versions),
         runs=worst_first(runs),
         fail_on=fail_on,
         min_score=min_score,
@@ -225,6 +245,18 @@ def evaluate(
         records=records,
         waivers=waivers.uses() if waivers is not None else (),
     )
+
+
+def _versions_rules_not_applicable(runs: list[RunResult], policy: Policy) -> list[RunResult]:
+    """In an audit of model versions and runs, the runs with the rules about model versions
+    listed as not applicable to them (a run audit alone leaves those rules out)."""
+    added = tuple(rule.id for rule in policy.rules if rule.id in policy.version_rule_ids)
+    return [
+        run
+        if run.model_versions
+        else replace(run, not_applicable=_shared((*run.not_applicable, *added)))
+        for run in runs
+    ]
 
 
 def _waive(

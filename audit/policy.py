@@ -49,6 +49,10 @@ CATEGORIES = (
     "declared",
 )
 
+#: Categories whose rules are about the AI system a registered model version belongs to (its
+#: system card), not about a training run: evaluated only on model versions' records.
+VERSION_CATEGORIES = frozenset({"declared"})
+
 DEFAULT_POLICY = "eu-ai-act-high-risk"
 BUILTIN_PREFIX = "urn:mlflow-audit:policy:"
 DRAFT_2020_12 = "https://json-schema.org/draft/2020-12/schema"
@@ -179,6 +183,18 @@ class Policy:
     def rule_order(self) -> dict[str, int]:
         """Each rule's place in the policy document, the order its author gave."""
         return {rule.id: index for index, rule in enumerate(self.rules)}
+
+    @functools.cached_property
+    def version_rule_ids(self) -> frozenset[str]:
+        """The rules evaluated only on model versions' records (`VERSION_CATEGORIES`)."""
+        return frozenset(rule.id for rule in self.rules if rule.category in VERSION_CATEGORIES)
+
+    def rules_for(self, versions: bool) -> tuple[Rule, ...]:
+        """The rules an audit evaluates: all of them when it holds a model version, else the
+        rules about runs."""
+        if versions or not self.version_rule_ids:
+            return self.rules
+        return tuple(rule for rule in self.rules if rule.id not in self.version_rule_ids)
 
     @functools.cached_property
     def rules_by_id(self) -> dict[str, Rule]:

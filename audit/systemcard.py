@@ -141,6 +141,27 @@ FIELDS: tuple[Field, ...] = (
         "<the human oversight measures>",
     ),
     Field(
+        ("limitations",),
+        "text",
+        "Annex IV 3: the system's capabilities and limitations in performance, the degrees of "
+        "accuracy for the persons or groups it is used on, and the foreseeable unintended "
+        "outcomes and sources of risks.",
+        "<capabilities, limitations and foreseeable unintended outcomes>",
+    ),
+    Field(
+        ("metrics_rationale",),
+        "text",
+        "Annex IV 4: why the performance metrics logged in MLflow are appropriate for this system.",
+        "<why these metrics are appropriate for the system>",
+    ),
+    Field(
+        ("predetermined_changes",),
+        "text",
+        "Annex IV 2(f), where applicable: the changes to the system and its performance "
+        'determined in advance ("none" if there are none).',
+        "<pre-determined changes, or none>",
+    ),
+    Field(
         ("risk_management",),
         "text",
         "Art. 9, Annex IV 5: the risk management system, or a reference to the document that "

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from audit import collect, load_policy
+from audit import check, collect, load_policy
 from audit.errors import PolicyError
 from audit.evaluation import judge_record
 from audit.policy import Policy
@@ -46,6 +46,8 @@ DECLARED_RULES = {
         "/declared/user_interface",
     ],
     "declared.human-oversight": ["/declared/human_oversight"],
+    "declared.limitations": ["/declared/limitations"],
+    "declared.metrics-rationale": ["/declared/metrics_rationale"],
     "declared.cybersecurity": ["/declared/cybersecurity"],
     "declared.risk-management": ["/declared/risk_management"],
     "declared.standards": ["/declared/standards"],
@@ -69,6 +71,9 @@ user_interface: A web form showing the score and its main factors.
 instructions_for_use: https://docs.acme.example/scoring/ifu
 human_oversight: |
   A loan officer reviews every score and may override it.
+limitations: Less accurate for applicants with under a year of credit history.
+metrics_rationale: ROC AUC ranks applicants as loan officers do; F1 weighs missed defaults.
+predetermined_changes: none
 risk_management: RMS-2026-04 (risk register, reviewed quarterly)
 cybersecurity: Signed model artefacts, network isolation, input validation.
 standards: [ISO/IEC 42001:2023, ISO/IEC 23894:2023]
@@ -144,7 +149,10 @@ def test_the_template_init_writes_counts_every_field_as_a_placeholder(
         assert field.help == "" or any(c in field.help for c in ("Annex IV", "Art. ")), field
     validated = cli("system-card", "validate", "system-card.yaml")
     assert validated.code == 1
-    assert validated.out.splitlines()[-1] == "0 of 20 fields declared, 20 placeholders, 0 missing"
+    count = len(FIELDS)
+    assert validated.out.splitlines()[-1] == (
+        f"0 of {count} fields declared, {count} placeholders, 0 missing"
+    )
 
 
 def test_init_never_replaces_a_file_without_force(cli, tmp_path: Path) -> None:
@@ -235,21 +243,23 @@ def test_no_card_gives_every_declared_finding(
 def test_run_records_are_decided_as_before(
     tmp_path: Path, sqlite_store: Store, policies: tuple[Policy, Policy]
 ) -> None:
-    """A run audit has no declared section: every declared rule is not applicable, and every
-    other rule is decided exactly as by the policy without them."""
+    """A run is not a model version: the declared rules are not asked of it (neither failed
+    nor listed as not applicable), and every other rule is decided exactly as by the policy
+    without them."""
     document = json.loads(json.dumps(load_policy().document))
     del document["properties"]["declared"]
     document["$id"] = "urn:test:without-declared"
     before = load_policy(_write(tmp_path, "before.json", json.dumps(document)))
     records = [item.record for item in collect(sqlite_store.uri, selection=Selection())]
     assert records
-    declared_ids = set(DECLARED_RULES)
     for run in records:
         old = judge_record(run, before)
         for policy in policies:
+            assert policy.version_rule_ids == set(DECLARED_RULES)
             new = judge_record(run, policy)
-            assert new.findings == old.findings and new.unknown == old.unknown
-            assert set(new.not_applicable) == set(old.not_applicable) | declared_ids
+            assert new == old
+    result = check(sqlite_store.uri)
+    assert not [rule for rule in result.rules if rule.category == "declared"]
 
 
 def test_the_registry_fills_what_the_card_lacks_and_the_card_wins(tmp_path: Path) -> None:

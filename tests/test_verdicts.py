@@ -193,12 +193,6 @@ EXPECTED_BASELINE: dict[str, dict[str, str]] = {
 }
 
 
-#: A run has no system card: the declared rules are not applicable to any run.
-NO_CARD = {rule.id: NA for rule in load_policy().rules if rule.category == "declared"}
-for _outcomes in EXPECTED.values():
-    _outcomes.update(NO_CARD)
-
-
 @pytest.fixture(scope="module")
 def results(logging_store: Store) -> dict[str, AuditResult]:
     return {

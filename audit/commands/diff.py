@@ -55,6 +55,12 @@ def add_parser(commands: Any) -> None:
     output = parser.add_argument_group("output")
     output.add_argument("--policy", metavar="NAME|FILE", help=POLICY_HELP)
     output.add_argument(
+        "--system-card",
+        metavar="FILE",
+        help="the system card of the model versions compared (its fields are the same on "
+        "both sides: the policy's declared rules then compare alike)",
+    )
+    output.add_argument(
         "-f",
         "--format",
         choices=FORMATS,
@@ -84,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         source=args.source,
         timeout=args.timeout,
         allow_artifact_locations=args.allow_artifact_location,
+        system_card=args.system_card,
     )
     if args.format == "json":
         text = render_diff_json(changes)

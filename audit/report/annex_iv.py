@@ -8,6 +8,7 @@ plain data for the `version.html.j2` template, which escapes everything it shows
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -37,8 +38,11 @@ Origin = Literal["mlflow", "declared", "missing"]
 _CARD_HINT = "fill `{field}` in the system card"
 #: Metrics a reader looks for first when a summary names a few.
 _HEADLINE_METRICS = (
-    "accuracy", "f1", "roc_auc", "auc", "precision", "recall", "rmse", "mae", "r2", "log_loss",
+    "accuracy", "f1", "roc_auc", "auc", "precision", "recall", "rmse",
+    "root_mean_squared_error", "mae", "mean_absolute_error", "r2", "log_loss",
 )  # fmt: skip
+#: What names add around a headline metric: `test_accuracy`, `accuracy_score`.
+_METRIC_AFFIXES = re.compile(r"^(?:test|val|valid|validation|eval|evaluation)_|_score$")
 
 
 @dataclass(frozen=True)
@@ -123,6 +127,8 @@ class VersionDocument:
     compared_with: str | None = None
     #: Whether a system card was given: without one, every declared point is missing.
     has_card: bool = False
+    #: The provider's own text in a Markdown system card, after its front matter.
+    notes: str | None = None
     keywords: tuple[str, ...] = field(default=())
 
     @property
@@ -208,6 +214,7 @@ def version_document(
         ),
         signatories=facts.signatories(),
         has_card=facts.has_card,
+        notes=facts.notes,
         changes=diff_sections(changes) if changes is not None else None,
         compared_with=compared_with,
         keywords=(facts.subject, run.run_id),
@@ -285,6 +292,12 @@ class _Facts:
         if pointer in placeholders:
             return Entry(label, "a placeholder, not a declaration", "missing", hint)
         return Entry(label, "not declared", "missing", hint)
+
+    @property
+    def notes(self) -> str | None:
+        """The text of a Markdown system card after its front matter."""
+        notes = self.card.get("notes")
+        return notes if isinstance(notes, str) and notes.strip() else None
 
     @property
     def has_card(self) -> bool:
@@ -414,7 +427,10 @@ def _general(facts: _Facts) -> Section:
             Point(
                 "1(e)",
                 "Hardware the system is intended to run on",
-                (facts.declared("Hardware", "/deployment/hardware", "deployment.hardware"),),
+                (
+                    facts.declared("Hardware", "/deployment/hardware", "deployment.hardware"),
+                    facts.declared("Expected lifetime and maintenance", "/lifetime", "lifetime"),
+                ),
             ),
             Point(
                 "1(f)",
@@ -757,9 +773,9 @@ def _signature_summary(record: Mapping[str, Any]) -> str | None:
 
 def _headline_rank(metric: Mapping[str, Any]) -> tuple[int, str]:
     key = str(metric.get("key")).lower()
-    for rank, name in enumerate(_HEADLINE_METRICS):
-        if key == name or key.startswith(f"{name}_") or key.endswith(f"_{name}"):
-            return rank, key
+    name = _METRIC_AFFIXES.sub("", key)
+    if name in _HEADLINE_METRICS:
+        return _HEADLINE_METRICS.index(name), key
     return len(_HEADLINE_METRICS), key
 
 
