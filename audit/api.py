@@ -384,11 +384,13 @@ def subject_selection(spec: str) -> Selection:
     NAME@ALIAS)."""
     text = spec.strip()
     if "/" in text or "@" in text:
-        model = ModelSpec.parse(text)
+        wrong = SelectionError(f"{spec!r} is not a run id, NAME/VERSION, NAME/latest or NAME@ALIAS")
+        try:
+            model = ModelSpec.parse(text)
+        except SelectionError:
+            raise wrong from None
         if model.version is None and model.alias is None:
-            raise SelectionError(
-                f"{spec!r} is not a run id, NAME/VERSION, NAME/latest or NAME@ALIAS"
-            )
+            raise wrong
         return Selection(models=(model,))
     if not text:
         raise SelectionError("an empty run id")
@@ -424,17 +426,23 @@ def _audit_subject(
     allow_artifact_locations: str | Iterable[str] | None = None,
     system_card: SystemCard | None = None,
 ) -> AuditedSubject:
-    result = _evaluate_selected(
-        tracking_uri,
-        subject_selection(spec),
-        policy,
-        system_card=system_card,
-        needs=CollectionNeeds(artifacts=True, registry=True),
-        keep_records=True,
-        source=source,
-        timeout=timeout,
-        allow_artifact_locations=allow_artifact_locations,
-    )
+    selection = subject_selection(spec)
+    try:
+        result = _evaluate_selected(
+            tracking_uri,
+            selection,
+            policy,
+            system_card=system_card,
+            needs=CollectionNeeds(artifacts=True, registry=True),
+            keep_records=True,
+            source=source,
+            timeout=timeout,
+            allow_artifact_locations=allow_artifact_locations,
+        )
+    except SelectionError as error:
+        if not selection.run_ids:
+            raise
+        raise SelectionError(f"{error} (a model version is NAME/VERSION or NAME@ALIAS)") from None
     (run,) = result.runs
     assert result.records is not None
     return AuditedSubject(spec, run, result.records[run.run_id], result)

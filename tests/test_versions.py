@@ -229,7 +229,10 @@ def test_the_document_traces_facts_to_their_runs(
     assert "FROMMLFLOW" in text and "MISSING" in text
     # Without a system card every declared point says so, and names the field to fill.
     assert "nosystemcardwasgiven" in text.lower()
-    assert "fill`intended_purpose`inthesystemcard" in text
+    assert "fill`human_oversight`inthesystemcard" in text
+    # The registered model's description stands in for the intended purpose, and says so.
+    assert "Predictswhichcustomerswillcancelwithin90days." in text
+    assert "registeredmodeldescription" in text
 
 
 def test_the_provisions_annex_has_one_row_per_provision(champion_report: Path) -> None:
@@ -328,3 +331,109 @@ def test_diff_of_something_unknown_is_exit_2_in_one_line(
     assert captured.out == ""
     (line,) = captured.err.strip().splitlines()
     assert message in line
+
+
+# --------------------------------------------------------------------------- system card
+
+HOSTILE = "<script>alert('card')</script><img src=x onerror=alert(1)>"
+CARD = f"""\
+provider: {{name: "Acme <b>Churn</b> Ltd", contact: TODO}}
+system: {{name: Churn Insight, version: "3.0"}}
+intended_purpose: "Flags customers likely to cancel. {HOSTILE}"
+intended_users: Retention analysts.
+persons_affected: TBD
+interactions: none
+deployment: {{forms: [REST API], hardware: x86-64 servers}}
+user_interface: A CRM panel.
+instructions_for_use: https://docs.acme.example/ifu
+human_oversight: "An analyst reviews every flag.\\u001b[31m"
+limitations: Lorem ipsum dolor sit amet.
+metrics_rationale: ROC AUC ranks customers as analysts use the score.
+predetermined_changes: none
+risk_management: RMS-2026
+cybersecurity: Signed artefacts.
+standards: [ISO/IEC 42001:2023]
+declaration_of_conformity: "<the EU declaration of conformity, or a reference to it>"
+lifetime: Until 2028.
+post_market_monitoring: PMM plan v2
+responsible_persons:
+  - {{name: "Jane <i>Doe</i>", role: Head of Model Risk}}
+"""
+
+
+@pytest.fixture(scope="module")
+def carded_report(
+    lineage_store: LineageStore, tmp_path_factory: pytest.TempPathFactory, cli_main
+) -> Path:
+    folder = tmp_path_factory.mktemp("carded")
+    card = folder / "card.yaml"
+    card.write_text(CARD, encoding="utf-8")
+    out = folder / "out"
+    code = cli_main(
+        "report", "--tracking-uri", lineage_store.uri, "--model",
+        f"{lineage_store.model}@champion", "--system-card", str(card), "--out", str(out),
+        "--date", DATE,
+    )  # fmt: skip
+    assert code == 0
+    return out
+
+
+def _declared_findings(result: dict[str, Any]) -> set[str]:
+    (run,) = result["runs"]
+    return {f["rule_id"] for f in run["findings"] if f["category"] == "declared"}
+
+
+def test_placeholders_in_the_card_are_declared_findings(carded_report: Path) -> None:
+    result = json.loads((carded_report / "result.json").read_text())
+    # TODO, TBD, lorem ipsum and the template's own text count as missing; nothing else.
+    assert _declared_findings(result) == {
+        "declared.provider",
+        "declared.persons-affected",
+        "declared.limitations",
+        "declared.declaration-of-conformity",
+    }
+    (run,) = result["runs"]
+    assert {f["severity"] for f in run["findings"] if f["category"] == "declared"} == {"warning"}
+    record = json.loads((carded_report / "evidence.json").read_text())["records"][0]
+    declared = record["declared"]
+    assert declared["card"]["file"] == "card.yaml"
+    assert set(declared["placeholders"]) >= {
+        "/provider/contact",
+        "/persons_affected",
+        "/limitations",
+        "/declaration_of_conformity",
+    }
+
+
+def test_without_a_card_every_declared_rule_is_a_finding(
+    lineage_store: LineageStore, audited: dict[str, Any]
+) -> None:
+    run, record = audited["3"]
+    assert record["declared"]["card"] is None
+    # The registered model's description stands in for the intended purpose.
+    assert record["declared"]["intended_purpose"] == (
+        "Predicts which customers will cancel within 90 days."
+    )
+    declared = {f.rule_id for f in run.findings if f.category == "declared"}
+    policy = audit.load_policy()
+    expected = set(policy.version_rule_ids) - {"declared.intended-purpose"}
+    # The intended users are not in the description: that rule still fails.
+    assert declared == expected | {"declared.intended-purpose"}
+    strict = audit.check(
+        lineage_store.uri, model=f"{lineage_store.model}/3", policy="eu-ai-act-annex-iv"
+    )
+    assert strict.exit_code == 1
+    assert {f.severity for f in strict.runs[0].findings if f.category == "declared"} == {"error"}
+
+
+def test_the_cards_text_is_escaped_and_traced_to_the_card(carded_report: Path) -> None:
+    html = (carded_report / "churn-classifier-v3.html").read_text()
+    assert "<script>" not in html and "<img src=x" not in html and "<b>Churn</b>" not in html
+    assert "&lt;script&gt;alert(&#39;card&#39;)&lt;/script&gt;" in html
+    assert "\x1b" not in html
+    assert "Jane &lt;i&gt;Doe&lt;/i&gt;" in html  # in the signature block
+    text = _squash(_pdf_text(carded_report / "churn-classifier-v3.pdf"))
+    assert "DECLARED" in text
+    assert _squash("system card card.yaml, `intended_purpose`") in text
+    assert _squash("a placeholder, not a declaration") in text
+    assert "Nosystemcardwasgiven" not in text
