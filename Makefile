@@ -1,7 +1,8 @@
 # Two commands on a fresh machine (see README.md):
 #   make demo   set up .venv, build a demo MLflow store in build/demo, audit it, write its
-#               model documentation to build/demo/reports, sign it with a throwaway key and
-#               verify it
+#               runs' documentation to build/demo/reports, sign it with a throwaway key and
+#               verify it, document the champion model version (Annex IV) with a system card,
+#               and compare it with version 1
 #   make test   set up .venv, run ruff, mypy and the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -54,9 +55,17 @@ demo: $(VENV)/.installed
 	@echo "$$ cd $(DEMO_DIR) && mlflow-audit verify reports --cert keys/signer.pem --against-store"
 	@cd $(DEMO_DIR) && ../../$(BIN)/mlflow-audit verify reports --cert keys/signer.pem --against-store
 	@echo
-	@echo "Open $(DEMO_DIR)/reports/summary.html in a browser, or $(DEMO_DIR)/reports/complete.pdf."
-	@echo "A reviewer with only the folder and the certificate verifies it offline with:"
-	@echo "  $(BIN)/mlflow-audit verify $(DEMO_DIR)/reports --cert $(DEMO_DIR)/keys/signer.pem"
+	@echo "$$ cd $(DEMO_DIR) && mlflow-audit report --model churn-classifier@champion --system-card ../../samples/system-card.yaml --out model-docs --organisation 'Acme ML' --sign keys/signer.p12 --passphrase-env DEMO_KEY_PASSPHRASE"
+	@cd $(DEMO_DIR) && ../../$(BIN)/mlflow-audit report --model churn-classifier@champion --system-card ../../samples/system-card.yaml --out model-docs --organisation "Acme ML" --sign keys/signer.p12 --passphrase-env DEMO_KEY_PASSPHRASE
+	@echo
+	@echo "$$ cd $(DEMO_DIR) && mlflow-audit diff churn-classifier/1 churn-classifier@champion"
+	@cd $(DEMO_DIR) && ../../$(BIN)/mlflow-audit diff churn-classifier/1 churn-classifier@champion; status=$$?; \
+	if [ $$status -eq 1 ]; then echo "(exit 1: the two versions differ)"; else exit $$status; fi
+	@echo
+	@echo "Open $(DEMO_DIR)/model-docs/churn-classifier-v3.pdf: the champion's technical documentation"
+	@echo "in Annex IV order. $(DEMO_DIR)/reports/summary.html shows every run's evidence."
+	@echo "A reviewer with only a folder and the certificate verifies it offline with:"
+	@echo "  $(BIN)/mlflow-audit verify $(DEMO_DIR)/model-docs --cert $(DEMO_DIR)/keys/signer.pem"
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
@@ -71,6 +80,7 @@ test: lint
 benchmark: $(VENV)/.installed
 	$(BIN)/python benchmarks/bench_check.py
 	$(BIN)/python benchmarks/bench_report.py
+	$(BIN)/python benchmarks/bench_version.py
 
 clean:
 	rm -rf $(VENV) build dist

@@ -267,8 +267,8 @@ def _tuning_sweep(data: _Data, commit: str | None) -> dict[str, str]:
         mlflow.log_params(
             {"search.C": list(grid), "search.strategy": "grid", "search.metric": "train_accuracy"}
         )
-        for c in grid:
-            with mlflow.start_run(run_name=f"trial-C={c}", nested=True) as trial:
+        for number, c in enumerate(grid, start=1):
+            with mlflow.start_run(run_name=f"trial-{number}", nested=True) as trial:
                 mlflow.set_tags(_source_tags(commit, notebook=False))
                 if commit:
                     mlflow.set_tag("mlflow.source.git.dirty", "false")
@@ -283,7 +283,7 @@ def _tuning_sweep(data: _Data, commit: str | None) -> dict[str, str]:
                     model, name="model", input_example=x_train[:5], pip_requirements=pinned
                 )
                 trials.append((accuracy, c, trial.info.run_id, info))
-                run_ids[f"trial-C={c}"] = trial.info.run_id
+                run_ids[f"trial-{number}"] = trial.info.run_id
         run_ids["tuning-sweep"] = sweep.info.run_id
     _, c, best_run, best = max(trials, key=lambda t: (t[0], -t[1]))
     mlflow.MlflowClient().create_model_version(

@@ -45,6 +45,7 @@ policy = "eu-ai-act-high-risk"
 fail_on = "error"
 min_score = 90
 waivers = "audit-waivers.yaml"
+system_card = "system-card.yaml"
 format = "table"
 output = "audit.txt"
 junit_xml = "reports/audit.xml"

@@ -75,7 +75,7 @@ def test_unknown_flag_is_one_line_usage_error() -> None:
     [
         (["chek"], "usage: mlflow-audit [-h]",
          "invalid choice: 'chek' (choose from 'check', 'report', 'keygen', 'sign', 'verify', "
-         "'policy', 'config', 'system-card', 'provisions') (did you mean check?)"),
+         "'policy', 'config', 'provisions', 'diff', 'system-card') (did you mean check?)"),
         (["check", "--experimnt", "x"], "usage: mlflow-audit check [-h]",
          "unrecognized arguments: --experimnt x (did you mean --experiment?)"),
         (["report", "--outt=build"], "usage: mlflow-audit report [-h]",
