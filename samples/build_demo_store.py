@@ -244,13 +244,12 @@ def _train(
 
 def _tuning_sweep(data: _Data, commit: str | None) -> dict[str, str]:
     """A grid search whose best trial becomes version 3, evaluated by a separate run."""
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
-
     import numpy
     import pandas
     import sklearn
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     mlflow.set_experiment("churn-tuning")
     grid = (0.01, 0.1, 1.0)
