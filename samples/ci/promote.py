@@ -3,8 +3,9 @@
     python promote.py churn-classifier --from challenger --to champion [--waivers FILE]
 
 Audits NAME@challenger with mlflow-audit (read-only: the version with its lineage), prints the
-findings, and only when the gate passes points NAME@champion at the same version. The alias change is
-this script's own write to the registry: mlflow-audit itself never writes to the store.
+findings, and only when the gate passes points NAME@champion at the same version. The alias
+change is this script's own write to the registry: mlflow-audit itself never writes to the
+store.
 Exit codes follow mlflow-audit's: 0 promoted, 1 gaps (nothing moved), 2 audit incomplete.
 """
 
