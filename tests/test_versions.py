@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -437,3 +438,34 @@ def test_the_cards_text_is_escaped_and_traced_to_the_card(carded_report: Path) -
     assert _squash("system card card.yaml, `intended_purpose`") in text
     assert _squash("a placeholder, not a declaration") in text
     assert "Nosystemcardwasgiven" not in text
+
+
+def test_a_signed_version_is_verified_against_the_store_with_its_lineage(
+    lineage_store: LineageStore, tmp_path: Path, cli_main, capsys, monkeypatch
+) -> None:
+    """verify --against-store collects the version again with its lineage: a moved alias is a
+    change to the signed version, not to its source run alone."""
+    from mlflow import MlflowClient
+
+    database = tmp_path / "mlflow.db"
+    shutil.copy2(lineage_store.root, database)
+    uri = f"sqlite:///{database}"
+    monkeypatch.setenv("TEST_KEY_PASSPHRASE", "a passphrase for the tests")
+    keys = tmp_path / "keys"
+    assert cli_main("keygen", "--subject", "CN=Jane Doe", "--out", str(keys),
+                    "--passphrase-env", "TEST_KEY_PASSPHRASE") == 0  # fmt: skip
+    signed = tmp_path / "signed"
+    assert cli_main(
+        "report", "--tracking-uri", uri, "--model", f"{lineage_store.model}@champion",
+        "--out", str(signed), "--sign", str(keys / "signer.p12"),
+        "--passphrase-env", "TEST_KEY_PASSPHRASE",
+    ) == 0  # fmt: skip
+    verify = ("verify", str(signed), "--cert", str(keys / "signer.pem"), "--against-store",
+              "--tracking-uri", uri)  # fmt: skip
+    capsys.readouterr()
+    assert cli_main(*verify) == 0
+    assert "OK: 1 run unchanged" in capsys.readouterr().out
+    MlflowClient(uri, uri).set_registered_model_alias(lineage_store.model, "champion", "2")
+    assert cli_main(*verify) == 1
+    out = capsys.readouterr().out
+    assert '/lineage/version/aliases: ["champion"] -> []' in out.replace("\n      ", " ")
