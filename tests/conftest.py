@@ -151,15 +151,12 @@ def demo_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     return Store(f"sqlite:///{directory / 'mlflow.db'}", directory / "mlflow.db", {})
 
 
-@pytest.fixture(scope="session")
-def logging_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
-    """Runs logged the way teams log them: autologging, mlflow.models.evaluate, datasets without
-    a context, LightGBM's validation sets, a dirty git checkout (tests/fixtures/logging_store.py).
-    The builder runs as a copy outside this repository, so that only the run meant to come from
-    a git checkout records a commit."""
-    directory = tmp_path_factory.mktemp("logging-store")
-    builder = directory / "build_logging_store.py"
-    shutil.copy(REPO / "tests" / "fixtures" / "logging_store.py", builder)
+def _built_by_a_copy(tmp_path_factory: pytest.TempPathFactory, script: str) -> Path:
+    """The store a builder in tests/fixtures writes, run in a process of its own from a copy
+    outside this repository (so that no run records this checkout's commit): its folder."""
+    directory = tmp_path_factory.mktemp(Path(script).stem.replace("_", "-"))
+    builder = directory / f"build_{script}"
+    shutil.copy(REPO / "tests" / "fixtures" / script, builder)
     store = directory / "store"
     subprocess.run(
         [sys.executable, str(builder), str(store)],
@@ -168,6 +165,16 @@ def logging_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
         cwd=directory,
         env=stores.environment(),
     )
+    return store
+
+
+@pytest.fixture(scope="session")
+def logging_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """Runs logged the way teams log them: autologging, mlflow.models.evaluate, datasets without
+    a context, LightGBM's validation sets, a dirty git checkout (tests/fixtures/logging_store.py).
+    The builder runs as a copy outside this repository, so that only the run meant to come from
+    a git checkout records a commit."""
+    store = _built_by_a_copy(tmp_path_factory, "logging_store.py")
     run_ids = json.loads((store / "runs.json").read_text())
     return Store(f"sqlite:///{store / 'mlflow.db'}", store / "mlflow.db", run_ids)
 
@@ -186,17 +193,7 @@ def lineage_store(tmp_path_factory: pytest.TempPathFactory) -> LineageStore:
     """One registered model with three versions: v2 evaluated in a separate run with
     mlflow.models.evaluate, v3 the best child of a sweep (tests/fixtures/lineage_store.py).
     Built outside this repository, so that no run records this checkout's commit."""
-    directory = tmp_path_factory.mktemp("lineage-store")
-    builder = directory / "build_lineage_store.py"
-    shutil.copy(REPO / "tests" / "fixtures" / "lineage_store.py", builder)
-    store = directory / "store"
-    subprocess.run(
-        [sys.executable, str(builder), str(store)],
-        check=True,
-        capture_output=True,
-        cwd=directory,
-        env=stores.environment(),
-    )
+    store = _built_by_a_copy(tmp_path_factory, "lineage_store.py")
     built = json.loads((store / "lineage.json").read_text())
     return LineageStore(
         f"sqlite:///{store / 'mlflow.db'}",

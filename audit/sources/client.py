@@ -159,6 +159,16 @@ class ClientSource:
     # ----------------------------------------------------------------------- public
 
     def collect(self, selection: Selection, needs: CollectionNeeds) -> Iterator[CollectedRun]:
+        with self._session(selection) as logs:
+            for collected in self._collect(selection, needs):
+                logs.check(self.store.display)
+                yield collected
+            logs.check(self.store.display)
+
+    @contextlib.contextmanager
+    def _session(self, selection: Selection) -> Iterator[mlflow_logs.MlflowLogs]:
+        """MLflow's client, opened with the audit's settings, its errors in one line and its
+        log lines held back (`logs.check` ends the audit on one that says it skipped data)."""
         with (
             _environment(self._settings()),
             _mlflow_errors(self.store, selection),
@@ -169,10 +179,7 @@ class ClientSource:
             # the user asked for it by name (MLFLOW_TRACKING_INSECURE_TLS).
             warnings.filterwarnings("ignore", message="Unverified HTTPS request")
             self._client = self._open()
-            for collected in self._collect(selection, needs):
-                logs.check(self.store.display)
-                yield collected
-            logs.check(self.store.display)
+            yield logs
 
     def collect_each(
         self, selection: Selection, needs: CollectionNeeds, finish: Callable[[CollectedRun], _T]
@@ -183,14 +190,7 @@ class ClientSource:
         """The registry's facts about a version's model, the metrics other runs linked to its
         logged model, and how many trials the sweep `parent_run_id` ran."""
         selection = Selection(models=(ModelSpec(version.name, version=version.version),))
-        with (
-            _environment(self._settings()),
-            _mlflow_errors(self.store, selection),
-            warnings.catch_warnings(),
-            mlflow_logs.held() as logs,
-        ):
-            warnings.filterwarnings("ignore", message="Unverified HTTPS request")
-            self._client = self._open()
+        with self._session(selection) as logs:
             facts = self._lineage_facts(version, parent_run_id)
             logs.check(self.store.display)
             return facts
