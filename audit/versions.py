@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import replace
 from typing import Any
 
+from audit.errors import SelectionError
 from audit.lineage import LineageFacts, version_record
 from audit.sources import CollectedRun, CollectionNeeds, ModelVersionRef, Selection, Source
 
@@ -42,21 +43,37 @@ def version_of(
     run_id = record["run"]["id"]
     parent_id = record["run"].get("parent_run_id")
     facts = source.lineage_facts(ref, parent_id)
-    wanted = tuple(r for r in (parent_id, *facts.evaluation_run_ids(run_id)) if r)
-    others: dict[str, Mapping[str, Any]] = {}
-    if wanted:
-        # Only their datasets, metrics and parameters are used: no artifacts, no registry.
-        for other in source.collect(
-            Selection(run_ids=wanted, include_deleted=True),
-            CollectionNeeds(artifacts=False, registry=False),
-        ):
-            others[other.record["run"]["id"]] = other.record
-    evaluations = [others[r] for r in facts.evaluation_run_ids(run_id) if r in others]
+    evaluations = _records(source, facts.evaluation_run_ids(run_id))
+    parent = None
+    if parent_id:
+        try:
+            (parent,) = _records(source, (parent_id,))
+        except SelectionError:
+            parent = None  # deleted for good: the tag outlives it
     merged = version_record(
         record,
         facts,
-        parent=others.get(parent_id) if parent_id else None,
+        parent=parent,
         evaluations=evaluations,
         declared=declare(facts) if declare else None,
     )
+    if parent_id and parent is None:
+        merged["collection"]["notes"] = sorted(
+            {*merged["collection"]["notes"], f"parent run {parent_id} is no longer in the store"}
+        )
     return replace(collected, record=merged, evidence_sha256=None)
+
+
+def _records(source: Source, run_ids: tuple[str, ...]) -> list[Mapping[str, Any]]:
+    """The records of runs of the lineage, in the order asked; only their datasets, metrics
+    and parameters are used, so neither artifacts nor the registry are read."""
+    if not run_ids:
+        return []
+    by_id = {
+        other.record["run"]["id"]: other.record
+        for other in source.collect(
+            Selection(run_ids=run_ids, include_deleted=True),
+            CollectionNeeds(artifacts=False, registry=False),
+        )
+    }
+    return [by_id[run_id] for run_id in run_ids if run_id in by_id]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -469,3 +470,23 @@ def test_a_signed_version_is_verified_against_the_store_with_its_lineage(
     assert cli_main(*verify) == 1
     out = capsys.readouterr().out
     assert '/lineage/version/aliases: ["champion"] -> []' in out.replace("\n      ", " ")
+
+
+def test_a_sweep_parent_deleted_for_good_is_a_note_not_a_failed_audit(
+    lineage_store: LineageStore, tmp_path: Path
+) -> None:
+    database = tmp_path / "mlflow.db"
+    shutil.copy2(lineage_store.root, database)
+    parent = lineage_store.run_ids["sweep-v3"]
+    with sqlite3.connect(database) as db:  # as `mlflow gc` leaves it: the child's tag remains
+        for table in ("params", "tags", "latest_metrics", "metrics", "runs"):
+            db.execute(f"DELETE FROM {table} WHERE run_uuid = ?", (parent,))  # noqa: S608
+    result = audit.check(
+        f"sqlite:///{database}", model=f"{lineage_store.model}/3", keep_records=True
+    )
+    (run,) = result.runs
+    record = (result.records or {})[run.run_id]
+    assert record["run"]["parent_run_id"] == parent
+    assert record["lineage"]["sweep"] is None
+    assert f"parent run {parent} is no longer in the store" in record["collection"]["notes"]
+    assert run.outcome_of("metrics.evaluation") == "pass"

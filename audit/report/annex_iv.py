@@ -9,7 +9,7 @@ plain data for the `version.html.j2` template, which escapes everything it shows
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,12 +22,12 @@ from audit.report.document import (
     MatrixGroup,
     ReportSettings,
     RuleCheck,
-    _appendix,
-    _counts,
-    _matrix,
-    _people,
-    _policy_text,
-    _rule_checks,
+    appendix_facts,
+    people_facts,
+    policy_text,
+    provision_matrix,
+    rule_checks,
+    severity_counts,
     single_run_result,
 )
 from audit.result import AuditResult, RunResult
@@ -161,7 +161,7 @@ def version_document(
     compared_with: str | None = None,
 ) -> VersionDocument:
     facts = _Facts(record)
-    checks = _rule_checks(result, run, record)
+    checks = rule_checks(result, run, record)
     sections = (
         _general(facts),
         _development(facts),
@@ -186,7 +186,7 @@ def version_document(
                 facts.declared("Risk management", "/risk_management", "risk_management")),
         _changes(facts, changes, compared_with),
         _single(7, "Standards applied", "Harmonised standards and other specifications",
-                facts.declared_list("Standards", "/standards", "standards")),
+                facts.declared("Standards", "/standards", "standards")),
         _single(8, "EU declaration of conformity (Art. 47)", "Declaration of conformity",
                 facts.declared(
                     "Declaration", "/declaration_of_conformity", "declaration_of_conformity"
@@ -203,8 +203,8 @@ def version_document(
         record=record,
         sections=sections,
         checks=checks,
-        matrix=_matrix(checks),
-        appendix=_appendix(
+        matrix=provision_matrix(checks),
+        appendix=appendix_facts(
             result,
             settings,
             (
@@ -310,9 +310,6 @@ class _Facts:
         if isinstance(value, list) and value:
             return Entry(label, "; ".join(str(v) for v in value), "declared", self._origin(pointer))
         return self._missing(label, pointer, field)
-
-    def declared_list(self, label: str, pointer: str, field: str) -> Entry:
-        return self.declared(label, pointer, field)
 
     def signatories(self) -> tuple[Signatory, ...]:
         people = self._declared_value("/responsible_persons")
@@ -804,20 +801,15 @@ def _cover(result: AuditResult, run: RunResult, facts: _Facts, settings: ReportS
         ("Registered", f"{version.get('created') or 'date not recorded'}"
          + (f" by {version['registered_by']}" if version.get("registered_by") else "")),
         ("Source run", facts.run_label()),
-        *_people(settings),
+        *people_facts(settings),
         ("Date", settings.date_text),
-        ("Policy", _policy_text(result)),
+        ("Policy", policy_text(result)),
     ]  # fmt: skip
     return Cover(
         title=facts.subject,
         subtitle="Technical documentation following Annex IV of Regulation (EU) 2024/1689",
         facts=tuple(rows),
         status=run.status,
-        counts=_counts([run]),
+        counts=severity_counts([run]),
         outcomes=single_run_result(result, run).outcome_counts(),
     )
-
-
-def sections_in_order(document: VersionDocument) -> Sequence[str]:
-    """The numbers of the document's points in the order it shows them."""
-    return [point.number for section in document.sections for point in section.points]

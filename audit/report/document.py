@@ -265,20 +265,20 @@ def run_document(
     settings: ReportSettings,
     name: str,
 ) -> RunDocument:
-    checks = _rule_checks(result, run, record)
+    checks = rule_checks(result, run, record)
     return RunDocument(
         name=name,
         cover=_run_cover(result, run, record, settings),
         run=run,
         record=record,
         checks=checks,
-        matrix=_matrix(checks),
+        matrix=provision_matrix(checks),
         charts=tuple(
             line_chart(key, [Series(key, points)], width=320, height=200)
             for key, points in sorted(histories.items())
         ),
         models=tuple(_model_view(model) for model in record.get("models", [])),
-        appendix=_appendix(
+        appendix=appendix_facts(
             result, settings, ((f"Evidence sha256 ({run.run_id})", run.evidence_sha256),)
         ),
         outside=outside_the_audit(),
@@ -314,7 +314,7 @@ def summary_document(
         ),
         provisions=tuple(result.provisions_matrix()),
         worst_gaps=_worst_gaps(result),
-        appendix=_appendix(result, settings, ()),
+        appendix=appendix_facts(result, settings, ()),
         run_count=len(result.runs),
         keywords=tuple(run.run_id for run in result.runs),
         waivers=result.waivers,
@@ -381,7 +381,7 @@ def _display_name(run: RunResult) -> str:
     return run.run_name or run.run_id
 
 
-def _rule_checks(
+def rule_checks(
     result: AuditResult, run: RunResult, record: Mapping[str, Any]
 ) -> tuple[RuleCheck, ...]:
     """Every rule evaluated on the run with its outcome and evidence, failures first."""
@@ -415,7 +415,7 @@ def _findings_status(findings: Sequence[Finding]) -> Status:
     return _worst(_SEVERITY_STATUS[f.severity] for f in open_findings)
 
 
-def _matrix(checks: Sequence[RuleCheck]) -> tuple[MatrixGroup, ...]:
+def provision_matrix(checks: Sequence[RuleCheck]) -> tuple[MatrixGroup, ...]:
     catalog = load_catalog()
     by_provision: dict[str, list[RuleCheck]] = {}
     for check in checks:
@@ -479,7 +479,7 @@ def _worst_gaps(result: AuditResult) -> tuple[WorstGap, ...]:
     return tuple(sorted(gaps, key=lambda g: (-SEVERITY_RANK[g.severity], -g.runs, g.rule_id)))
 
 
-def _counts(runs: Iterable[RunResult]) -> dict[str, int]:
+def severity_counts(runs: Iterable[RunResult]) -> dict[str, int]:
     """Open findings by severity, and the waived ones."""
     runs = list(runs)
     counts = Counter(f.severity for run in runs for f in run.open_findings)
@@ -489,13 +489,13 @@ def _counts(runs: Iterable[RunResult]) -> dict[str, int]:
     }
 
 
-def _policy_text(result: AuditResult) -> str:
+def policy_text(result: AuditResult) -> str:
     policy = result.policy
     version = f" {policy['version']}" if policy.get("version") else ""
     return f"{policy['name']}{version}"
 
 
-def _people(settings: ReportSettings) -> tuple[tuple[str, str], ...]:
+def people_facts(settings: ReportSettings) -> tuple[tuple[str, str], ...]:
     facts = []
     if settings.organisation:
         facts.append(("Organisation", settings.organisation))
@@ -525,16 +525,16 @@ def _run_cover(
     if versions:
         facts.append(("Registered as", ", ".join(versions)))
     facts += [
-        *_people(settings),
+        *people_facts(settings),
         ("Date", settings.date_text),
-        ("Policy", _policy_text(result)),
+        ("Policy", policy_text(result)),
     ]
     return Cover(
         title=title,
         subtitle="Model documentation and provenance evidence",
         facts=tuple(facts),
         status=run.status,
-        counts=_counts([run]),
+        counts=severity_counts([run]),
         outcomes=single_run_result(result, run).outcome_counts(),
     )
 
@@ -554,9 +554,9 @@ def _summary_cover(result: AuditResult, settings: ReportSettings) -> Cover:
             f"warnings, {statuses['fail']} fail",
         ),
         ("Experiments", ", ".join(experiments)),
-        *_people(settings),
+        *people_facts(settings),
         ("Date", settings.date_text),
-        ("Policy", _policy_text(result)),
+        ("Policy", policy_text(result)),
         (
             "Score",
             f"{result.score:g}% of the applicable rule evaluations pass (unknown ones count as "
@@ -569,12 +569,12 @@ def _summary_cover(result: AuditResult, settings: ReportSettings) -> Cover:
         subtitle="Evidence summary across runs",
         facts=tuple(facts),
         status=worst,
-        counts=_counts(result.runs),
+        counts=severity_counts(result.runs),
         outcomes=result.outcome_counts(),
     )
 
 
-def _appendix(
+def appendix_facts(
     result: AuditResult, settings: ReportSettings, extra: tuple[tuple[str, str], ...]
 ) -> tuple[tuple[str, str], ...]:
     policy = result.policy
@@ -582,7 +582,7 @@ def _appendix(
     provisions = {p for rule in result.rules for p in rule.provisions}
     return (
         ("Tool", f"mlflow-audit {result.tool_version}"),
-        ("Policy", f"{_policy_text(result)} ({policy.get('origin', '')})"),
+        ("Policy", f"{policy_text(result)} ({policy.get('origin', '')})"),
         ("Policy sha256", str(policy.get("sha256", ""))),
         *extra,
         ("Tracking store", result.store),
