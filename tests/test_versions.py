@@ -490,3 +490,14 @@ def test_a_sweep_parent_deleted_for_good_is_a_note_not_a_failed_audit(
     assert record["lineage"]["sweep"] is None
     assert f"parent run {parent} is no longer in the store" in record["collection"]["notes"]
     assert run.outcome_of("metrics.evaluation") == "pass"
+
+
+def test_the_version_folder_matches_the_published_schemas(carded_report: Path) -> None:
+    result = json.loads((carded_report / "result.json").read_text())
+    schema = json.loads(schema_path("audit-result.schema.json").read_text())
+    jsonschema.Draft202012Validator(schema).validate(result)
+    evidence = json.loads((carded_report / "evidence.json").read_text())
+    record_schema = json.loads(schema_path("evidence-record.schema.json").read_text())
+    (record,) = evidence["records"]
+    jsonschema.Draft202012Validator(record_schema).validate(record)
+    assert record["declared"]["card"]["file"] == "card.yaml"
