@@ -501,3 +501,18 @@ def test_the_version_folder_matches_the_published_schemas(carded_report: Path) -
     (record,) = evidence["records"]
     jsonschema.Draft202012Validator(record_schema).validate(record)
     assert record["declared"]["card"]["file"] == "card.yaml"
+
+
+def test_a_version_registered_from_run_artifacts_has_its_lineage(sqlite_store) -> None:
+    """MLflow 2.x registered a run's artifact path, without a logged model: the lineage is the
+    source run and the registry, with no metric links to follow."""
+    result = audit.check(sqlite_store.uri, model="audit-test-model@legacy", keep_records=True)
+    (run,) = result.runs
+    record = (result.records or {})[run.run_id]
+    assert record["run"]["id"] == sqlite_store.run_ids["legacy-2x-layout"]
+    lineage = record["lineage"]
+    assert lineage["version"]["model_id"] is None
+    assert lineage["version"]["source"].startswith("runs:/")
+    assert lineage["version"]["aliases"] == ["legacy"]
+    assert lineage["evaluations"] == [] and lineage["sweep"] is None
+    assert lineage["previous_version"] == "1"
