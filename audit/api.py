@@ -121,7 +121,7 @@ def _evaluate_selected(
     store = _store(tracking_uri, allow_artifact_locations)
     reader = open_source(store, page_size=page_size, prefer=source, timeout=timeout)
     evaluator = RunEvaluator(loaded, accepted, keep=keep_records or collected is not None)
-    card = _system_card(system_card)
+    card = read_system_card(system_card)
     if selection.models:
         from audit.versions import with_lineage
 
@@ -154,7 +154,7 @@ def _evaluate_selected(
     return result
 
 
-def _system_card(card: str | Path | SystemCard | None) -> SystemCard | None:
+def read_system_card(card: str | Path | SystemCard | None) -> SystemCard | None:
     """The system card, read before the audit: a bad card must not cost a long audit."""
     if card is None or not isinstance(card, str | Path):
         return card
@@ -312,7 +312,7 @@ def report(
     needs = CollectionNeeds(artifacts=True, registry=True, metric_history=True)
     collected: list[CollectedRun] = []
     loaded = policy if isinstance(policy, Policy) else load_policy(policy)
-    card = _system_card(system_card)
+    card = read_system_card(system_card)
     result = _evaluate_selected(
         tracking_uri,
         selection,
@@ -333,7 +333,7 @@ def report(
         result,
         collected,
         compare_to,
-        lambda spec: _audit_subject(
+        lambda spec: audit_subject(
             spec,
             tracking_uri,
             loaded,
@@ -416,7 +416,7 @@ class AuditedSubject:
         return f"run {name}({self.run.run_id})"
 
 
-def _audit_subject(
+def audit_subject(
     spec: str,
     tracking_uri: str | None,
     policy: Policy,
@@ -469,10 +469,10 @@ def diff(
         "source": source,
         "timeout": timeout,
         "allow_artifact_locations": allow_artifact_locations,
-        "system_card": _system_card(system_card),
+        "system_card": read_system_card(system_card),
     }
-    before = _audit_subject(old, tracking_uri, loaded, **options)
-    after = _audit_subject(new, tracking_uri, loaded, **options)
+    before = audit_subject(old, tracking_uri, loaded, **options)
+    after = audit_subject(new, tracking_uri, loaded, **options)
     return diff_records(
         before.record,
         after.record,
@@ -486,7 +486,7 @@ def _version_changes(
     result: AuditResult,
     collected: Iterable[CollectedRun],
     compare_to: str | None,
-    audit_subject: Callable[[str], AuditedSubject],
+    audit_one: Callable[[str], AuditedSubject],
 ) -> dict[str, VersionChanges]:
     """For each model version documented, what changed since `compare_to`, else since the
     version before it (Annex IV 6)."""
@@ -507,7 +507,7 @@ def _version_changes(
         spec = compare_to or (f"{lineage['model']['name']}/{previous}" if previous else None)
         if spec is None:
             continue
-        before = audit_subject(spec)
+        before = audit_one(spec)
         run = runs[record["run"]["id"]]
         changes[run.run_id] = VersionChanges(
             before.label,

@@ -36,7 +36,7 @@ ENV_PREFIX = "MLFLOW_AUDIT_"
 OWN_FILE = "mlflow-audit.toml"
 PYPROJECT = "pyproject.toml"
 TABLE = "tool.mlflow-audit"
-COMMANDS = ("check", "report", "diff")
+COMMANDS = ("check", "report", "diff", "verify-deploy")
 SCHEMA = "config.schema.json"
 _MAX_CONFIG_BYTES = 1 << 20
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -74,7 +74,7 @@ class Key:
 
 _BOTH = ("check", "report")
 #: What every command that reads a store takes: where and how, and the policy.
-_STORE = ("check", "report", "diff")
+_STORE = ("check", "report", "diff", "verify-deploy")
 _CHECK = ("check",)
 _REPORT = ("report",)
 
