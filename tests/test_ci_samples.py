@@ -58,3 +58,27 @@ def test_promotion_moves_the_alias_only_when_the_candidate_passes(
     promoted = promote("--from", "champion", "--to", "production")
     assert promoted.returncode == 0, promoted.stderr
     assert str(client.get_model_version_by_alias("churn-classifier", "production").version) == "3"
+
+
+def test_deploy_samples_refuse_before_they_deploy() -> None:
+    """The GitHub Actions deploy job runs verify-deploy before its deploy step; the Databricks
+    approval task is Python that calls the same check and approves only when it passes."""
+    import ast
+    import inspect
+
+    from audit.gate.deploy import check_deploy
+
+    workflow = yaml.safe_load((CI / "deploy-gate.yml").read_text())
+    runs = [step.get("run", "") for step in workflow["jobs"]["deploy"]["steps"]]
+    gate = next(i for i, run in enumerate(runs) if "mlflow-audit verify-deploy" in run)
+    deploy = next(i for i, run in enumerate(runs) if "deploy.sh" in run)
+    assert gate < deploy
+    task = ast.parse((CI / "databricks_approval_task.py").read_text())
+    calls = [
+        node
+        for node in ast.walk(task)
+        if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "check_deploy"
+    ]
+    (call,) = calls
+    parameters = inspect.signature(check_deploy).parameters
+    assert {keyword.arg for keyword in call.keywords} <= set(parameters)
