@@ -227,11 +227,17 @@ class WorkQueue:
         return entry
 
     def _retry_or_bury(self, entry: _Entry, job: Job, *, wait: bool = True) -> float | None:
+        """Pending again after the backoff of its attempts, or at once and in its old place
+        in line (`wait` False); None when it had its last attempt and is buried."""
         if job.attempts >= self.max_attempts:
             self._bury(job)
             return None
-        delay = self.backoff * 2.0 ** (job.attempts - 1) if wait else 0.0
-        pending = replace(entry, job=job, state="pending", not_before=self._clock() + delay)
+        if wait:
+            delay = self.backoff * 2.0 ** (job.attempts - 1)
+            not_before = self._clock() + delay
+        else:
+            delay, not_before = 0.0, min(entry.not_before, self._clock())
+        pending = replace(entry, job=job, state="pending", not_before=not_before)
         self._write(pending)
         self._entries[job.id] = pending
         return delay
