@@ -44,8 +44,8 @@ DELIVERY_ID_HEADER = "X-MLflow-Delivery-Id"
 TIMESTAMP_HEADER = "X-MLflow-Timestamp"
 SIGNATURE_HEADER = "X-MLflow-Signature"
 
-#: Seconds a delivery may be old: MLflow retries for about a minute (urllib3, backoff 1, 2,
-#: 4 ... s) with the timestamp of the first attempt.
+#: Seconds a delivery may be old: MLflow resends it with the first attempt's timestamp, by
+#: default 3 times after 1, 2 and 4 s, each attempt waiting up to 30 s for an answer.
 TOLERANCE = 300
 #: Seconds a delivery may come from the future: clocks of two hosts differ a little.
 FUTURE_SKEW = 60
