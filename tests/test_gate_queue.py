@@ -248,3 +248,39 @@ def test_a_job_file_with_an_invalid_field_is_set_aside(
         assert f"field {field} is missing or invalid" in dead_letters(queue)[0]["error"]
         # The job was lost to the corruption: the same delivery sent again is queued anew.
         assert queue.submit(job(1))
+
+
+def contents(folder: Path) -> dict[str, tuple[bool, bytes]]:
+    """Every path below folder with its bytes; modification times aside (a temporary file
+    written and removed again changes its folder's)."""
+    return {path: (folder_, content) for path, (folder_, content, _) in tree_state(folder).items()}
+
+
+def test_a_job_that_cannot_be_written_is_refused_and_changes_nothing(
+    tmp_path: Path, clock: Clock
+) -> None:
+    folder = tmp_path / "state"
+    with WorkQueue(folder, clock=clock) as queue:
+        queue.submit(job(2))
+        (folder / "jobs" / "delivery-1.json").mkdir()  # where the file must go
+        before = contents(folder)
+        with pytest.raises(StateError, match=r"delivery-1\.json: cannot write"):
+            queue.submit(job(1))
+        assert contents(folder) == before
+        assert queue.depth() == 1
+        (folder / "jobs" / "delivery-1.json").rmdir()
+        assert queue.submit(job(1))  # not taken for known after the failure
+
+
+def test_a_second_corrupt_file_of_the_same_name_keeps_the_first(
+    tmp_path: Path, clock: Clock
+) -> None:
+    folder = tmp_path / "state"
+    for content in (b"first", b"second"):
+        with WorkQueue(folder, clock=clock):
+            pass
+        (folder / "jobs" / "delivery-9.json").write_bytes(content)
+    with WorkQueue(folder, clock=clock) as queue:
+        assert queue.depth() == 0
+    assert (folder / "dead" / "delivery-9.json.corrupt").read_bytes() == b"first"
+    assert (folder / "dead" / "delivery-9.json.corrupt-2").read_bytes() == b"second"

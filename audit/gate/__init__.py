@@ -1,3 +1,3 @@
-"""The registry gate: MLflow's signed webhook deliveries for new model versions and alias moves,
-checked (`deliveries`) and handed to one worker through a persistent queue (`queue`), so that
-every version is audited and every alias move recorded even across restarts of the service."""
+"""The registry gate: audit every new model version and alias move, record the verdict on the
+version, keep a signed ledger of alias moves, and let a deployment check the version it serves.
+"""

@@ -11,7 +11,9 @@ deliveries (`SeenDeliveries`) catch.
 MLflow retries a delivery, unchanged, when the answer was a 429 or 5xx or never came. A retry
 of a delivery that was accepted is therefore not an attack but a lost answer: it passes the
 check, and `SeenDeliveries.accepted` tells the service to answer "already queued" again
-instead of queueing it twice.
+instead of queueing it twice. The service's order: `check_delivery`; if `seen.accepted(id)`,
+answer as before; else queue the job and then `seen.remember(delivery)`, so that a delivery
+refused because the queue was full is not remembered and MLflow's retry gets in.
 """
 
 from __future__ import annotations

@@ -119,7 +119,10 @@ class WorkQueue:
         for each in (folder, self._jobs, self._dead):
             make_folder(each)
         self._lock_file = _hold_lock(folder / "queue.lock")
-        self._entries: dict[str, _Entry] = {}
+        #: Jobs pending or running.
+        self._active: dict[str, _Entry] = {}
+        #: Ids of jobs done, with when, oldest first.
+        self._done: dict[str, float] = {}
         self._dead_ids: set[str] = set()
         try:
             remove_temporaries(self._jobs)
@@ -137,23 +140,21 @@ class WorkQueue:
         if not DELIVERY_ID_SHAPE.fullmatch(job.id):
             raise ValueError(f"job id {job.id!r} cannot name a file")
         with self._lock:
-            if job.id in self._entries or job.id in self._dead_ids:
+            if job.id in self._active or job.id in self._done or job.id in self._dead_ids:
                 return False
-            if self._depth() >= self.capacity:
+            if len(self._active) >= self.capacity:
                 raise QueueFull(f"the queue holds {self.capacity} jobs")
             now = self._clock()
             entry = _Entry(replace(job, attempts=0, last_error=None), "pending", now, now)
             self._write(entry)
-            self._entries[job.id] = entry
+            self._active[job.id] = entry
             return True
 
     def next(self) -> Job | None:
         """The pending job due first, now running; None when no job is due yet."""
         with self._lock:
             now = self._clock()
-            due = [
-                e for e in self._entries.values() if e.state == "pending" and e.not_before <= now
-            ]
+            due = [e for e in self._active.values() if e.state == "pending" and e.not_before <= now]
             if not due:
                 return None
             entry = min(due, key=lambda e: (e.not_before, e.submitted_at))
@@ -165,10 +166,12 @@ class WorkQueue:
         """The running job succeeded: remember its id, drop its data."""
         with self._lock:
             entry = self._running(job_id)
-            finished = replace(entry, job=replace(entry.job, data={}), state="done")
-            finished.finished_at = self._clock()
-            self._write(finished)
-            self._entries[job_id] = finished
+            now = self._clock()
+            self._write(
+                replace(entry, job=replace(entry.job, data={}), state="done", finished_at=now)
+            )
+            del self._active[job_id]
+            self._done[job_id] = now
             self._forget_old_done()
 
     def failed(self, job_id: str, error: str) -> float | None:
@@ -190,13 +193,13 @@ class WorkQueue:
     def depth(self) -> int:
         """Jobs pending or running."""
         with self._lock:
-            return self._depth()
+            return len(self._active)
 
     def due_in(self) -> float | None:
         """Seconds until the next pending job is due (0 when one is due now); None when no job
         is pending."""
         with self._lock:
-            times = [e.not_before for e in self._entries.values() if e.state == "pending"]
+            times = [e.not_before for e in self._active.values() if e.state == "pending"]
             return max(0.0, min(times) - self._clock()) if times else None
 
     def dead(self) -> int:
@@ -217,11 +220,8 @@ class WorkQueue:
 
     # ----------------------------------------------------------------------- the files
 
-    def _depth(self) -> int:
-        return sum(entry.state != "done" for entry in self._entries.values())
-
     def _running(self, job_id: str) -> _Entry:
-        entry = self._entries.get(job_id)
+        entry = self._active.get(job_id)
         if entry is None or entry.state != "running":
             raise ValueError(f"job {job_id!r} is not running")
         return entry
@@ -230,7 +230,7 @@ class WorkQueue:
         """Pending again after the backoff of its attempts, or at once and in its old place
         in line (`wait` False); None when it had its last attempt and is buried."""
         if job.attempts >= self.max_attempts:
-            self._bury(job)
+            self._bury(replace(entry, job=job))
             return None
         if wait:
             delay = self.backoff * 2.0 ** (job.attempts - 1)
@@ -239,13 +239,14 @@ class WorkQueue:
             delay, not_before = 0.0, min(entry.not_before, self._clock())
         pending = replace(entry, job=job, state="pending", not_before=not_before)
         self._write(pending)
-        self._entries[job.id] = pending
+        self._active[job.id] = pending
         return delay
 
-    def _bury(self, job: Job) -> None:
-        """Move `job` to dead/ with its last error and note it in the dead-letter log; the dead
-        file is written first, so a kill in between leaves it dead (see `_load`)."""
-        record = {**_record(_Entry(job, "dead", 0, 0)), "dead_at": _when(self._clock())}
+    def _bury(self, entry: _Entry) -> None:
+        """Move the job to dead/ with its last error and note it in the dead-letter log; the
+        dead file is written first, so a kill in between leaves it dead (see `_load`)."""
+        job = entry.job
+        record = {**_record(replace(entry, state="dead")), "dead_at": _when(self._clock())}
         path = self._dead / f"{job.id}.json"
         try:
             write_atomically(path, _dumps(record))
@@ -254,7 +255,7 @@ class WorkQueue:
         self._note({"id": job.id, "event": job.event, "attempts": job.attempts,
                     "error": job.last_error})  # fmt: skip
         self._dead_ids.add(job.id)
-        self._entries.pop(job.id, None)
+        self._active.pop(job.id, None)
         self._unlink(self._jobs / f"{job.id}.json")
 
     def _note(self, fields: Mapping[str, Any]) -> None:
@@ -279,13 +280,10 @@ class WorkQueue:
             raise cannot_write(path, problem) from None
 
     def _forget_old_done(self) -> None:
-        done = [e for e in self._entries.values() if e.state == "done"]
-        if len(done) <= self._done_kept:
-            return
-        done.sort(key=lambda e: e.finished_at or 0.0)
-        for entry in done[: len(done) - self._done_kept]:
-            self._unlink(self._jobs / f"{entry.job.id}.json")
-            del self._entries[entry.job.id]
+        while len(self._done) > self._done_kept:
+            oldest = next(iter(self._done))
+            self._unlink(self._jobs / f"{oldest}.json")
+            del self._done[oldest]
 
     def _load(self) -> None:
         """Read every job back; a file that is not a valid job is moved to dead/ as it was and
@@ -301,8 +299,12 @@ class WorkQueue:
             except AuditError as problem:
                 self._set_aside(path, first_line(problem))
                 continue
-            self._entries[entry.job.id] = entry
-        for entry in list(self._entries.values()):
+            if entry.state == "done":
+                self._done[entry.job.id] = entry.finished_at or 0.0
+            else:
+                self._active[entry.job.id] = entry
+        self._done = dict(sorted(self._done.items(), key=lambda item: item[1]))
+        for entry in list(self._active.values()):
             if entry.state == "running":
                 job = replace(
                     entry.job,
@@ -315,6 +317,10 @@ class WorkQueue:
 
     def _set_aside(self, path: Path, reason: str) -> None:
         target = self._dead / f"{path.name}.corrupt"
+        count = 1
+        while target.exists() or target.is_symlink():  # never over an earlier one
+            count += 1
+            target = self._dead / f"{path.name}.corrupt-{count}"
         try:
             path.replace(target)
             sync_folder(self._dead)
