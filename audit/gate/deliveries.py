@@ -254,7 +254,8 @@ class SeenDeliveries:
     """The ids of accepted deliveries whose timestamp is within twice the tolerance, in
     ``seen-deliveries.jsonl`` of the state folder. A delivery older than the tolerance is
     rejected as stale anyway, so forgetting it after twice that loses nothing; the margin covers
-    a clock that was set back. Safe to use from several threads."""
+    a clock that was set back. Safe to use from several threads; one process at a time, which
+    the queue's lock on the same folder ensures when the `WorkQueue` is opened first."""
 
     FILE = "seen-deliveries.jsonl"
 
