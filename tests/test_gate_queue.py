@@ -284,3 +284,11 @@ def test_a_second_corrupt_file_of_the_same_name_keeps_the_first(
         assert queue.depth() == 0
     assert (folder / "dead" / "delivery-9.json.corrupt").read_bytes() == b"first"
     assert (folder / "dead" / "delivery-9.json.corrupt-2").read_bytes() == b"second"
+
+
+def test_a_job_of_a_delivery_carries_its_id_event_and_data(queue: WorkQueue) -> None:
+    from audit.gate.deliveries import Delivery
+
+    delivery = Delivery("d-1", 1, "model_version_alias", "created", {"alias": "champion"}, "0" * 64)
+    assert queue.submit(Job.of(delivery))
+    assert queue.next() == Job("d-1", "model_version_alias.created", {"alias": "champion"})

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
-import fcntl
 import json
 import threading
 import time
@@ -331,6 +330,10 @@ class WorkQueue:
 
 
 def _hold_lock(path: Path) -> IO[str]:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows
+        raise StateError(f"{path.parent}: the queue needs a POSIX system (fcntl)") from None
     try:
         handle = path.open("a")
     except OSError as problem:
