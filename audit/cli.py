@@ -13,6 +13,7 @@ from audit import __version__
 from audit.cliparser import Parser, fill
 from audit.commands import Command, system_card
 from audit.commands import diff as commands_diff
+from audit.commands import ledger as commands_ledger
 from audit.commands.options import (
     POLICY_HELP,
     add_config_arguments,
@@ -31,7 +32,11 @@ if TYPE_CHECKING:
 EXIT_OK, EXIT_GAPS, EXIT_INCOMPLETE = 0, 1, 2
 
 #: Commands with a module of their own: each has `add_parser(commands)` and `run(args)`.
-COMMAND_MODULES: dict[str, Command] = {"diff": commands_diff, "system-card": system_card}
+COMMAND_MODULES: dict[str, Command] = {
+    "diff": commands_diff,
+    "system-card": system_card,
+    "ledger": commands_ledger,
+}
 
 _EPILOG = """\
 outcomes:

@@ -126,7 +126,7 @@ def _move_fields(document: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{name} is neither a version nor null")
     if fields["old_version"] is None and fields["new_version"] is None:
         raise ValueError("old_version and new_version are both null")
-    moved_at: str = fields["moved_at"]
+    moved_at = str(fields["moved_at"])
     try:
         moment = datetime.datetime.fromisoformat(moved_at.replace("Z", "+00:00"))
     except ValueError:
