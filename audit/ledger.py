@@ -153,7 +153,8 @@ def append_entry(path: Path, entry_fields: Mapping[str, Any], key: SigningKey) -
     """Sign the alias move `entry_fields` (MOVE_FIELDS; a missing version or verdict is None)
     with `key` and append it to the ledger at `path`, chained to its last line. Creates the file
     when missing. Raises LedgerError, leaving the file as it was, when the file is not a regular
-    file, a symlink, or its last line is not a whole, readable entry."""
+    file, a symlink, or its last line is not a whole entry (or, signed by `key`, no longer
+    verifies)."""
     unknown = set(entry_fields) - set(MOVE_FIELDS)
     if unknown:
         raise LedgerError(f"{path}: not fields of an alias move: {', '.join(sorted(unknown))}")
@@ -166,7 +167,7 @@ def append_entry(path: Path, entry_fields: Mapping[str, Any], key: SigningKey) -
     try:
         # One appender at a time: the chain is read and extended under the same lock.
         fcntl.flock(descriptor, fcntl.LOCK_EX)
-        previous, sequence = _chain_end(path, descriptor)
+        previous, sequence = _chain_end(path, descriptor, key)
         entry = LedgerEntry(**fields, previous=previous, sequence=sequence)
         line = dsse.sign(entry.payload(), key.private_key, key.fingerprint, PAYLOAD_TYPE).to_json()
         if len(line) > MAX_LINE_BYTES:
@@ -222,10 +223,11 @@ def _sync_folder(folder: Path) -> None:
         os.close(descriptor)
 
 
-def _chain_end(path: Path, descriptor: int) -> tuple[str, int]:
+def _chain_end(path: Path, descriptor: int, key: SigningKey) -> tuple[str, int]:
     """The `previous` and `sequence` of the entry to append: read from the file's end, so that
-    a large ledger costs one read of its last line. The last line must be a whole entry (its
-    signature is the verifier's business: the key is not checked here)."""
+    a large ledger costs one read of its last line. The last line must be a whole entry and,
+    when it names `key` as its signer, signed by it (after a key rotation the line names the old
+    key, which only `ledger verify` with its certificate can check)."""
     size = os.fstat(descriptor).st_size
     if size == 0:
         return GENESIS, 0
@@ -241,9 +243,16 @@ def _chain_end(path: Path, descriptor: int) -> tuple[str, int]:
         raise LedgerError(f"{path}: the last line is longer than {MAX_LINE_BYTES} bytes")
     line = tail[start:]
     try:
-        last = _unsigned_entry(_envelope(line))
+        envelope = _envelope(line)
+        last = _unsigned_entry(envelope)
     except ValueError as error:
         raise LedgerError(f"{path}: the last line is {error}") from None
+    keyids = {keyid for keyid, _ in envelope.signatures}
+    if key.fingerprint in keyids and not dsse.verify(envelope, key.certificate.public_key()):
+        raise LedgerError(
+            f"{path}: the signature of the last line does not verify (changed after signing); "
+            "run 'mlflow-audit ledger verify'"
+        )
     return line_digest(line), last.sequence + 1
 
 

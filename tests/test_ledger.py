@@ -121,12 +121,12 @@ def test_appended_entries_verify_and_chain(main: Main, ledger: Path, keys: Keys)
     assert outcome.valid and outcome.entries == 5 and outcome.last and outcome.last.sequence == 4
 
 
-def _change_one_byte(path: Path, _: Path) -> None:
+def _change_one_byte(path: Path, _: Path, line: int = 2) -> None:
     lines = _lines(path)
-    envelope = json.loads(lines[2])
+    envelope = json.loads(lines[line])
     payload = base64.b64decode(envelope["payload"]).replace(b'"3"', b'"9"', 1)
     envelope["payload"] = base64.b64encode(payload).decode()
-    lines[2] = json.dumps(envelope, separators=(",", ":")).encode() + b"\n"
+    lines[line] = json.dumps(envelope, separators=(",", ":")).encode() + b"\n"
     path.write_bytes(b"".join(lines))
 
 
@@ -276,6 +276,12 @@ def test_append_refuses_a_tampered_or_torn_last_line_and_a_symlink(
     ledger: Path, key: SigningKey, copy_of: Callable[[Path], Path], tmp_path: Path
 ) -> None:
     copy = copy_of(ledger)
+    lines = _lines(copy)
+    lines.append(lines[2])
+    copy.write_bytes(b"".join(lines))
+    _change_one_byte(copy, copy, line=-1)
+    with pytest.raises(LedgerError, match="signature of the last line does not verify"):
+        append_entry(copy, _move(5), key)
     lines = _lines(copy)
     lines[-1] = b'{"payloadType": "text/plain", "payload": "", "signatures": []}\n'
     copy.write_bytes(b"".join(lines))
