@@ -212,7 +212,7 @@ def _open_for_append(path: Path) -> int:
 def _sync_folder(folder: Path) -> None:
     """Make a new file's name durable, as its content is."""
     try:
-        descriptor = os.open(folder or ".", os.O_RDONLY | os.O_DIRECTORY)
+        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     except OSError:
         return
     try:
@@ -330,6 +330,16 @@ class _Chain:
     #: None after a line whose entry could not be read: the next one cannot be checked.
     sequence: int | None = 0
     signers: list[str] = field(default_factory=list)
+    keys: tuple[_Key, ...] = ()
+
+
+@dataclass(frozen=True)
+class _Key:
+    """A certificate that may sign, with what each line needs of it worked out once."""
+
+    certificate: x509.Certificate
+    fingerprint: str
+    public_key: Any
 
 
 def verify_ledger(path: Path, certificates: Sequence[x509.Certificate]) -> LedgerVerification:
@@ -338,7 +348,7 @@ def verify_ledger(path: Path, certificates: Sequence[x509.Certificate]) -> Ledge
     Streams the file, holding at most one line (MAX_LINE_BYTES) in memory. Raises LedgerError
     when the file cannot be read at all; every finding about its content is a LedgerProblem."""
     problems: list[LedgerProblem] = []
-    chain = _Chain()
+    chain = _Chain(keys=tuple(_Key(c, fingerprint(c), c.public_key()) for c in certificates))
     lines = entries = 0
     last: LedgerEntry | None = None
     with _open_for_reading(path) as handle:
@@ -422,9 +432,14 @@ def _entry(
     except ValueError as error:
         return None, str(error)
     keyids = {keyid for keyid, _ in envelope.signatures}
-    signer = next((c for c in certificates if dsse.verify(envelope, c.public_key())), None)
+    # The certificate the key id names first: one signature check per line, not one per key.
+    candidates = sorted(chain.keys, key=lambda known: known.fingerprint not in keyids)
+    signer = next(
+        (known.certificate for known in candidates if dsse.verify(envelope, known.public_key)),
+        None,
+    )
     if signer is None:
-        if any(fingerprint(c) in keyids for c in certificates):
+        if any(known.fingerprint in keyids for known in chain.keys):
             return None, "the signature does not verify: the entry was changed after signing"
         named = ", ".join(sorted(k[:16] + "..." for k in keyids if k)) or "none"
         return None, f"signed by an unknown key (key id {named}); give its certificate"
