@@ -360,7 +360,7 @@ def verify_ledger(path: Path, certificates: Sequence[x509.Certificate]) -> Ledge
                         LedgerProblem(number, "the file ends without a newline (a torn write)")
                     )
                 entry, why = (
-                    _entry(line, certificates, chain)
+                    _entry(line, chain)
                     if len(line) <= MAX_LINE_BYTES
                     else (None, f"longer than {MAX_LINE_BYTES} bytes")
                 )
@@ -423,9 +423,7 @@ def _lines(handle: BinaryIO) -> Iterator[tuple[int, bytes, str, bool]]:
         yield number, line, digest.hexdigest(), complete
 
 
-def _entry(
-    line: bytes, certificates: Sequence[x509.Certificate], chain: _Chain
-) -> tuple[LedgerEntry | None, str | None]:
+def _entry(line: bytes, chain: _Chain) -> tuple[LedgerEntry | None, str | None]:
     """The line's entry when its signature verifies, else None and why."""
     try:
         envelope = _envelope(line)
