@@ -13,6 +13,7 @@ from audit import __version__
 from audit.cliparser import Parser, fill
 from audit.commands import Command, system_card, verify_deploy
 from audit.commands import diff as commands_diff
+from audit.commands import ledger as commands_ledger
 from audit.commands.options import (
     POLICY_HELP,
     add_config_arguments,
@@ -35,6 +36,7 @@ COMMAND_MODULES: dict[str, Command] = {
     "diff": commands_diff,
     "system-card": system_card,
     "verify-deploy": verify_deploy,
+    "ledger": commands_ledger,
 }
 
 _EPILOG = """\

@@ -102,15 +102,17 @@ def scheme(key: PublicKeyTypes) -> str:
     raise EnvelopeError(f"unsupported key type {type(key).__name__}")
 
 
-def sign(payload: bytes, private_key: PrivateKeyTypes, keyid: str) -> Envelope:
-    message = pae(PAYLOAD_TYPE, payload)
+def sign(
+    payload: bytes, private_key: PrivateKeyTypes, keyid: str, payload_type: str = PAYLOAD_TYPE
+) -> Envelope:
+    message = pae(payload_type, payload)
     if isinstance(private_key, rsa.RSAPrivateKey):
         signature = private_key.sign(message, padding.PKCS1v15(), hashes.SHA256())
     elif isinstance(private_key, ec.EllipticCurvePrivateKey):
         signature = private_key.sign(message, ec.ECDSA(hashes.SHA256()))
     else:
         raise EnvelopeError(f"unsupported key type {type(private_key).__name__}")
-    return Envelope(PAYLOAD_TYPE, payload, ((keyid, signature),))
+    return Envelope(payload_type, payload, ((keyid, signature),))
 
 
 def verify(envelope: Envelope, public_key: PublicKeyTypes) -> bool:

@@ -272,7 +272,7 @@ def key_usage_problem(certificate: x509.Certificate) -> str | None:
 def require_pyhanko() -> None:
     """pyHanko signs and checks the PDFs and certificate chains: the `sign` extra."""
     try:
-        import pyhanko  # noqa: F401
+        import pyhanko.sign  # noqa: F401  (pyhanko itself has no py.typed; its packages do)
         import pyhanko_certvalidator  # noqa: F401
     except ImportError:
         raise SigningError(
