@@ -14,6 +14,7 @@ from audit.cliparser import Parser, fill
 from audit.commands import Command, system_card, verify_deploy
 from audit.commands import diff as commands_diff
 from audit.commands import ledger as commands_ledger
+from audit.commands import serve as commands_serve
 from audit.commands.options import (
     POLICY_HELP,
     add_config_arguments,
@@ -37,6 +38,7 @@ COMMAND_MODULES: dict[str, Command] = {
     "system-card": system_card,
     "verify-deploy": verify_deploy,
     "ledger": commands_ledger,
+    "serve": commands_serve,
 }
 
 _EPILOG = """\

@@ -36,7 +36,7 @@ ENV_PREFIX = "MLFLOW_AUDIT_"
 OWN_FILE = "mlflow-audit.toml"
 PYPROJECT = "pyproject.toml"
 TABLE = "tool.mlflow-audit"
-COMMANDS = ("check", "report", "diff", "verify-deploy")
+COMMANDS = ("check", "report", "diff", "verify-deploy", "serve")
 SCHEMA = "config.schema.json"
 _MAX_CONFIG_BYTES = 1 << 20
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -74,7 +74,7 @@ class Key:
 
 _BOTH = ("check", "report")
 #: What every command that reads a store takes: where and how, and the policy.
-_STORE = ("check", "report", "diff", "verify-deploy")
+_STORE = ("check", "report", "diff", "verify-deploy", "serve")
 _CHECK = ("check",)
 _REPORT = ("report",)
 
@@ -445,11 +445,17 @@ def resolve(
     return settings
 
 
+#: Variables of mlflow-audit that are not settings: the configuration file, and the webhook
+#: secret `serve` reads (a secret, so never a setting a file could hold).
+WEBHOOK_SECRET_ENV = ENV_PREFIX + "WEBHOOK_SECRET"
+_OTHER_ENV = frozenset({CONFIG_ENV, WEBHOOK_SECRET_ENV})
+
+
 def _reject_unknown_variables(environ: Mapping[str, str]) -> None:
     for variable in sorted(environ):
-        if not variable.startswith(ENV_PREFIX) or variable in _BY_ENV or variable == CONFIG_ENV:
+        if not variable.startswith(ENV_PREFIX) or variable in _BY_ENV or variable in _OTHER_ENV:
             continue
-        close = difflib.get_close_matches(variable, [*_BY_ENV, CONFIG_ENV], n=1, cutoff=0.8)
+        close = difflib.get_close_matches(variable, [*_BY_ENV, *_OTHER_ENV], n=1, cutoff=0.8)
         hint = f" (did you mean {close[0]}?)" if close else ""
         raise ConfigError(f"environment variable {variable}: not a setting of mlflow-audit{hint}")
 

@@ -1,0 +1,316 @@
+"""The registry gate as a service: MLflow's webhook deliveries in, verdicts on model versions
+out. `mlflow-audit serve` runs it behind uvicorn (`create_app`; FastAPI and uvicorn come with
+mlflow-skinny, and only `serve` imports this module). The work happens in one worker thread,
+from a persistent queue, so a delivery is answered at once and a killed process picks its work
+up again on the next start.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+
+from audit.errors import AuditError
+from audit.formats.text import safe_line
+from audit.gate.deliveries import DeliveryRejected, SeenDeliveries, check_delivery
+from audit.gate.queue import Job, QueueFull, WorkQueue
+from audit.gate.statefiles import StateError
+from audit.gate.verdict import PREFIX
+
+log = logging.getLogger("mlflow_audit.gate")
+
+#: The events the gate acts on, as MLflow names them.
+EVENTS = ("model_version.created", "model_version_alias.created", "model_version_tag.set")
+
+
+@dataclass
+class GateSettings:
+    """What the service audits with and where it keeps its state."""
+
+    state: Path
+    secrets: Sequence[str]
+    tracking_uri: str | None = None
+    policy: str | None = None
+    system_card: str | None = None
+    source: str = "auto"
+    timeout: int | None = None
+    #: The alias ledger, and the key its entries are signed with (both or neither).
+    ledger: Path | None = None
+    key: Any = None
+
+
+@dataclass
+class Metrics:
+    """Counters for /metrics, in Prometheus' text format."""
+
+    deliveries: Counter[str] = field(default_factory=Counter)
+    audits: Counter[str] = field(default_factory=Counter)
+    failures: int = 0
+    latency_sum: float = 0.0
+    latency_count: int = 0
+
+    def text(self, queue_depth: int, dead: int) -> str:
+        lines = [
+            "# HELP mlflow_audit_deliveries_total Webhook deliveries, by outcome.",
+            "# TYPE mlflow_audit_deliveries_total counter",
+            *(
+                f'mlflow_audit_deliveries_total{{outcome="{outcome}"}} {count}'
+                for outcome, count in sorted(self.deliveries.items())
+            ),
+            "# HELP mlflow_audit_audits_total Model versions audited, by verdict status.",
+            "# TYPE mlflow_audit_audits_total counter",
+            *(
+                f'mlflow_audit_audits_total{{status="{status}"}} {count}'
+                for status, count in sorted(self.audits.items())
+            ),
+            "# HELP mlflow_audit_failures_total Jobs that failed an attempt.",
+            "# TYPE mlflow_audit_failures_total counter",
+            f"mlflow_audit_failures_total {self.failures}",
+            "# HELP mlflow_audit_queue_depth Jobs pending or running.",
+            "# TYPE mlflow_audit_queue_depth gauge",
+            f"mlflow_audit_queue_depth {queue_depth}",
+            "# HELP mlflow_audit_dead_letters Jobs given up on.",
+            "# TYPE mlflow_audit_dead_letters gauge",
+            f"mlflow_audit_dead_letters {dead}",
+            "# HELP mlflow_audit_audit_seconds Time to audit a version and record its verdict.",
+            "# TYPE mlflow_audit_audit_seconds summary",
+            f"mlflow_audit_audit_seconds_sum {self.latency_sum:.6f}",
+            f"mlflow_audit_audit_seconds_count {self.latency_count}",
+        ]
+        return "\n".join(lines) + "\n"
+
+
+class Gate:
+    """Receives deliveries and does their work. `receive` is called by the web app's threads;
+    `run` is the one worker."""
+
+    def __init__(
+        self,
+        settings: GateSettings,
+        *,
+        clock: Callable[[], float] = time.time,
+        judge: Callable[[str, str], str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self._clock = clock
+        # The queue first: its lock guards the state folder for the seen deliveries too.
+        self.queue = WorkQueue(settings.state, clock=clock)
+        self.seen = SeenDeliveries(settings.state, clock=clock)
+        self.metrics = Metrics()
+        self._judge = judge or self._audit_and_record
+        self._stop = threading.Event()
+        self._running: str | None = None
+
+    # ----------------------------------------------------------------------- receiving
+
+    def receive(self, headers: Mapping[str, str], body: bytes) -> tuple[int, str]:
+        """The HTTP status and a one-line answer for one delivery."""
+        try:
+            delivery = check_delivery(
+                headers, body, self.settings.secrets, self._clock(), self.seen
+            )
+        except DeliveryRejected as rejected:
+            self.metrics.deliveries[f"rejected_{rejected.status}"] += 1
+            log.warning("delivery rejected (%s): %s", rejected.status, safe_line(rejected.reason))
+            return rejected.status, rejected.reason
+        if self.seen.accepted(delivery.id):
+            self.metrics.deliveries["repeated"] += 1
+            return 200, f"delivery {delivery.id} already queued"
+        if delivery.event == "model_version_tag.set" and str(
+            delivery.data.get("key", "")
+        ).startswith(PREFIX):
+            # The gate's own verdict tags: nothing changed in the evidence.
+            self.seen.remember(delivery)
+            self.metrics.deliveries["ignored"] += 1
+            return 200, f"delivery {delivery.id}: the gate's own tag, ignored"
+        try:
+            self.queue.submit(Job.of(delivery))
+        except (QueueFull, StateError) as full:
+            self.metrics.deliveries["refused"] += 1
+            return 503, f"delivery {delivery.id} not queued: {full}"
+        self.seen.remember(delivery)
+        self.metrics.deliveries["accepted"] += 1
+        return 202, f"delivery {delivery.id} queued"
+
+    # ----------------------------------------------------------------------- working
+
+    def run(self) -> None:
+        """Take jobs until `stop`; a job cut short by stopping goes back to the queue."""
+        while not self._stop.is_set():
+            if not self.work_once():
+                wait = self.queue.due_in()
+                self._stop.wait(min(wait if wait is not None else 1.0, 1.0))
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def work_once(self) -> bool:
+        """Do the next due job, if any; whether there was one."""
+        job = self.queue.next()
+        if job is None:
+            return False
+        self._running = job.id
+        try:
+            started = time.perf_counter()
+            status = self._do(job)
+        except Exception as error:  # every failure is retried, then dead-lettered
+            self.metrics.failures += 1
+            delay = self.queue.failed(job.id, f"{type(error).__name__}: {error}")
+            log.warning(
+                "job %s failed (%s); %s",
+                job.id,
+                safe_line(str(error)),
+                f"retried in {delay:g} s" if delay is not None else "given up (dead letter)",
+            )
+        else:
+            self.metrics.latency_sum += time.perf_counter() - started
+            self.metrics.latency_count += 1
+            if status:
+                self.metrics.audits[status] += 1
+            self.queue.done(job.id)
+        finally:
+            self._running = None
+        return True
+
+    def _do(self, job: Job) -> str | None:
+        data = job.data
+        name, version = str(data["name"]), str(data["version"])
+        if job.event not in EVENTS:
+            return None
+        status = self._judge(name, version)
+        if job.event == "model_version_alias.created" and self.settings.ledger is not None:
+            self._record_move(name, str(data["alias"]), version)
+        return status
+
+    def _record_move(self, name: str, alias: str, version: str) -> None:
+        """Append the alias move to the ledger with the new version's verdict, unless the
+        ledger's last entry for the alias records it already (a job run again after a kill)."""
+        from datetime import datetime, timezone
+
+        from audit.gate.verdict import read_verdict
+        from audit.ledger import append_entry, read_entries
+
+        ledger = self.settings.ledger
+        assert ledger is not None
+        before = None
+        if ledger.exists():
+            for _, entry, _ in read_entries(ledger):
+                if entry is not None and (entry.model, entry.alias) == (name, alias):
+                    before = entry.new_version
+        if before == version:
+            return
+        verdict = read_verdict(self._version_tags(name, version))
+        moved_at = datetime.fromtimestamp(self._clock(), timezone.utc)
+        append_entry(
+            ledger,
+            {
+                "model": name,
+                "alias": alias,
+                "old_version": before,
+                "new_version": version,
+                "moved_at": moved_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
+                "verdict": None
+                if verdict is None
+                else {
+                    "status": verdict.status,
+                    "score": verdict.score,
+                    "policy": verdict.policy,
+                    "policy_sha256": verdict.policy_sha256,
+                    "result_sha256": verdict.result_sha256,
+                    "evidence_sha256": verdict.evidence_sha256,
+                    "checked_at": verdict.checked_at,
+                },
+            },
+            self.settings.key,
+        )
+
+    def _version_tags(self, name: str, version: str) -> Mapping[str, str]:
+        from mlflow.tracking import MlflowClient
+
+        from audit.sources import resolve_store
+
+        store = resolve_store(self.settings.tracking_uri)
+        client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
+        return dict(client.get_model_version(name, version).tags or {})
+
+    def _audit_and_record(self, name: str, version: str) -> str:
+        from audit.gate.judge import audit_version, record_verdict
+
+        settings = self.settings
+        verdict, _ = audit_version(
+            f"{name}/{version}",
+            settings.tracking_uri,
+            policy=settings.policy,
+            system_card=_card(settings.system_card),
+            source=settings.source,
+            timeout=settings.timeout,
+        )
+        record_verdict(settings.tracking_uri, name, version, verdict)
+        log.info("%s/%s: %s (score %g)", safe_line(name), version, verdict.status, verdict.score)
+        return verdict.status
+
+    def close(self) -> None:
+        self.queue.close()
+
+
+def _card(path: str | None) -> Any:
+    if path is None:
+        return None
+    from audit.systemcard import load_system_card
+
+    return load_system_card(path)
+
+
+def create_app(gate: Gate) -> Any:
+    """The web app: POST /webhook, GET /healthz, GET /metrics. The worker runs while it does."""
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI
+
+    @asynccontextmanager
+    async def lifespan(_app: Any) -> Any:
+        worker = threading.Thread(target=gate.run, name="mlflow-audit-gate", daemon=True)
+        worker.start()
+        try:
+            yield
+        finally:
+            gate.stop()
+            worker.join(timeout=60)
+            gate.close()
+
+    app = FastAPI(title="mlflow-audit gate", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.post("/webhook")
+    async def webhook(request: Request) -> JSONResponse:
+        body = await request.body()
+        status, message = gate.receive(dict(request.headers), body)
+        return JSONResponse({"status": status, "message": message}, status_code=status)
+
+    @app.get("/healthz")
+    async def healthz() -> JSONResponse:
+        return JSONResponse({"status": "ok", "queue_depth": gate.queue.depth()})
+
+    @app.get("/metrics")
+    async def metrics() -> PlainTextResponse:
+        return PlainTextResponse(gate.metrics.text(gate.queue.depth(), gate.queue.dead()))
+
+    return app
+
+
+def require_secrets(secrets: Sequence[str]) -> list[str]:
+    kept = [secret for secret in secrets if secret]
+    if not kept:
+        raise AuditError(
+            "serve needs the webhook's secret: set it in the variable --secret-env names "
+            "(MLFLOW_AUDIT_WEBHOOK_SECRET by default)"
+        )
+    return kept

@@ -1,0 +1,206 @@
+"""`mlflow-audit serve` behind a real `mlflow server` (SQL backend) that delivers its registry
+webhooks to it on 127.0.0.1: verdict tags, the ledger, verify-deploy, forged and replayed
+deliveries, /healthz and /metrics."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from tests import stores
+from tests.conftest import LineageStore, running_mlflow_server
+
+SECRET = "a webhook secret for the tests"
+PASSPHRASE = "a passphrase for the gate's key"
+
+
+@dataclass(frozen=True)
+class Gate:
+    tracking: str
+    url: str
+    ledger: Path
+    keys: Path
+    log: Path
+
+
+def _wait(condition, what: str, log: Path, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{what} within {timeout} s; gate log:\n{log.read_text()[-3000:]}")
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as answer:  # noqa: S310 - loopback
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _post(url: str, body: bytes, headers: dict[str, str]) -> tuple[int, str]:
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 - loopback
+            return answer.status, answer.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+@pytest.fixture(scope="module")
+def gate(lineage_store: LineageStore, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Gate]:
+    directory = tmp_path_factory.mktemp("gate")
+    shutil.copy2(lineage_store.root, directory / "mlflow.db")
+    previous = {k: os.environ.get(k) for k in ("MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS",
+                                                "MLFLOW_WEBHOOK_ALLOWED_SCHEMES")}  # fmt: skip
+    # MLflow refuses loopback targets and plain http unless told otherwise (tests only).
+    os.environ["MLFLOW_WEBHOOK_ALLOW_PRIVATE_IPS"] = "true"
+    os.environ["MLFLOW_WEBHOOK_ALLOWED_SCHEMES"] = "http,https"
+    env = {**stores.environment(), "MLFLOW_AUDIT_WEBHOOK_SECRET": SECRET,
+           "GATE_PASSPHRASE": PASSPHRASE}  # fmt: skip
+    keys = directory / "keys"
+    subprocess.run(
+        [sys.executable, "-m", "audit", "keygen", "--subject", "CN=Registry Gate",
+         "--out", str(keys), "--passphrase-env", "GATE_PASSPHRASE"],
+        check=True, capture_output=True, env=env,
+    )  # fmt: skip
+    try:
+        with running_mlflow_server(directory, f"sqlite:///{directory / 'mlflow.db'}") as tracking:
+            port = stores.free_port()
+            ledger = directory / "ledger.jsonl"
+            log = directory / "gate.log"
+            with log.open("w") as output:
+                process = subprocess.Popen(
+                    [sys.executable, "-m", "audit", "serve", "--tracking-uri", tracking,
+                     "--port", str(port), "--state", str(directory / "state"),
+                     "--ledger", str(ledger), "--sign", str(keys / "signer.p12"),
+                     "--passphrase-env", "GATE_PASSPHRASE"],
+                    stdout=output, stderr=subprocess.STDOUT, env=env, cwd=directory,
+                )  # fmt: skip
+                url = f"http://127.0.0.1:{port}"
+                try:
+                    _wait(lambda: _healthy(url), "the gate answering /healthz", log)
+                    MlflowClient(tracking, tracking).create_webhook(
+                        "mlflow-audit",
+                        f"{url}/webhook",
+                        events=["model_version.created", "model_version_alias.created",
+                                "model_version_tag.set"],
+                        secret=SECRET,
+                    )  # fmt: skip
+                    yield Gate(tracking, url, ledger, keys, log)
+                finally:
+                    process.terminate()
+                    try:
+                        process.wait(timeout=30)
+                    except subprocess.TimeoutExpired:
+                        process.kill()
+                        process.wait()
+    finally:
+        for key, value in previous.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def _healthy(url: str) -> bool:
+    try:
+        return _get(f"{url}/healthz")[0] == 200
+    except OSError:
+        return False
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "audit", *args],
+        capture_output=True, text=True, env=stores.environment(), timeout=120,
+    )  # fmt: skip
+
+
+def test_a_new_version_gets_its_verdict_and_an_alias_move_a_ledger_entry(
+    gate: Gate, lineage_store: LineageStore
+) -> None:
+    client = MlflowClient(gate.tracking, gate.tracking)
+    model = lineage_store.model
+    # A new version of the sweep's best model (evaluated in evaluate-v3) and of v1's model
+    # (never evaluated), registered as a pipeline would.
+    good = client.create_model_version(
+        model, f"models:/{lineage_store.model_ids['v3']}",
+        run_id=lineage_store.run_ids["trial-2"], model_id=lineage_store.model_ids["v3"],
+    ).version  # fmt: skip
+    bad = client.create_model_version(
+        model, f"models:/{lineage_store.model_ids['v1']}",
+        run_id=lineage_store.run_ids["train-v1"], model_id=lineage_store.model_ids["v1"],
+    ).version  # fmt: skip
+
+    def status(version: str) -> str | None:
+        return client.get_model_version(model, version).tags.get("audit.status")
+
+    _wait(lambda: status(good) and status(bad), "verdict tags on both versions", gate.log)
+    assert status(good) == "warn"  # no system card: declared warnings only
+    assert status(bad) == "fail"  # never evaluated
+    tags = client.get_model_version(model, good).tags
+    assert {"audit.score", "audit.policy", "audit.policy_sha256", "audit.result_sha256",
+            "audit.evidence_sha256", "audit.checked_at"} <= set(tags)  # fmt: skip
+
+    client.set_registered_model_alias(model, "production", good)
+    _wait(lambda: gate.ledger.exists() and gate.ledger.read_text().count("\n") >= 1,
+          "a ledger entry", gate.log)  # fmt: skip
+    client.set_registered_model_alias(model, "production", bad)
+    _wait(lambda: gate.ledger.read_text().count("\n") >= 2, "a second entry", gate.log)
+    shown = _cli("ledger", "show", str(gate.ledger), "-f", "json")
+    moves = json.loads(shown.stdout)
+    assert [(m["alias"], m["old_version"], m["new_version"]) for m in moves] == [
+        ("production", None, good),
+        ("production", good, bad),
+    ]
+    assert [m["verdict"]["status"] for m in moves] == ["warn", "fail"]
+    verified = _cli("ledger", "verify", str(gate.ledger), "--cert", str(gate.keys / "signer.pem"))
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+    refused = _cli("verify-deploy", f"{model}@production", "--tracking-uri", gate.tracking)
+    assert refused.returncode == 1 and f"DO NOT DEPLOY {model}/{bad}" in refused.stdout
+    client.set_registered_model_alias(model, "production", good)
+    _wait(lambda: gate.ledger.read_text().count("\n") >= 3, "a third entry", gate.log)
+    deployed = _cli("verify-deploy", f"{model}@production", "--tracking-uri", gate.tracking)
+    assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+
+
+def test_forged_and_replayed_deliveries_are_rejected(gate: Gate) -> None:
+    from mlflow.webhooks.delivery import _generate_hmac_signature
+
+    body = json.dumps({"entity": "model_version", "action": "created",
+                       "timestamp": "2026-12-03T00:00:00Z",
+                       "data": {"name": "x", "version": "1", "source": "s", "run_id": None,
+                                "tags": {}, "description": None}}).encode()  # fmt: skip
+    stamp = str(int(time.time()))
+    delivery = "d-forged-1"
+    forged = {"X-MLflow-Delivery-Id": delivery, "X-MLflow-Timestamp": stamp,
+              "X-MLflow-Signature": _generate_hmac_signature("not the secret", delivery, stamp,
+                                                             body.decode()),
+              "Content-Type": "application/json"}  # fmt: skip
+    status, answer = _post(f"{gate.url}/webhook", body, forged)
+    assert status == 401 and "signature does not match" in answer
+    stale = str(int(time.time()) - 3600)
+    status, answer = _post(f"{gate.url}/webhook", body, {
+        **forged, "X-MLflow-Timestamp": stale,
+        "X-MLflow-Signature": _generate_hmac_signature(SECRET, delivery, stale, body.decode()),
+    })  # fmt: skip
+    assert status == 401 and "stale" in answer
+    metrics = _get(f"{gate.url}/metrics")[1]
+    assert 'mlflow_audit_deliveries_total{outcome="rejected_401"}' in metrics
+    assert "mlflow_audit_queue_depth" in metrics
