@@ -13,6 +13,7 @@ alias moves calls `append_entry`.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import errno
 import fcntl
@@ -29,6 +30,7 @@ from cryptography import x509
 
 from audit.errors import AuditError
 from audit.evidence import canonical_json
+from audit.gate.statefiles import sync_folder
 from audit.signing import dsse
 from audit.signing.keys import SigningKey, check_can_sign, common_name, fingerprint
 
@@ -205,22 +207,11 @@ def _open_for_append(path: Path) -> int:
         os.close(descriptor)
         raise LedgerError(f"{path}: not a regular file")
     if created:
-        _sync_folder(path.parent)
+        # The new file's name made durable, as its content is; a folder that cannot be synced
+        # (some network file systems) leaves the entry as durable as the file system makes it.
+        with contextlib.suppress(OSError):
+            sync_folder(path.parent)
     return descriptor
-
-
-def _sync_folder(folder: Path) -> None:
-    """Make a new file's name durable, as its content is."""
-    try:
-        descriptor = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
-    except OSError:
-        return
-    try:
-        os.fsync(descriptor)
-    except OSError:
-        pass
-    finally:
-        os.close(descriptor)
 
 
 def _chain_end(path: Path, descriptor: int, key: SigningKey) -> tuple[str, int]:

@@ -88,19 +88,13 @@ def gate(lineage_store: LineageStore, tmp_path_factory: pytest.TempPathFactory) 
                     [sys.executable, "-m", "audit", "serve", "--tracking-uri", tracking,
                      "--port", str(port), "--state", str(directory / "state"),
                      "--ledger", str(ledger), "--sign", str(keys / "signer.p12"),
-                     "--passphrase-env", "GATE_PASSPHRASE"],
+                     "--passphrase-env", "GATE_PASSPHRASE",
+                     "--register-webhook", f"http://127.0.0.1:{port}/webhook"],
                     stdout=output, stderr=subprocess.STDOUT, env=env, cwd=directory,
                 )  # fmt: skip
                 url = f"http://127.0.0.1:{port}"
                 try:
                     _wait(lambda: _healthy(url), "the gate answering /healthz", log)
-                    MlflowClient(tracking, tracking).create_webhook(
-                        "mlflow-audit",
-                        f"{url}/webhook",
-                        events=["model_version.created", "model_version_alias.created",
-                                "model_version_tag.set"],
-                        secret=SECRET,
-                    )  # fmt: skip
                     yield Gate(tracking, url, ledger, keys, log)
                 finally:
                     process.terminate()
@@ -180,6 +174,15 @@ def test_a_new_version_gets_its_verdict_and_an_alias_move_a_ledger_entry(
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
 
 
+def test_the_webhook_is_registered_once(gate: Gate) -> None:
+    from audit.gate.service import register_webhook
+
+    hooks = MlflowClient(gate.tracking, gate.tracking).list_webhooks()
+    assert [(h.name, h.url) for h in hooks] == [("mlflow-audit", f"{gate.url}/webhook")]
+    assert "already delivers" in register_webhook(gate.tracking, f"{gate.url}/webhook", SECRET)
+    assert len(MlflowClient(gate.tracking, gate.tracking).list_webhooks()) == 1
+
+
 def test_forged_and_replayed_deliveries_are_rejected(gate: Gate) -> None:
     from mlflow.webhooks.delivery import _generate_hmac_signature
 
@@ -204,3 +207,29 @@ def test_forged_and_replayed_deliveries_are_rejected(gate: Gate) -> None:
     metrics = _get(f"{gate.url}/metrics")[1]
     assert 'mlflow_audit_deliveries_total{outcome="rejected_401"}' in metrics
     assert "mlflow_audit_queue_depth" in metrics
+
+
+def test_a_replayed_delivery_is_rejected_and_a_repeated_one_answered_alike(gate: Gate) -> None:
+    from mlflow.webhooks.delivery import _generate_hmac_signature
+
+    def delivery(value: str, stamp: str) -> tuple[bytes, dict[str, str]]:
+        # The gate's own tag: accepted and remembered, nothing to audit.
+        body = json.dumps({"entity": "model_version_tag", "action": "set",
+                           "timestamp": "2026-12-03T00:00:00Z",
+                           "data": {"name": "m", "version": "1", "key": "audit.status",
+                                    "value": value}}).encode()  # fmt: skip
+        signature = _generate_hmac_signature(SECRET, "d-replay-1", stamp, body.decode())
+        return body, {
+            "X-MLflow-Delivery-Id": "d-replay-1",
+            "X-MLflow-Timestamp": stamp,
+            "X-MLflow-Signature": signature,
+            "Content-Type": "application/json",
+        }
+
+    stamp = str(int(time.time()))
+    body, headers = delivery("pass", stamp)
+    assert _post(f"{gate.url}/webhook", body, headers)[0] == 200
+    status, answer = _post(f"{gate.url}/webhook", body, headers)  # MLflow's retry: the same
+    assert status == 200 and "already queued" in answer
+    status, answer = _post(f"{gate.url}/webhook", *delivery("fail", stamp))  # another body
+    assert status == 401 and "replayed delivery d-replay-1" in answer

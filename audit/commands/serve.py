@@ -69,6 +69,12 @@ def add_parser(commands: Any) -> None:
         help="environment variable holding the webhook's secret; several, comma-separated, "
         "while it is rotated (default: MLFLOW_AUDIT_WEBHOOK_SECRET)",
     )
+    service.add_argument(
+        "--register-webhook",
+        metavar="URL",
+        help="first create the webhook in MLflow that delivers to URL (this service's "
+        "/webhook as MLflow reaches it), with the secret; kept when one with that URL exists",
+    )
     verdicts = parser.add_argument_group("verdicts")
     verdicts.add_argument("--policy", metavar="NAME|FILE", help=POLICY_HELP)
     verdicts.add_argument(
@@ -116,6 +122,10 @@ def run(args: argparse.Namespace) -> int:
             key=key,
         )
     )
+    if args.register_webhook:
+        from audit.gate.service import register_webhook
+
+        print(register_webhook(args.tracking_uri, args.register_webhook, secrets[0]))
     import uvicorn
 
     uvicorn.run(create_app(gate), host=args.host, port=args.port, log_level="info")

@@ -314,3 +314,33 @@ def require_secrets(secrets: Sequence[str]) -> list[str]:
             "(MLFLOW_AUDIT_WEBHOOK_SECRET by default)"
         )
     return kept
+
+
+def register_webhook(tracking_uri: str | None, url: str, secret: str) -> str:
+    """Create the webhook that delivers the gate's events to `url`, unless one does already;
+    what was done, in a line."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from audit.errors import StoreError, first_line
+    from audit.sources import resolve_store
+
+    store = resolve_store(tracking_uri)
+    client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
+    events: list[Any] = list(EVENTS)
+    try:
+        token = None
+        for _ in range(1000):  # pages of webhooks: a server whose pages never end is not waited on
+            page = client.list_webhooks(page_token=token)
+            for webhook in page:
+                if webhook.url == url:
+                    return f"webhook {webhook.name} already delivers to {url}"
+            token = getattr(page, "token", None)
+            if not token:
+                break
+        client.create_webhook("mlflow-audit", url, events=events, secret=secret)
+    except MlflowException as error:
+        raise StoreError(
+            f"cannot set up the webhook in {store.display}: {first_line(error)}"
+        ) from None
+    return f"webhook mlflow-audit created: {', '.join(EVENTS)} -> {url}"
