@@ -233,3 +233,56 @@ def test_a_replayed_delivery_is_rejected_and_a_repeated_one_answered_alike(gate:
     assert status == 200 and "already queued" in answer
     status, answer = _post(f"{gate.url}/webhook", *delivery("fail", stamp))  # another body
     assert status == 401 and "replayed delivery d-replay-1" in answer
+
+
+def test_poll_mode_finds_versions_and_alias_moves_without_webhooks(
+    lineage_store: LineageStore, tmp_path: Path
+) -> None:
+    """A SQLite store sends no webhooks: `serve --poll` reads the registry instead."""
+    database = tmp_path / "mlflow.db"
+    shutil.copy2(lineage_store.root, database)
+    uri = f"sqlite:///{database}"
+    env = {**stores.environment(), "GATE_PASSPHRASE": PASSPHRASE}
+    env.pop("MLFLOW_AUDIT_WEBHOOK_SECRET", None)
+    keys = tmp_path / "keys"
+    subprocess.run(
+        [sys.executable, "-m", "audit", "keygen", "--subject", "CN=Poller", "--out", str(keys),
+         "--passphrase-env", "GATE_PASSPHRASE"],
+        check=True, capture_output=True, env=env,
+    )  # fmt: skip
+    port = stores.free_port()
+    ledger, log = tmp_path / "ledger.jsonl", tmp_path / "gate.log"
+    client = MlflowClient(uri, uri)
+    model = lineage_store.model
+
+    def status(version: str) -> str | None:
+        return client.get_model_version(model, version).tags.get("audit.status")
+
+    with log.open("w") as output:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "audit", "serve", "--tracking-uri", uri, "--port", str(port),
+             "--state", str(tmp_path / "state"), "--poll", "1", "--ledger", str(ledger),
+             "--sign", str(keys / "signer.p12"), "--passphrase-env", "GATE_PASSPHRASE"],
+            stdout=output, stderr=subprocess.STDOUT, env=env, cwd=tmp_path,
+        )  # fmt: skip
+        try:
+            url = f"http://127.0.0.1:{port}"
+            _wait(lambda: _healthy(url), "the gate answering /healthz", log)
+            _wait(lambda: all(status(v) for v in ("1", "2", "3")), "verdicts on 1 to 3", log)
+            assert [status(v) for v in ("1", "2", "3")] == ["fail", "warn", "warn"]
+            _wait(lambda: ledger.exists() and ledger.read_text().count("\n") >= 2,
+                  "the aliases first seen on the ledger", log)  # fmt: skip
+            client.set_registered_model_alias(model, "champion", "2")
+            _wait(lambda: ledger.read_text().count("\n") >= 3, "the move on the ledger", log)
+            assert _post(f"{url}/webhook", b"{}", {})[0] == 404  # webhooks are off
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    moves = json.loads(_cli("ledger", "show", str(ledger), "-f", "json").stdout)
+    assert [(m["alias"], m["old_version"], m["new_version"]) for m in moves] == [
+        ("challenger", None, "2"),
+        ("champion", None, "3"),
+        ("champion", "3", "2"),
+    ]
+    verified = _cli("ledger", "verify", str(ledger), "--cert", str(keys / "signer.pem"))
+    assert verified.returncode == 0, verified.stdout + verified.stderr

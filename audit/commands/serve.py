@@ -70,6 +70,13 @@ def add_parser(commands: Any) -> None:
         "while it is rotated (default: MLFLOW_AUDIT_WEBHOOK_SECRET)",
     )
     service.add_argument(
+        "--poll",
+        metavar="SECONDS",
+        type=positive_int,
+        help="no webhooks: read the registry every SECONDS for versions without a verdict "
+        "and moved aliases (stores that cannot send webhooks); /webhook is then off",
+    )
+    service.add_argument(
         "--register-webhook",
         metavar="URL",
         help="first create the webhook in MLflow that delivers to URL (this service's "
@@ -96,7 +103,10 @@ def run(args: argparse.Namespace) -> int:
     from audit.gate.service import Gate, GateSettings, create_app, require_secrets
 
     configure(args, "serve")
-    secrets = require_secrets(os.environ.get(args.secret_env, "").split(","))
+    given = [secret for secret in os.environ.get(args.secret_env, "").split(",") if secret]
+    secrets = given if args.poll else require_secrets(given)
+    if args.poll and args.register_webhook:
+        raise AuditError("--poll reads the registry instead of webhooks: no --register-webhook")
     if bool(args.ledger) != bool(args.sign):
         raise AuditError("--ledger and --sign go together: ledger entries are signed")
     key = None
@@ -128,5 +138,10 @@ def run(args: argparse.Namespace) -> int:
         print(register_webhook(args.tracking_uri, args.register_webhook, secrets[0]))
     import uvicorn
 
-    uvicorn.run(create_app(gate), host=args.host, port=args.port, log_level="info")
+    poller = None
+    if args.poll:
+        from audit.gate.poll import Poller, registry_of
+
+        poller = Poller(gate.queue, Path(args.state), registry_of(args.tracking_uri), args.poll)
+    uvicorn.run(create_app(gate, poller), host=args.host, port=args.port, log_level="info")
     return 0

@@ -22,6 +22,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from audit.errors import AuditError
 from audit.formats.text import safe_line
 from audit.gate.deliveries import DeliveryRejected, SeenDeliveries, check_delivery
+from audit.gate.poll import Poller
 from audit.gate.queue import Job, QueueFull, WorkQueue
 from audit.gate.statefiles import StateError
 from audit.gate.verdict import PREFIX
@@ -114,6 +115,8 @@ class Gate:
 
     def receive(self, headers: Mapping[str, str], body: bytes) -> tuple[int, str]:
         """The HTTP status and a one-line answer for one delivery."""
+        if not self.settings.secrets:
+            return 404, "webhooks are off: this gate polls the registry (serve --poll)"
         try:
             delivery = check_delivery(
                 headers, body, self.settings.secrets, self._clock(), self.seen
@@ -270,8 +273,9 @@ def _card(path: str | None) -> Any:
     return load_system_card(path)
 
 
-def create_app(gate: Gate) -> Any:
-    """The web app: POST /webhook, GET /healthz, GET /metrics. The worker runs while it does."""
+def create_app(gate: Gate, poll: Poller | None = None) -> Any:
+    """The web app: POST /webhook, GET /healthz, GET /metrics. The worker (and the poller, in
+    poll mode) runs while it does."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI
@@ -280,11 +284,19 @@ def create_app(gate: Gate) -> Any:
     async def lifespan(_app: Any) -> Any:
         worker = threading.Thread(target=gate.run, name="mlflow-audit-gate", daemon=True)
         worker.start()
+        poller = None
+        if poll is not None:
+            poller = threading.Thread(target=poll.run, name="mlflow-audit-poll", daemon=True)
+            poller.start()
         try:
             yield
         finally:
+            if poll is not None:
+                poll.stop()
             gate.stop()
             worker.join(timeout=60)
+            if poller is not None:
+                poller.join(timeout=60)
             gate.close()
 
     app = FastAPI(title="mlflow-audit gate", lifespan=lifespan, docs_url=None, redoc_url=None)
