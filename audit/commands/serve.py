@@ -142,6 +142,8 @@ def run(args: argparse.Namespace) -> int:
     if args.poll:
         from audit.gate.poll import Poller, registry_of
 
-        poller = Poller(gate.queue, Path(args.state), registry_of(args.tracking_uri), args.poll)
+        poller = Poller(
+            gate.queue, gate.notify, Path(args.state), registry_of(args.tracking_uri), args.poll
+        )
     uvicorn.run(create_app(gate, poller), host=args.host, port=args.port, log_level="info")
     return 0

@@ -33,6 +33,7 @@ class Poller:
     def __init__(
         self,
         queue: WorkQueue,
+        notify: Callable[[], None],
         state: Path,
         registry: Callable[[], Registry],
         interval: float,
@@ -40,6 +41,7 @@ class Poller:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.queue = queue
+        self._notify = notify
         self.interval = interval
         self._registry = registry
         self._clock = clock
@@ -78,6 +80,8 @@ class Poller:
         if seen != self._aliases:
             self._aliases = seen
             write_atomically(self._path, json.dumps(seen, sort_keys=True).encode())
+        if queued:
+            self._notify()
         return queued
 
     def _submit(self, event: str, data: dict[str, Any]) -> int:

@@ -109,7 +109,10 @@ class Gate:
         self.metrics = Metrics()
         self._judge = judge or self._audit_and_record
         self._stop = threading.Event()
+        #: Set when a job is queued, so that the worker starts on it at once.
+        self._work = threading.Event()
         self._running: str | None = None
+        self._policy: Any = None
 
     # ----------------------------------------------------------------------- receiving
 
@@ -142,19 +145,27 @@ class Gate:
             return 503, f"delivery {delivery.id} not queued: {full}"
         self.seen.remember(delivery)
         self.metrics.deliveries["accepted"] += 1
+        self._work.set()
         return 202, f"delivery {delivery.id} queued"
+
+    def notify(self) -> None:
+        """A job was queued from elsewhere (the poller): start on it."""
+        self._work.set()
 
     # ----------------------------------------------------------------------- working
 
     def run(self) -> None:
         """Take jobs until `stop`; a job cut short by stopping goes back to the queue."""
         while not self._stop.is_set():
+            self._work.clear()
             if not self.work_once():
                 wait = self.queue.due_in()
-                self._stop.wait(min(wait if wait is not None else 1.0, 1.0))
+                # Woken at once by a new job (or by stopping); else when a retry is due.
+                self._work.wait(min(wait if wait is not None else 5.0, 5.0))
 
     def stop(self) -> None:
         self._stop.set()
+        self._work.set()
 
     def work_once(self) -> bool:
         """Do the next due job, if any; whether there was one."""
@@ -249,10 +260,14 @@ class Gate:
         from audit.gate.judge import audit_version, record_verdict
 
         settings = self.settings
+        if self._policy is None:
+            from audit.policy import load_policy
+
+            self._policy = load_policy(settings.policy)  # once, not per version
         verdict, _ = audit_version(
             f"{name}/{version}",
             settings.tracking_uri,
-            policy=settings.policy,
+            policy=self._policy,
             system_card=_card(settings.system_card),
             source=settings.source,
             timeout=settings.timeout,
