@@ -33,6 +33,7 @@ class Gate:
     ledger: Path
     keys: Path
     log: Path
+    docs: Path
 
 
 def _wait(condition, what: str, log: Path, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
@@ -88,14 +89,14 @@ def gate(lineage_store: LineageStore, tmp_path_factory: pytest.TempPathFactory) 
                     [sys.executable, "-m", "audit", "serve", "--tracking-uri", tracking,
                      "--port", str(port), "--state", str(directory / "state"),
                      "--ledger", str(ledger), "--sign", str(keys / "signer.p12"),
-                     "--passphrase-env", "GATE_PASSPHRASE",
+                     "--passphrase-env", "GATE_PASSPHRASE", "--docs", str(directory / "docs"),
                      "--register-webhook", f"http://127.0.0.1:{port}/webhook"],
                     stdout=output, stderr=subprocess.STDOUT, env=env, cwd=directory,
                 )  # fmt: skip
                 url = f"http://127.0.0.1:{port}"
                 try:
                     _wait(lambda: _healthy(url), "the gate answering /healthz", log)
-                    yield Gate(tracking, url, ledger, keys, log)
+                    yield Gate(tracking, url, ledger, keys, log, directory / "docs")
                 finally:
                     process.terminate()
                     try:
@@ -172,6 +173,13 @@ def test_a_new_version_gets_its_verdict_and_an_alias_move_a_ledger_entry(
     _wait(lambda: gate.ledger.read_text().count("\n") >= 3, "a third entry", gate.log)
     deployed = _cli("verify-deploy", f"{model}@production", "--tracking-uri", gate.tracking)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    # Each version's documentation, signed with the gate's key, verifies against the store.
+    folder = gate.docs / f"churn-classifier-v{good}"
+    _wait(lambda: (folder / "audit.intoto.jsonl").exists(), "the signed documentation", gate.log)
+    assert (folder / f"churn-classifier-v{good}.pdf").is_file()
+    verified = _cli("verify", str(folder), "--cert", str(gate.keys / "signer.pem"),
+                    "--against-store", "--tracking-uri", gate.tracking)  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_the_webhook_is_registered_once(gate: Gate) -> None:
