@@ -33,6 +33,10 @@ class Gate:
     ledger: Path
     keys: Path
     log: Path
+    docs: Path
+    #: How the gate was started, and its process (a test kills it).
+    command: tuple[str, ...]
+    process: subprocess.Popen[bytes]
 
 
 def _wait(condition, what: str, log: Path, timeout: float = 60) -> None:  # type: ignore[no-untyped-def]
@@ -84,18 +88,22 @@ def gate(lineage_store: LineageStore, tmp_path_factory: pytest.TempPathFactory) 
             ledger = directory / "ledger.jsonl"
             log = directory / "gate.log"
             with log.open("w") as output:
-                process = subprocess.Popen(
-                    [sys.executable, "-m", "audit", "serve", "--tracking-uri", tracking,
-                     "--port", str(port), "--state", str(directory / "state"),
-                     "--ledger", str(ledger), "--sign", str(keys / "signer.p12"),
-                     "--passphrase-env", "GATE_PASSPHRASE",
-                     "--register-webhook", f"http://127.0.0.1:{port}/webhook"],
-                    stdout=output, stderr=subprocess.STDOUT, env=env, cwd=directory,
+                command = (
+                    sys.executable, "-m", "audit", "serve", "--tracking-uri", tracking,
+                    "--port", str(port), "--state", str(directory / "state"),
+                    "--ledger", str(ledger), "--sign", str(keys / "signer.p12"),
+                    "--passphrase-env", "GATE_PASSPHRASE", "--docs", str(directory / "docs"),
+                    "--register-webhook", f"http://127.0.0.1:{port}/webhook",
                 )  # fmt: skip
+                process = subprocess.Popen(
+                    command, stdout=output, stderr=subprocess.STDOUT, env=env, cwd=directory
+                )
                 url = f"http://127.0.0.1:{port}"
                 try:
                     _wait(lambda: _healthy(url), "the gate answering /healthz", log)
-                    yield Gate(tracking, url, ledger, keys, log)
+                    yield Gate(
+                        tracking, url, ledger, keys, log, directory / "docs", command, process
+                    )
                 finally:
                     process.terminate()
                     try:
@@ -172,6 +180,13 @@ def test_a_new_version_gets_its_verdict_and_an_alias_move_a_ledger_entry(
     _wait(lambda: gate.ledger.read_text().count("\n") >= 3, "a third entry", gate.log)
     deployed = _cli("verify-deploy", f"{model}@production", "--tracking-uri", gate.tracking)
     assert deployed.returncode == 0, deployed.stdout + deployed.stderr
+    # Each version's documentation, signed with the gate's key, verifies against the store.
+    folder = gate.docs / f"churn-classifier-v{good}"
+    _wait(lambda: (folder / "audit.intoto.jsonl").exists(), "the signed documentation", gate.log)
+    assert (folder / f"churn-classifier-v{good}.pdf").is_file()
+    verified = _cli("verify", str(folder), "--cert", str(gate.keys / "signer.pem"),
+                    "--against-store", "--tracking-uri", gate.tracking)  # fmt: skip
+    assert verified.returncode == 0, verified.stdout + verified.stderr
 
 
 def test_the_webhook_is_registered_once(gate: Gate) -> None:
@@ -286,3 +301,52 @@ def test_poll_mode_finds_versions_and_alias_moves_without_webhooks(
     ]
     verified = _cli("ledger", "verify", str(ledger), "--cert", str(keys / "signer.pem"))
     assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
+def test_a_gate_killed_mid_audit_audits_the_version_once_after_a_restart(
+    gate: Gate, lineage_store: LineageStore
+) -> None:
+    """Last in this module: it replaces the module's gate process with a new one."""
+    client = MlflowClient(gate.tracking, gate.tracking)
+    model = lineage_store.model
+    jobs = gate.docs.parent / "state" / "jobs"
+
+    def running() -> bool:
+        return any('"running"' in job.read_text() for job in jobs.glob("*.json"))
+
+    version = client.create_model_version(
+        model, f"models:/{lineage_store.model_ids['v2']}",
+        run_id=lineage_store.run_ids["train-v2"], model_id=lineage_store.model_ids["v2"],
+    ).version  # fmt: skip
+    _wait(running, "a job running", gate.log, timeout=30)
+    gate.process.kill()  # mid-audit: the job is neither done nor failed
+    gate.process.wait(timeout=30)
+    assert "audit.status" not in client.get_model_version(model, version).tags
+    env = {**stores.environment(), "MLFLOW_AUDIT_WEBHOOK_SECRET": SECRET,
+           "GATE_PASSPHRASE": PASSPHRASE}  # fmt: skip
+    log = gate.log.with_name("gate-restarted.log")
+    with log.open("w") as output:
+        restarted = subprocess.Popen(
+            gate.command, stdout=output, stderr=subprocess.STDOUT, env=env,
+            cwd=gate.docs.parent,
+        )  # fmt: skip
+        try:
+            _wait(
+                lambda: "audit.status" in client.get_model_version(model, version).tags,
+                "the verdict after the restart", log,
+            )  # fmt: skip
+
+            def audits() -> float:
+                return sum(
+                    float(line.rsplit(" ", 1)[1])
+                    for line in _get(f"{gate.url}/metrics")[1].splitlines()
+                    if line.startswith("mlflow_audit_audits_total{")
+                )
+
+            # Done once its documentation is written; audited by the new process once.
+            _wait(lambda: audits() >= 1, "the job done after the restart", log)
+            assert audits() == 1
+            assert (gate.docs / f"churn-classifier-v{version}" / "audit.intoto.jsonl").exists()
+        finally:
+            restarted.terminate()
+            restarted.wait(timeout=30)

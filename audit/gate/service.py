@@ -47,6 +47,9 @@ class GateSettings:
     #: The alias ledger, and the key its entries are signed with (both or neither).
     ledger: Path | None = None
     key: Any = None
+    #: Where each version's documentation goes (a folder per version), signed with `key`
+    #: when there is one.
+    docs: Path | None = None
 
 
 @dataclass
@@ -274,7 +277,35 @@ class Gate:
         )
         record_verdict(settings.tracking_uri, name, version, verdict)
         log.info("%s/%s: %s (score %g)", safe_line(name), version, verdict.status, verdict.score)
+        if settings.docs is not None:
+            self._document(name, version)
         return verdict.status
+
+    def _document(self, name: str, version: str) -> Path:
+        """The version's Annex IV documentation in a folder of its own under `docs`."""
+        from datetime import datetime, timezone
+
+        from audit.api import report
+        from audit.report import ReportSettings
+        from audit.report.document import slug
+
+        settings = self.settings
+        assert settings.docs is not None
+        folder = settings.docs / f"{slug(name) or 'model'}-v{version}"
+        report(
+            folder,
+            settings.tracking_uri,
+            model=f"{name}/{version}",
+            policy=self._policy,
+            system_card=_card(settings.system_card),
+            source=settings.source,
+            timeout=settings.timeout,
+            settings=ReportSettings(date=datetime.fromtimestamp(self._clock(), timezone.utc)),
+            jobs=1,
+            sign_with=settings.key,
+        )
+        log.info("%s/%s: documentation in %s", safe_line(name), version, folder)
+        return folder
 
     def close(self) -> None:
         self.queue.close()

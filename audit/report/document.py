@@ -339,11 +339,11 @@ def document_names(result: AuditResult) -> dict[str, str]:
     taken: set[str] = {"summary", "evidence", "result"}
     for run in result.runs:
         base = (
-            _slug(run.model_versions[0].split(" ")[0].replace("/", "-v"))
+            slug(run.model_versions[0].split(" ")[0].replace("/", "-v"))
             if run.model_versions
             else ""
         )
-        base = base or _slug(run.run_name or "") or "run"
+        base = base or slug(run.run_name or "") or "run"
         name = base if base not in taken else f"{base}-{run.run_id[:8]}"
         while name in taken:
             name = f"{name}-{run.run_id}"
@@ -370,7 +370,7 @@ def _worst(statuses: Iterable[Status]) -> Status:
     return max(statuses, key=_STATUS_RANK.__getitem__, default="pass")
 
 
-def _slug(text: str) -> str:
+def slug(text: str) -> str:
     ascii_text = unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode()
     return re.sub(r"[^a-z0-9._-]+", "-", ascii_text.lower()).strip("-._")[:60]
 
