@@ -342,6 +342,7 @@ def report(
             allow_artifact_locations=allow_artifact_locations,
             system_card=card,
         ),
+        loaded,
     )
     signed: list[SignedBundle] = []
 
@@ -462,8 +463,6 @@ def diff(
     """What changed from `old` to `new`: two runs (by id) or two model versions (NAME/VERSION,
     NAME@ALIAS), each audited against `policy` on its own (a version with its lineage).
     Raises `audit.AuditError` when either cannot be audited."""
-    from audit.diff import diff_records
-
     loaded = policy if isinstance(policy, Policy) else load_policy(policy)
     options: dict[str, Any] = {
         "source": source,
@@ -473,12 +472,28 @@ def diff(
     }
     before = audit_subject(old, tracking_uri, loaded, **options)
     after = audit_subject(new, tracking_uri, loaded, **options)
+    return _diff_subjects(before, after.record, after.run, loaded)
+
+
+def _diff_subjects(
+    before: AuditedSubject, record: Mapping[str, Any], run: RunResult, policy: Policy
+) -> RecordDiff:
+    """The diff of two subjects audited apart, as one audit of both would decide them: when
+    either is a model version, the rules about versions are not applicable to a run (not
+    passed by it) and count in the scores."""
+    from audit.diff import diff_records
+    from audit.evaluation import version_rules_not_applicable
+
+    runs = [before.run, run]
+    versions = any(each.model_versions for each in runs)
+    if versions:
+        runs = version_rules_not_applicable(runs, policy)
     return diff_records(
         before.record,
-        after.record,
-        old_result=before.run,
-        new_result=after.run,
-        rule_ids=[rule.id for rule in loaded.rules],
+        record,
+        old_result=runs[0],
+        new_result=runs[1],
+        rule_ids=[rule.id for rule in policy.rules_for(versions)],
     )
 
 
@@ -487,10 +502,10 @@ def _version_changes(
     collected: Iterable[CollectedRun],
     compare_to: str | None,
     audit_one: Callable[[str], AuditedSubject],
+    policy: Policy,
 ) -> dict[str, VersionChanges]:
     """For each model version documented, what changed since `compare_to`, else since the
     version before it (Annex IV 6)."""
-    from audit.diff import diff_records
     from audit.report.annex_iv import VersionChanges
 
     versions = [item.record for item in collected if "lineage" in item.record]
@@ -510,13 +525,6 @@ def _version_changes(
         before = audit_one(spec)
         run = runs[record["run"]["id"]]
         changes[run.run_id] = VersionChanges(
-            before.label,
-            diff_records(
-                before.record,
-                record,
-                old_result=before.run,
-                new_result=run,
-                rule_ids=[rule.id for rule in result.rules],
-            ),
+            before.label, _diff_subjects(before, record, run, policy)
         )
     return changes

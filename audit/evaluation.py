@@ -229,7 +229,7 @@ def evaluate(
             on_run(len(runs))
     versions = any(run.model_versions for run in runs)
     if versions and policy.version_rule_ids:
-        runs = _versions_rules_not_applicable(runs, policy)
+        runs = version_rules_not_applicable(runs, policy)
     return AuditResult(
         tool_version=__version__,
         generated_at=datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -247,7 +247,7 @@ def evaluate(
     )
 
 
-def _versions_rules_not_applicable(runs: list[RunResult], policy: Policy) -> list[RunResult]:
+def version_rules_not_applicable(runs: list[RunResult], policy: Policy) -> list[RunResult]:
     """In an audit of model versions and runs, the runs with the rules about model versions
     listed as not applicable to them (a run audit alone leaves those rules out)."""
     added = tuple(rule.id for rule in policy.rules if rule.id in policy.version_rule_ids)

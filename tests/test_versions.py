@@ -516,3 +516,22 @@ def test_a_version_registered_from_run_artifacts_has_its_lineage(sqlite_store) -
     assert lineage["version"]["aliases"] == ["legacy"]
     assert lineage["evaluations"] == [] and lineage["sweep"] is None
     assert lineage["previous_version"] == "1"
+
+
+def test_diff_scores_are_those_each_audit_gives(lineage_store: LineageStore) -> None:
+    """Rules a run is not asked (the system card's) neither pass on it nor count in its
+    score: two runs compare as each audit scores them, a run and a version as one audit of
+    both would decide them."""
+    from audit.api import diff
+
+    runs = lineage_store.run_ids
+    scores = [
+        audit.check(lineage_store.uri, run_id=runs[n]).score for n in ("train-v1", "train-v2")
+    ]
+    both = diff(runs["train-v1"], runs["train-v2"], lineage_store.uri)
+    assert both.policy is not None
+    assert [both.policy.old_score, both.policy.new_score] == scores
+    mixed = diff(runs["train-v1"], f"{lineage_store.model}/2", lineage_store.uri)
+    assert mixed.policy is not None and mixed.policy.old_score == scores[0]
+    declared = [r for r in mixed.policy.rules if r.rule_id.startswith("declared.")]
+    assert declared and all(r.old == "not_applicable" for r in declared)
