@@ -30,6 +30,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from audit.datafiles import check_against, read_data_file
 from audit.errors import AuditError
+from audit.gate import WEBHOOK_SECRET_ENV
 
 CONFIG_ENV = "MLFLOW_AUDIT_CONFIG"
 ENV_PREFIX = "MLFLOW_AUDIT_"
@@ -446,8 +447,7 @@ def resolve(
 
 
 #: Variables of mlflow-audit that are not settings: the configuration file, and the webhook
-#: secret `serve` reads (a secret, so never a setting a file could hold).
-WEBHOOK_SECRET_ENV = ENV_PREFIX + "WEBHOOK_SECRET"
+#: secret `serve` reads.
 _OTHER_ENV = frozenset({CONFIG_ENV, WEBHOOK_SECRET_ENV})
 
 

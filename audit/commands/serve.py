@@ -15,7 +15,7 @@ from audit.commands.options import (
     configure,
     positive_int,
 )
-from audit.config import WEBHOOK_SECRET_ENV
+from audit.gate import WEBHOOK_SECRET_ENV
 
 _EPILOG = """\
 Set the webhook up in MLflow (its secret the same as the service's):
