@@ -22,6 +22,8 @@ from audit.commands.options import (
     configure,
     load_config,
     positive_int,
+    read_passphrase,
+    signing_key,
 )
 from audit.commands.output import emit, terminal_width, use_color
 from audit.errors import AuditError, first_line
@@ -741,43 +743,12 @@ def _run_report(args: argparse.Namespace) -> int:
 
 
 def _signing_key(args: argparse.Namespace) -> SigningKey:
-    from audit.signing.keys import (
-        check_can_sign,
-        load_signing_key,
-        needs_passphrase,
-        require_pyhanko,
+    return signing_key(
+        Path(args.sign_key),
+        Path(args.signer_cert) if args.signer_cert else None,
+        args.passphrase_env,
+        pdf=True,
     )
-
-    require_pyhanko()  # before the passphrase prompt and the audit
-    path = Path(args.sign_key)
-    certificate = Path(args.signer_cert) if args.signer_cert else None
-    passphrase = None
-    if needs_passphrase(path):
-        passphrase = _passphrase(args.passphrase_env, f"Passphrase for {path}: ", path=path)
-    key = load_signing_key(path, passphrase, certificate)
-    check_can_sign(key)
-    return key
-
-
-def _passphrase(variable: str | None, prompt: str, *, path: Path, confirm: bool = False) -> bytes:
-    """From the environment variable named by --passphrase-env, else from the terminal.
-    Never from the command line, where other users and shell histories see it."""
-    if variable:
-        value = os.environ.get(variable)
-        if value is None:
-            raise AuditError(f"--passphrase-env {variable}: the variable is not set")
-        return value.encode("utf-8")
-    if not sys.stdin.isatty():
-        raise AuditError(
-            f"{path} needs a passphrase: name an environment variable that holds it with "
-            "--passphrase-env VAR (there is no terminal to ask on)"
-        )
-    import getpass
-
-    value = getpass.getpass(prompt)
-    if confirm and getpass.getpass("Repeat the passphrase: ") != value:
-        raise AuditError("the passphrases differ")
-    return value.encode("utf-8")
 
 
 def _sign_options(args: argparse.Namespace) -> PdfSignOptions:
@@ -836,7 +807,7 @@ def _run_keygen(args: argparse.Namespace) -> int:
     folder = Path(args.out)
     if folder.exists() and not folder.is_dir():
         raise AuditError(f"--out {folder}: exists and is not a folder")
-    passphrase = _passphrase(
+    passphrase = read_passphrase(
         args.passphrase_env, "Passphrase for the new key: ", path=folder, confirm=True
     )
     key = generate(subject, key_type=args.key_type, days=args.days or DEFAULT_VALIDITY_DAYS)

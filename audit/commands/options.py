@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit.cliparser import fill
+from audit.errors import AuditError
+
+if TYPE_CHECKING:
+    from audit.signing import SigningKey
 
 
 def positive_int(text: str) -> int:
@@ -102,3 +107,49 @@ def load_config(args: argparse.Namespace) -> Any:
     from audit.config import load_config as read
 
     return read(find_config(Path.cwd(), os.environ, explicit=args.config, disabled=args.no_config))
+
+
+def signing_key(
+    path: Path, certificate: Path | None, passphrase_env: str | None, *, pdf: bool
+) -> SigningKey:
+    """The key a command signs with, opened before any audit (a wrong passphrase must not cost
+    one) and refused when `verify` would refuse its certificate. `pdf`: it signs PDFs too,
+    which needs pyHanko (the `sign` extra); DSSE envelopes need only cryptography."""
+    from audit.signing.keys import (
+        check_can_sign,
+        load_signing_key,
+        needs_passphrase,
+        require_pyhanko,
+    )
+
+    if pdf:
+        require_pyhanko()  # before the passphrase prompt and the audit
+    passphrase = None
+    if needs_passphrase(path):
+        passphrase = read_passphrase(passphrase_env, f"Passphrase for {path}: ", path=path)
+    key = load_signing_key(path, passphrase, certificate)
+    check_can_sign(key)
+    return key
+
+
+def read_passphrase(
+    variable: str | None, prompt: str, *, path: Path, confirm: bool = False
+) -> bytes:
+    """From the environment variable named by --passphrase-env, else from the terminal.
+    Never from the command line, where other users and shell histories see it."""
+    if variable:
+        value = os.environ.get(variable)
+        if value is None:
+            raise AuditError(f"--passphrase-env {variable}: the variable is not set")
+        return value.encode("utf-8")
+    if not sys.stdin.isatty():
+        raise AuditError(
+            f"{path} needs a passphrase: name an environment variable that holds it with "
+            "--passphrase-env VAR (there is no terminal to ask on)"
+        )
+    import getpass
+
+    value = getpass.getpass(prompt)
+    if confirm and getpass.getpass("Repeat the passphrase: ") != value:
+        raise AuditError("the passphrases differ")
+    return value.encode("utf-8")

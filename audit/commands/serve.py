@@ -14,6 +14,7 @@ from audit.commands.options import (
     add_store_arguments,
     configure,
     positive_int,
+    signing_key,
 )
 from audit.gate import WEBHOOK_SECRET_ENV
 
@@ -119,10 +120,8 @@ def run(args: argparse.Namespace) -> int:
         raise AuditError("--ledger needs --sign: ledger entries are signed")
     key = None
     if args.sign:
-        from audit.signing.keys import load_signing_key
-
-        passphrase = os.environ.get(args.passphrase_env) if args.passphrase_env else None
-        key = load_signing_key(Path(args.sign), passphrase.encode() if passphrase else None)
+        # PDFs are signed only for --docs; ledger entries are DSSE envelopes.
+        key = signing_key(Path(args.sign), None, args.passphrase_env, pdf=bool(args.docs))
     if args.system_card:
         from audit.systemcard import load_system_card
 
