@@ -122,17 +122,18 @@ def run(args: argparse.Namespace) -> int:
     if args.sign:
         # PDFs are signed only for --docs; ledger entries are DSSE envelopes.
         key = signing_key(Path(args.sign), None, args.passphrase_env, pdf=bool(args.docs))
+    card = None
     if args.system_card:
         from audit.systemcard import load_system_card
 
-        load_system_card(args.system_card)  # refused now, not at the first delivery
+        card = load_system_card(args.system_card)  # refused now, not at the first delivery
     gate = Gate(
         GateSettings(
             state=Path(args.state),
             secrets=secrets,
             tracking_uri=args.tracking_uri,
             policy=args.policy,
-            system_card=args.system_card,
+            system_card=card,
             source=args.source,
             timeout=args.timeout,
             ledger=Path(args.ledger) if args.ledger else None,

@@ -7,6 +7,7 @@ up again on the next start.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -14,7 +15,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse, PlainTextResponse
@@ -25,7 +26,11 @@ from audit.gate.deliveries import DeliveryRejected, SeenDeliveries, check_delive
 from audit.gate.poll import Poller
 from audit.gate.queue import Job, QueueFull, WorkQueue
 from audit.gate.statefiles import StateError
-from audit.gate.verdict import PREFIX
+from audit.gate.verdict import PREFIX, Verdict
+
+if TYPE_CHECKING:
+    from audit.policy import Policy
+    from audit.systemcard import SystemCard
 
 log = logging.getLogger("mlflow_audit.gate")
 
@@ -41,7 +46,8 @@ class GateSettings:
     secrets: Sequence[str]
     tracking_uri: str | None = None
     policy: str | None = None
-    system_card: str | None = None
+    #: The system card, read when the service starts (a bad one stops it there).
+    system_card: SystemCard | None = None
     source: str = "auto"
     timeout: int | None = None
     #: The alias ledger, and the key its entries are signed with (both or neither).
@@ -102,7 +108,6 @@ class Gate:
         settings: GateSettings,
         *,
         clock: Callable[[], float] = time.time,
-        judge: Callable[[str, str], str] | None = None,
     ) -> None:
         self.settings = settings
         self._clock = clock
@@ -110,12 +115,10 @@ class Gate:
         self.queue = WorkQueue(settings.state, clock=clock)
         self.seen = SeenDeliveries(settings.state, clock=clock)
         self.metrics = Metrics()
-        self._judge = judge or self._audit_and_record
         self._stop = threading.Event()
         #: Set when a job is queued, so that the worker starts on it at once.
         self._work = threading.Event()
-        self._running: str | None = None
-        self._policy: Any = None
+        self._policy: Policy | None = None
 
     # ----------------------------------------------------------------------- receiving
 
@@ -175,7 +178,6 @@ class Gate:
         job = self.queue.next()
         if job is None:
             return False
-        self._running = job.id
         try:
             started = time.perf_counter()
             status = self._do(job)
@@ -194,8 +196,6 @@ class Gate:
             if status:
                 self.metrics.audits[status] += 1
             self.queue.done(job.id)
-        finally:
-            self._running = None
         return True
 
     def _do(self, job: Job) -> str | None:
@@ -203,17 +203,16 @@ class Gate:
         name, version = str(data["name"]), str(data["version"])
         if job.event not in EVENTS:
             return None
-        status = self._judge(name, version)
+        verdict = self._audit_and_record(name, version)
         if job.event == "model_version_alias.created" and self.settings.ledger is not None:
-            self._record_move(name, str(data["alias"]), version)
-        return status
+            self._record_move(name, str(data["alias"]), version, verdict)
+        return verdict.status
 
-    def _record_move(self, name: str, alias: str, version: str) -> None:
+    def _record_move(self, name: str, alias: str, version: str, verdict: Verdict) -> None:
         """Append the alias move to the ledger with the new version's verdict, unless the
         ledger's last entry for the alias records it already (a job run again after a kill)."""
         from datetime import datetime, timezone
 
-        from audit.gate.verdict import read_verdict
         from audit.ledger import append_entry, read_entries
 
         ledger = self.settings.ledger
@@ -225,7 +224,6 @@ class Gate:
                     before = entry.new_version
         if before == version:
             return
-        verdict = read_verdict(self._version_tags(name, version))
         moved_at = datetime.fromtimestamp(self._clock(), timezone.utc)
         append_entry(
             ledger,
@@ -235,31 +233,12 @@ class Gate:
                 "old_version": before,
                 "new_version": version,
                 "moved_at": moved_at.strftime("%Y-%m-%dT%H:%M:%SZ"),
-                "verdict": None
-                if verdict is None
-                else {
-                    "status": verdict.status,
-                    "score": verdict.score,
-                    "policy": verdict.policy,
-                    "policy_sha256": verdict.policy_sha256,
-                    "result_sha256": verdict.result_sha256,
-                    "evidence_sha256": verdict.evidence_sha256,
-                    "checked_at": verdict.checked_at,
-                },
+                "verdict": dataclasses.asdict(verdict),
             },
             self.settings.key,
         )
 
-    def _version_tags(self, name: str, version: str) -> Mapping[str, str]:
-        from mlflow.tracking import MlflowClient
-
-        from audit.sources import resolve_store
-
-        store = resolve_store(self.settings.tracking_uri)
-        client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
-        return dict(client.get_model_version(name, version).tags or {})
-
-    def _audit_and_record(self, name: str, version: str) -> str:
+    def _audit_and_record(self, name: str, version: str) -> Verdict:
         from audit.gate.judge import audit_version, record_verdict
 
         settings = self.settings
@@ -271,7 +250,7 @@ class Gate:
             f"{name}/{version}",
             settings.tracking_uri,
             policy=self._policy,
-            system_card=_card(settings.system_card),
+            system_card=settings.system_card,
             source=settings.source,
             timeout=settings.timeout,
         )
@@ -279,7 +258,7 @@ class Gate:
         log.info("%s/%s: %s (score %g)", safe_line(name), version, verdict.status, verdict.score)
         if settings.docs is not None:
             self._document(name, version)
-        return verdict.status
+        return verdict
 
     def _document(self, name: str, version: str) -> Path:
         """The version's Annex IV documentation in a folder of its own under `docs`."""
@@ -297,7 +276,7 @@ class Gate:
             settings.tracking_uri,
             model=f"{name}/{version}",
             policy=self._policy,
-            system_card=_card(settings.system_card),
+            system_card=settings.system_card,
             source=settings.source,
             timeout=settings.timeout,
             settings=ReportSettings(date=datetime.fromtimestamp(self._clock(), timezone.utc)),
@@ -309,14 +288,6 @@ class Gate:
 
     def close(self) -> None:
         self.queue.close()
-
-
-def _card(path: str | None) -> Any:
-    if path is None:
-        return None
-    from audit.systemcard import load_system_card
-
-    return load_system_card(path)
 
 
 def create_app(gate: Gate, poll: Poller | None = None) -> Any:
