@@ -24,6 +24,8 @@ exit codes:
 
 
 def add_parser(commands: Any) -> None:
+    from audit.result import FAIL_ON_CHOICES
+
     parser = commands.add_parser(
         "verify-deploy",
         help="may the version an alias points to be deployed? (exit 0/1)",
@@ -50,7 +52,7 @@ def add_parser(commands: Any) -> None:
     )
     gate.add_argument(
         "--fail-on",
-        choices=("error", "warning", "info", "never"),
+        choices=FAIL_ON_CHOICES,
         default=None,
         help="lowest severity a verdict may not have: error (default) accepts a version "
         "with warnings, warning accepts only a clean pass",
