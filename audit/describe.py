@@ -34,6 +34,11 @@ def unescape(part: str) -> str:
     return part.replace("~1", "/").replace("~0", "~")
 
 
+def escape(part: str) -> str:
+    """A key as one segment of a JSON Pointer (RFC 6901)."""
+    return part.replace("~", "~0").replace("/", "~1")
+
+
 def node_at(record: Any, pointer: str) -> Any:
     """The value at a JSON Pointer, or None when nothing is there."""
     node = record

@@ -1,0 +1,186 @@
+"""Exports: the audit's facts in the formats other tools read.
+
+- ``cyclonedx``: a CycloneDX 1.6 ML-BOM per subject (SBOM platforms: Dependency-Track,
+  sbom-tools);
+- ``spdx``: an SPDX 3.0.1 document with the AI and Dataset profiles per subject (JSON-LD);
+- ``oscal``: one OSCAL 1.1.3 assessment-results document for the whole audit (GRC tools);
+- ``model-card``: a Hugging Face model card (README.md with YAML metadata) per subject.
+
+A subject is a run, or a model version with its lineage. Each export is a pure function of
+the subjects (their evidence records, already redacted, and their results under the policy)
+and `ExportSettings`: nothing here reads a store, and the same records, policy and date give
+the same bytes. The per-subject formats are written while the audit runs, in the processes that
+build the records (`audit.exports.writer`), so that a large audit never holds its records.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from audit.describe import escape, unescape
+from audit.policy import Policy, Rule
+from audit.result import AuditResult, Finding, RuleOutcome, RunResult
+
+ExportFormat = Literal["cyclonedx", "spdx", "oscal", "model-card"]
+EXPORT_FORMATS: tuple[ExportFormat, ...] = ("cyclonedx", "spdx", "oscal", "model-card")
+#: Formats that write one document per subject; the others one document for the audit.
+PER_SUBJECT: frozenset[str] = frozenset({"cyclonedx", "spdx", "model-card"})
+
+#: The namespace of every UUID an export derives (RFC 9562 version 5): the same subject, rule
+#: and settings give the same identifiers in every export.
+UUID_NAMESPACE = uuid.UUID("6f1c2a8e-3b7d-5e4f-9a10-2c3d4e5f6a7b")
+
+
+@dataclass(frozen=True)
+class ExportSettings:
+    """What an export says besides its subjects: when (``--date``, else the audit's time), by
+    which tool, under which policy (`Policy.to_dict`), and from which store (credentials
+    already redacted)."""
+
+    generated_at: str
+    tool_version: str
+    policy: Mapping[str, Any]
+    store: str
+
+    def uuid(self, *parts: str) -> str:
+        """A UUID determined by `parts` and the policy: stable across exports of the same
+        facts, distinct between policies."""
+        name = "\x1f".join((str(self.policy.get("sha256", "")), *parts))
+        return str(uuid.uuid5(UUID_NAMESPACE, name))
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One run or model version: its evidence record, its result, and the rules asked of it
+    (a run is not asked the rules about model versions)."""
+
+    record: Mapping[str, Any]
+    run: RunResult
+    rules: tuple[Rule, ...]
+
+    @property
+    def lineage(self) -> Mapping[str, Any] | None:
+        lineage = self.record.get("lineage")
+        return lineage if isinstance(lineage, Mapping) else None
+
+    @property
+    def is_version(self) -> bool:
+        return self.lineage is not None
+
+    @property
+    def key(self) -> str:
+        """What identifies the subject in derived identifiers: ``models:/NAME/VERSION`` or
+        the run id."""
+        lineage = self.lineage
+        if lineage is not None:
+            return f"models:/{lineage['model']['name']}/{lineage['version']['version']}"
+        return str(self.run.run_id)
+
+    @property
+    def name(self) -> str:
+        """The model's name: the registered model's, else the run's name, else its id."""
+        lineage = self.lineage
+        if lineage is not None:
+            return str(lineage["model"]["name"])
+        return self.run.run_name or self.run.run_id
+
+    @property
+    def version(self) -> str | None:
+        """The registered model version, when the subject is one."""
+        lineage = self.lineage
+        return None if lineage is None else str(lineage["version"]["version"])
+
+    @property
+    def label(self) -> str:
+        """``churn-classifier v3``, or ``run NAME (ID)``."""
+        if self.version is not None:
+            return f"{self.name} v{self.version}"
+        named = f"{self.run.run_name} " if self.run.run_name else ""
+        return f"run {named}({self.run.run_id})"
+
+    def outcomes(self) -> list[RuleOutcome]:
+        """Every rule asked of the subject, in the policy's order, then the rules only its
+        findings name (a schema constraint without annotation, the built-in secrets check)."""
+        by_rule: dict[str, list[Finding]] = {}
+        for finding in self.run.findings:
+            by_rule.setdefault(finding.rule_id, []).append(finding)
+        outcomes = [
+            RuleOutcome(self.run, rule, tuple(by_rule.pop(rule.id, ()))) for rule in self.rules
+        ]
+        for rule_id, findings in by_rule.items():
+            first = findings[0]
+            rule = Rule(
+                id=rule_id,
+                category=first.category,
+                severity=first.severity,
+                provisions=first.provisions,
+                title=first.title,
+                remediation=first.remediation,
+                annotated=False,
+            )
+            outcomes.append(RuleOutcome(self.run, rule, tuple(findings)))
+        return outcomes
+
+
+def subject_rules(
+    rules: tuple[Rule, ...], version_rule_ids: frozenset[str], record: Mapping[str, Any]
+) -> tuple[Rule, ...]:
+    """The rules asked of a record: all of them of a model version, the rules about runs of a
+    run (as `Policy.rules_for` decides for an audit)."""
+    if "lineage" in record or not version_rule_ids:
+        return rules
+    return tuple(rule for rule in rules if rule.id not in version_rule_ids)
+
+
+def evidence_places(record: Mapping[str, Any], rule: Rule) -> tuple[str, ...]:
+    """The places in the record (JSON Pointers) where `rule` looks and something is there:
+    its locations with each ``*`` expanded over the record. What an export points at as the
+    evidence of a rule that passes (cheap: no second validation)."""
+    found: list[str] = []
+    for location in rule.locations:
+        found.extend(_expand(record, location.split("/")[1:], ""))
+    return tuple(dict.fromkeys(found))
+
+
+def _expand(node: Any, parts: list[str], at: str) -> Iterator[str]:
+    if not parts:
+        if node is not None and node != [] and node != {}:
+            yield at or "/"
+        return
+    head, rest = parts[0], parts[1:]
+    if head == "*":
+        if isinstance(node, list):
+            for index, item in enumerate(node):
+                yield from _expand(item, rest, f"{at}/{index}")
+        elif isinstance(node, Mapping):
+            for key, item in node.items():
+                yield from _expand(item, rest, f"{at}/{escape(str(key))}")
+        return
+    key = unescape(head)
+    if isinstance(node, Mapping) and key in node:
+        yield from _expand(node[key], rest, f"{at}/{head}")
+    elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
+        yield from _expand(node[int(key)], rest, f"{at}/{head}")
+
+
+def subjects_of(result: AuditResult, policy: Policy) -> Iterator[Subject]:
+    """The subjects of an audit that kept its records (`keep_records=True`)."""
+    if result.records is None:
+        raise ValueError("the audit did not keep its records")
+    for run in result.runs:
+        record = result.records[run.run_id]
+        yield Subject(record, run, subject_rules(policy.rules, policy.version_rule_ids, record))
+
+
+def settings_of(result: AuditResult, generated_at: str | None = None) -> ExportSettings:
+    """The settings of an export of `result`: dated `generated_at` (``--date``) or when the
+    audit ran."""
+    return ExportSettings(
+        generated_at=generated_at or result.generated_at,
+        tool_version=result.tool_version,
+        policy=result.policy,
+        store=result.store,
+    )
