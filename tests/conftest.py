@@ -205,6 +205,54 @@ def lineage_store(tmp_path_factory: pytest.TempPathFactory) -> LineageStore:
 
 
 @dataclass(frozen=True)
+class ExportCase:
+    """One subject of the test stores for the exports' tests: which store, and the subject."""
+
+    store: str
+    subject: Any  # audit.exports.Subject
+
+    @property
+    def id(self) -> str:
+        return f"{self.store}:{self.subject.label}"
+
+
+#: The date every export in the tests is made on, so that they are reproducible.
+EXPORT_DATE = "2026-12-01T00:00:00Z"
+
+
+@pytest.fixture(scope="session")
+def export_cases(
+    sqlite_store: Store, logging_store: Store, lineage_store: LineageStore, demo_store: Store
+) -> list[ExportCase]:
+    """Every run and every model version of the test stores, audited with the default policy
+    (the demo's champion with the sample system card), as the exports receive them."""
+    import audit
+    from audit.exports import subjects_of
+    from audit.policy import load_policy
+
+    policy = load_policy(None)
+    cases: list[ExportCase] = []
+
+    def add(store: str, uri: str, **selection: Any) -> None:
+        result = audit.check(tracking_uri=uri, policy=policy, keep_records=True, **selection)
+        cases.extend(ExportCase(store, subject) for subject in subjects_of(result, policy))
+
+    for name, store in (("sqlite", sqlite_store), ("logging", logging_store)):
+        add(name, store.uri)
+    add("lineage", lineage_store.uri)
+    add("lineage", lineage_store.uri, model=[f"{lineage_store.model}/{v}" for v in (1, 2, 3)])
+    add("demo", demo_store.uri)
+    add("demo", demo_store.uri, model=["churn-classifier/1", "churn-classifier/2"])
+    add(
+        "demo",
+        demo_store.uri,
+        model="churn-classifier@champion",
+        system_card=str(REPO / "samples" / "system-card.yaml"),
+    )
+    return cases
+
+
+@dataclass(frozen=True)
 class Server:
     uri: str
     database: Path
