@@ -7,7 +7,7 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING
 
 from audit import __version__
 from audit.cliparser import Parser, fill
@@ -16,20 +16,26 @@ from audit.commands import diff as commands_diff
 from audit.commands import ledger as commands_ledger
 from audit.commands import serve as commands_serve
 from audit.commands.options import (
-    POLICY_HELP,
+    add_audit_arguments,
     add_config_arguments,
-    add_store_arguments,
+    audit_options,
     configure,
     load_config,
     positive_int,
     read_passphrase,
     signing_key,
 )
-from audit.commands.output import emit, terminal_width, use_color
+from audit.commands.output import (
+    Progress,
+    emit,
+    tell,
+    terminal_width,
+    use_color,
+    warn_about_waivers,
+)
 from audit.errors import AuditError, first_line
 
 if TYPE_CHECKING:
-    from audit.result import AuditResult
     from audit.signing import PdfSignOptions, SignedBundle, SigningKey
 
 EXIT_OK, EXIT_GAPS, EXIT_INCOMPLETE = 0, 1, 2
@@ -136,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_audit_arguments(check, fail_on_default="error")
+    add_audit_arguments(check, fail_on_default="error")
     output = check.add_argument_group("output")
     output.add_argument(
         "-f",
@@ -196,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=_REPORT_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    _add_audit_arguments(report, fail_on_default="never")
+    add_audit_arguments(report, fail_on_default="never")
     documents = report.add_argument_group("documents")
     documents.add_argument(
         "--out",
@@ -431,92 +437,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: str) -> None:
-    """Store, selection and policy options: the same for every command that audits runs."""
-    from audit.result import FAIL_ON_CHOICES
-
-    add_config_arguments(parser)
-    add_store_arguments(parser)
-    selection = parser.add_argument_group(
-        "selection",
-        fill(
-            "Default: every run of every active experiment. --run-id and --model add those "
-            "runs; --experiment and --filter narrow the search."
-        ),
-    )
-    selection.add_argument(
-        "-e",
-        "--experiment",
-        action="append",
-        default=[],
-        metavar="NAME|ID",
-        help="audit the runs of this experiment (repeatable)",
-    )
-    selection.add_argument(
-        "--run-id", action="append", default=[], metavar="ID", help="audit this run (repeatable)"
-    )
-    selection.add_argument(
-        "--model",
-        action="append",
-        default=[],
-        metavar="SPEC",
-        help="audit a registered model version with its lineage (its source run, the runs "
-        "that evaluated its model, its sweep): NAME (every version), NAME/VERSION, "
-        "NAME/latest or NAME@ALIAS (repeatable)",
-    )
-    selection.add_argument(
-        "--filter",
-        metavar="EXPR",
-        help="MLflow search expression, e.g. \"attributes.status = 'FINISHED' and "
-        "tags.team = 'risk'\"",
-    )
-    selection.add_argument(
-        "--include-deleted", action="store_true", help="also audit deleted runs and experiments"
-    )
-    selection.add_argument("--max-runs", type=positive_int, metavar="N", help="stop after N runs")
-    selection.add_argument(
-        "--search-page-size",
-        type=positive_int,
-        default=None,  # from the configuration, else 50000
-        metavar="N",
-        help="runs per search request at most (default: 50000, MLflow's maximum, for SQL "
-        "stores; 5000 from a tracking server and 2000 through MLflow's client, fewer for "
-        "large runs or a slow server)",
-    )
-    policy = parser.add_argument_group("policy and gate")
-    policy.add_argument(
-        "--policy",
-        metavar="NAME|FILE",
-        help=POLICY_HELP,
-    )
-    policy.add_argument(
-        "--fail-on",
-        choices=FAIL_ON_CHOICES,
-        default=None,  # from the configuration, else fail_on_default
-        help=f"lowest severity that fails (exit 1); default: {fail_on_default}",
-    )
-    policy.add_argument(
-        "--min-score",
-        type=_percentage,
-        metavar="N",
-        help="also fail when fewer than N percent of the applicable rule evaluations pass "
-        "(0-100; unknown ones count as not passed)",
-    )
-    policy.add_argument(
-        "--system-card",
-        metavar="FILE",
-        help="the provider's system card for the model versions audited (YAML, or Markdown "
-        "with YAML front matter): what MLflow cannot hold, checked by the declared rules; "
-        "'mlflow-audit system-card init' writes a template",
-    )
-    policy.add_argument(
-        "--waivers",
-        metavar="FILE",
-        help="YAML or TOML file of accepted gaps (rule, scope, reason, approved_by, expires); "
-        "waived findings are reported but do not fail (schemas/waivers.schema.json)",
-    )
-
-
 def _add_signing_arguments(group: argparse._ActionsContainer) -> None:
     """How to sign: the same for `report --sign` and `sign`."""
     group.add_argument(
@@ -561,16 +481,6 @@ def _page_size(text: str) -> str:
     return {"a4": "A4", "letter": "letter"}.get(text.lower(), text)
 
 
-def _percentage(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value <= 100:
-        raise argparse.ArgumentTypeError(f"{value:g} is not between 0 and 100")
-    return value
-
-
 # --------------------------------------------------------------------------- commands
 
 
@@ -588,27 +498,6 @@ def _run_config(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _audit_options(args: argparse.Namespace) -> dict[str, Any]:
-    """The options `_add_audit_arguments` declares, as the API takes them."""
-    return {
-        "experiment": args.experiment,
-        "run_id": args.run_id,
-        "model": args.model,
-        "filter": args.filter,
-        "include_deleted": args.include_deleted,
-        "max_runs": args.max_runs,
-        "policy": args.policy,
-        "fail_on": args.fail_on,
-        "min_score": args.min_score,
-        "waivers": args.waivers,
-        "system_card": args.system_card,
-        "page_size": args.search_page_size,
-        "source": args.source,
-        "timeout": args.timeout,
-        "allow_artifact_locations": args.allow_artifact_location,
-    }
-
-
 def _run_check(args: argparse.Namespace) -> int:
     from audit.api import check
     from audit.formats import render_chunks
@@ -619,15 +508,15 @@ def _run_check(args: argparse.Namespace) -> int:
         # Checked before the audit: a gate that ran for minutes must not fail on a typo here.
         if target and not Path(target).resolve().parent.is_dir():
             raise AuditError(f"cannot write {target}: its folder does not exist")
-    progress = _Progress(sys.stderr)
+    progress = Progress(sys.stderr)
     result = check(
         args.tracking_uri,
-        **_audit_options(args),
+        **audit_options(args),
         on_run=progress.update,
     )
     progress.done()
     if args.format not in ("table", "github") or args.output:
-        _warn_about_waivers(result)  # the table and the annotations show them themselves
+        warn_about_waivers(result)  # the table and the annotations show them themselves
     # One audit, every rendering: the files first, so that a reader of the terminal output
     # (or a CI step after it) finds them complete.
     for fmt, target in files.items():
@@ -692,11 +581,11 @@ def _run_report(args: argparse.Namespace) -> int:
         author=args.author,
         page_size=args.page_size,
     )
-    progress = _Progress(sys.stderr)
+    progress = Progress(sys.stderr)
     result, files = report(
         args.out,
         args.tracking_uri,
-        **_audit_options(args),
+        **audit_options(args),
         settings=settings,
         template_dir=args.template_dir,
         html_only=args.no_pdf,
@@ -709,7 +598,7 @@ def _run_report(args: argparse.Namespace) -> int:
         compare_to=args.compare_to,
     )
     progress.done()
-    _warn_about_waivers(result)
+    warn_about_waivers(result)
     from audit.formats.text import plural
 
     counts = result.status_counts()
@@ -734,7 +623,7 @@ def _run_report(args: argparse.Namespace) -> int:
         from audit.signing.statement import ENVELOPE_FILE
 
         if (files.folder / ENVELOPE_FILE).exists():
-            _tell(
+            tell(
                 "warning",
                 f"{files.folder / ENVELOPE_FILE} signed the folder's previous contents and no "
                 "longer matches; sign again (--sign) or remove it",
@@ -786,7 +675,7 @@ def _tell_signed(
             resolve_store(tracking_uri or store_uri(bundle.result.get("store"))),
             args.allow_artifact_location,
         )
-        progress = _Progress(sys.stderr)
+        progress = Progress(sys.stderr)
         written = log_to_mlflow(store, bundle, progress.update)
         progress.done()
         print(f"Logged the signed folder to {written} runs in {store.display} (artifacts audit/)")
@@ -826,7 +715,7 @@ def _run_keygen(args: argparse.Namespace) -> int:
         "or use one from your organisation's CA."
     )
     if args.key_type == "ecdsa-p256":
-        _tell(
+        tell(
             "warning",
             "PDFs signed with an ECDSA key become PDF 2.0 and are no longer PDF/A-3b; use an "
             "RSA key for archival documents",
@@ -850,7 +739,7 @@ def _run_sign(args: argparse.Namespace) -> int:
 
         check_can_log(resolve_store(args.tracking_uri or store_uri(result.get("store"))))
     key = _signing_key(args)
-    progress = _Progress(sys.stderr)
+    progress = Progress(sys.stderr)
     bundle = sign_folder(
         folder,
         key,
@@ -870,7 +759,7 @@ def _run_verify(args: argparse.Namespace) -> int:
 
     require_pyhanko()
     trusted = [c for path in args.cert for c in load_certificates(Path(path))]
-    progress = _Progress(sys.stderr)
+    progress = Progress(sys.stderr)
     outcome = verify(
         Path(args.path),
         trusted,
@@ -986,52 +875,6 @@ def _run_provisions(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------- plumbing
 
 
-class _Progress:
-    """A one-line counter on stderr while runs are collected, only on a terminal."""
-
-    def __init__(self, stream: TextIO) -> None:
-        self.stream = stream
-        self.enabled = stream.isatty()
-        self.shown = False
-
-    def update(self, count: int) -> None:
-        if self.enabled and count % 250 == 0:
-            self.stream.write(f"\rmlflow-audit: {count} runs audited…")
-            self.stream.flush()
-            self.shown = True
-
-    def documents(self, done: int, total: int, verb: str = "rendering") -> None:
-        if self.enabled:
-            width = 24
-            filled = width * done // total
-            self.stream.write(
-                f"\rmlflow-audit: {verb} [{'#' * filled}{'.' * (width - filled)}] "
-                f"{done}/{total} documents"
-            )
-            self.stream.flush()
-            self.shown = True
-
-    def done(self) -> None:
-        if self.shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-
-
-def _warn_about_waivers(result: AuditResult) -> None:
-    """Expired waivers no longer apply, unused ones match nothing: both need a person."""
-    for use in result.waivers:
-        if use.state != "applied":
-            _tell("warning", use.message)
-
-
-def _tell(kind: str, text: str) -> None:
-    """One line on stderr: an error or a warning. Its text may hold names from MLflow or a
-    server's answer, so it is escaped to one line that cannot act as a terminal or CI command."""
-    from audit.formats.text import safe_line
-
-    print(f"mlflow-audit: {kind}: {safe_line(text)}", file=sys.stderr)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -1054,7 +897,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AuditError as error:
         if args.debug:
             raise
-        _tell("error", str(error))
+        tell("error", str(error))
         return EXIT_INCOMPLETE
     except KeyboardInterrupt:
         print("mlflow-audit: interrupted; the audit is incomplete", file=sys.stderr)
@@ -1066,7 +909,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as error:
         if args.debug:
             raise
-        _tell(
+        tell(
             "error",
             f"unexpected {type(error).__name__}: {first_line(error)} (run with --debug for the "
             "traceback)",

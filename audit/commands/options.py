@@ -153,3 +153,120 @@ def read_passphrase(
     if confirm and getpass.getpass("Repeat the passphrase: ") != value:
         raise AuditError("the passphrases differ")
     return value.encode("utf-8")
+
+
+def add_audit_arguments(parser: argparse.ArgumentParser, *, fail_on_default: str) -> None:
+    """Store, selection and policy options: the same for every command that audits runs."""
+    from audit.result import FAIL_ON_CHOICES
+
+    add_config_arguments(parser)
+    add_store_arguments(parser)
+    selection = parser.add_argument_group(
+        "selection",
+        fill(
+            "Default: every run of every active experiment. --run-id and --model add those "
+            "runs; --experiment and --filter narrow the search."
+        ),
+    )
+    selection.add_argument(
+        "-e",
+        "--experiment",
+        action="append",
+        default=[],
+        metavar="NAME|ID",
+        help="audit the runs of this experiment (repeatable)",
+    )
+    selection.add_argument(
+        "--run-id", action="append", default=[], metavar="ID", help="audit this run (repeatable)"
+    )
+    selection.add_argument(
+        "--model",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help="audit a registered model version with its lineage (its source run, the runs "
+        "that evaluated its model, its sweep): NAME (every version), NAME/VERSION, "
+        "NAME/latest or NAME@ALIAS (repeatable)",
+    )
+    selection.add_argument(
+        "--filter",
+        metavar="EXPR",
+        help="MLflow search expression, e.g. \"attributes.status = 'FINISHED' and "
+        "tags.team = 'risk'\"",
+    )
+    selection.add_argument(
+        "--include-deleted", action="store_true", help="also audit deleted runs and experiments"
+    )
+    selection.add_argument("--max-runs", type=positive_int, metavar="N", help="stop after N runs")
+    selection.add_argument(
+        "--search-page-size",
+        type=positive_int,
+        default=None,  # from the configuration, else 50000
+        metavar="N",
+        help="runs per search request at most (default: 50000, MLflow's maximum, for SQL "
+        "stores; 5000 from a tracking server and 2000 through MLflow's client, fewer for "
+        "large runs or a slow server)",
+    )
+    policy = parser.add_argument_group("policy and gate")
+    policy.add_argument(
+        "--policy",
+        metavar="NAME|FILE",
+        help=POLICY_HELP,
+    )
+    policy.add_argument(
+        "--fail-on",
+        choices=FAIL_ON_CHOICES,
+        default=None,  # from the configuration, else fail_on_default
+        help=f"lowest severity that fails (exit 1); default: {fail_on_default}",
+    )
+    policy.add_argument(
+        "--min-score",
+        type=percentage,
+        metavar="N",
+        help="also fail when fewer than N percent of the applicable rule evaluations pass "
+        "(0-100; unknown ones count as not passed)",
+    )
+    policy.add_argument(
+        "--system-card",
+        metavar="FILE",
+        help="the provider's system card for the model versions audited (YAML, or Markdown "
+        "with YAML front matter): what MLflow cannot hold, checked by the declared rules; "
+        "'mlflow-audit system-card init' writes a template",
+    )
+    policy.add_argument(
+        "--waivers",
+        metavar="FILE",
+        help="YAML or TOML file of accepted gaps (rule, scope, reason, approved_by, expires); "
+        "waived findings are reported but do not fail (schemas/waivers.schema.json)",
+    )
+
+
+def audit_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The options `add_audit_arguments` declares, as the API takes them."""
+    return {
+        "experiment": args.experiment,
+        "run_id": args.run_id,
+        "model": args.model,
+        "filter": args.filter,
+        "include_deleted": args.include_deleted,
+        "max_runs": args.max_runs,
+        "policy": args.policy,
+        "fail_on": args.fail_on,
+        "min_score": args.min_score,
+        "waivers": args.waivers,
+        "system_card": args.system_card,
+        "page_size": args.search_page_size,
+        "source": args.source,
+        "timeout": args.timeout,
+        "allow_artifact_locations": args.allow_artifact_location,
+    }
+
+
+def percentage(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value <= 100:
+        raise argparse.ArgumentTypeError(f"{value:g} is not between 0 and 100")
+    return value

@@ -8,9 +8,12 @@ import sys
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from audit.errors import AuditError
+
+if TYPE_CHECKING:
+    from audit.result import AuditResult
 
 
 def use_color(mode: str, stream: TextIO) -> bool:
@@ -56,3 +59,49 @@ def emit(chunks: Iterable[str], output: str | None) -> None:
         if partial is not None:
             partial.unlink(missing_ok=True)
         raise AuditError(f"cannot write {output}: {error.strerror or error}") from None
+
+
+class Progress:
+    """A one-line counter on stderr while runs are collected, only on a terminal."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.enabled = stream.isatty()
+        self.shown = False
+
+    def update(self, count: int) -> None:
+        if self.enabled and count % 250 == 0:
+            self.stream.write(f"\rmlflow-audit: {count} runs audited…")
+            self.stream.flush()
+            self.shown = True
+
+    def documents(self, done: int, total: int, verb: str = "rendering") -> None:
+        if self.enabled:
+            width = 24
+            filled = width * done // total
+            self.stream.write(
+                f"\rmlflow-audit: {verb} [{'#' * filled}{'.' * (width - filled)}] "
+                f"{done}/{total} documents"
+            )
+            self.stream.flush()
+            self.shown = True
+
+    def done(self) -> None:
+        if self.shown:
+            self.stream.write("\r\x1b[K")
+            self.stream.flush()
+
+
+def tell(kind: str, text: str) -> None:
+    """One line on stderr: an error or a warning. Its text may hold names from MLflow or a
+    server's answer, so it is escaped to one line that cannot act as a terminal or CI command."""
+    from audit.formats.text import safe_line
+
+    print(f"mlflow-audit: {kind}: {safe_line(text)}", file=sys.stderr)
+
+
+def warn_about_waivers(result: AuditResult) -> None:
+    """Expired waivers no longer apply, unused ones match nothing: both need a person."""
+    for use in result.waivers:
+        if use.state != "applied":
+            tell("warning", use.message)
