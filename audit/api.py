@@ -10,11 +10,12 @@ from __future__ import annotations
 import contextlib
 import gc
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from audit.errors import SelectionError
+from audit import __version__
+from audit.errors import AuditError, SelectionError
 from audit.evaluation import EvaluatedRun, RunEvaluator, evaluate
 from audit.policy import Policy, load_policy
 from audit.result import AuditResult, FailOn, RunResult
@@ -111,16 +112,20 @@ def _evaluate_selected(
     on_run: Callable[[int], None] | None = None,
     collected: list[CollectedRun] | None = None,
     system_card: str | Path | SystemCard | None = None,
+    export: Callable[[Mapping[str, Any], RunResult], None] | None = None,
 ) -> AuditResult:
-    """Collect and evaluate: the audit both `check` and `report` run. `collected`, when given,
-    receives every collected run (records and metric histories) for the caller to render."""
+    """Collect and evaluate: the audit `check`, `report` and `export` run. `collected`, when
+    given, receives every collected run (records and metric histories) for the caller to
+    render; `export` is called with each record and its result where they are made."""
     loaded = policy if isinstance(policy, Policy) else load_policy(policy)
     if min_score is not None and not 0 <= min_score <= 100:
         raise SelectionError(f"--min-score must be between 0 and 100, not {min_score:g}")
     accepted = waivers if isinstance(waivers, WaiverSet | None) else load_waivers(waivers)
     store = _store(tracking_uri, allow_artifact_locations)
     reader = open_source(store, page_size=page_size, prefer=source, timeout=timeout)
-    evaluator = RunEvaluator(loaded, accepted, keep=keep_records or collected is not None)
+    evaluator = RunEvaluator(
+        loaded, accepted, keep=keep_records or collected is not None, export=export
+    )
     card = read_system_card(system_card)
     if selection.models:
         from audit.versions import with_lineage
@@ -375,6 +380,120 @@ def report(
         bundle = replace(signed[0], folder=files.folder, envelope=files.folder / ENVELOPE_FILE)
         files = replace(files, signature=bundle)
     return result, files
+
+
+# --------------------------------------------------------------------------- exporting
+
+
+@dataclass(frozen=True)
+class ExportFiles:
+    """What an export wrote: the folder, and the documents in it (POSIX paths relative to it)."""
+
+    folder: Path
+    documents: tuple[str, ...]
+
+
+def export(
+    format: str,
+    out: str | Path,
+    tracking_uri: str | None = None,
+    *,
+    experiment: str | Iterable[str] | None = None,
+    run_id: str | Iterable[str] | None = None,
+    model: str | Iterable[str] | None = None,
+    filter: str | None = None,
+    include_deleted: bool = False,
+    max_runs: int | None = None,
+    policy: str | Path | Policy | None = None,
+    fail_on: FailOn = "never",
+    min_score: float | None = None,
+    waivers: str | Path | WaiverSet | None = None,
+    page_size: int = MAX_PAGE_SIZE,
+    source: str = "auto",
+    timeout: int | None = None,
+    allow_artifact_locations: str | Iterable[str] | None = None,
+    on_run: Callable[[int], None] | None = None,
+    system_card: str | Path | SystemCard | None = None,
+    date: str | None = None,
+) -> tuple[AuditResult, ExportFiles]:
+    """Audit the selected runs and export them into the folder `out` in `format`
+    (`audit.exports.EXPORT_FORMATS`): a CycloneDX ML-BOM, an SPDX 3 document or a model card
+    per run or model version, or one OSCAL assessment-results document for the audit.
+
+    `date` (``YYYY-MM-DD`` or an ISO 8601 time; default: now) dates the documents: the same
+    MLflow data, policy and date give the same files. Documents of the same names in `out` are
+    replaced; others are left alone. Raises `audit.AuditError` when the audit or the writing
+    cannot be completed; `out` is then left as it was."""
+
+    from audit.exports import EXPORT_FORMATS, PER_SUBJECT, ExportSettings, subjects_of
+    from audit.exports.writer import AUDIT_DOCUMENT, SubjectWriter, renderer, written
+    from audit.report.document import parse_date
+    from audit.staging import Staging
+
+    if format not in EXPORT_FORMATS:
+        raise SelectionError(
+            f"unknown export format {format!r}; choose from {', '.join(EXPORT_FORMATS)}"
+        )
+    try:
+        moment = parse_date(date)
+    except ValueError as error:
+        raise SelectionError(str(error)) from None
+    selection = make_selection(
+        experiment=experiment,
+        run_id=run_id,
+        model=model,
+        filter=filter,
+        include_deleted=include_deleted,
+        max_runs=max_runs,
+    )
+    loaded = policy if isinstance(policy, Policy) else load_policy(policy)
+    settings = ExportSettings(
+        generated_at=moment.strftime("%Y-%m-%dT%H:%M:%SZ"),
+        tool_version=__version__,
+        policy=loaded.to_dict(),
+        store=_store(tracking_uri, allow_artifact_locations).display,
+    )
+    folder = Path(out)
+    options: dict[str, Any] = {
+        "fail_on": fail_on,
+        "min_score": min_score,
+        "waivers": waivers,
+        "page_size": page_size,
+        "source": source,
+        "timeout": timeout,
+        "allow_artifact_locations": allow_artifact_locations,
+        "on_run": on_run,
+        "system_card": system_card,
+    }
+    try:
+        with Staging(folder) as staging:
+            if format in PER_SUBJECT:
+                writer = SubjectWriter(
+                    format,
+                    staging.files,
+                    str(folder),
+                    settings,
+                    loaded.rules,
+                    loaded.version_rule_ids,
+                )
+                result = _evaluate_selected(
+                    tracking_uri, selection, loaded, export=writer, **options
+                )
+            else:
+                result = _evaluate_selected(
+                    tracking_uri, selection, loaded, keep_records=True, **options
+                )
+                subjects = list(subjects_of(result, loaded))
+                document = renderer(format).render(result, subjects, settings)
+                (staging.files / AUDIT_DOCUMENT[format]).write_bytes(document)
+                result = replace(result, records=None)
+            names = written(staging.files)
+            staging.publish(names)
+    except OSError as error:
+        raise AuditError(
+            f"cannot write the export into {folder}: {error.strerror or error}"
+        ) from None
+    return result, ExportFiles(folder, tuple(names))
 
 
 # --------------------------------------------------------------------------- comparing

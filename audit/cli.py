@@ -13,6 +13,7 @@ from audit import __version__
 from audit.cliparser import Parser, fill
 from audit.commands import Command, system_card, verify_deploy
 from audit.commands import diff as commands_diff
+from audit.commands import export as commands_export
 from audit.commands import ledger as commands_ledger
 from audit.commands import serve as commands_serve
 from audit.commands.options import (
@@ -42,6 +43,7 @@ EXIT_OK, EXIT_GAPS, EXIT_INCOMPLETE = 0, 1, 2
 
 #: Commands with a module of their own: each has `add_parser(commands)` and `run(args)`.
 COMMAND_MODULES: dict[str, Command] = {
+    "export": commands_export,
     "diff": commands_diff,
     "system-card": system_card,
     "verify-deploy": verify_deploy,

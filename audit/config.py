@@ -37,7 +37,7 @@ ENV_PREFIX = "MLFLOW_AUDIT_"
 OWN_FILE = "mlflow-audit.toml"
 PYPROJECT = "pyproject.toml"
 TABLE = "tool.mlflow-audit"
-COMMANDS = ("check", "report", "diff", "verify-deploy", "serve")
+COMMANDS = ("check", "report", "export", "diff", "verify-deploy", "serve")
 SCHEMA = "config.schema.json"
 _MAX_CONFIG_BYTES = 1 << 20
 _TRUE = frozenset({"true", "1", "yes", "on"})
@@ -73,21 +73,22 @@ class Key:
         return ENV_PREFIX + self.name.upper().replace(".", "_")
 
 
-_BOTH = ("check", "report")
+#: The commands that audit a selection of runs.
+_AUDITS = ("check", "report", "export")
 #: What every command that reads a store takes: where and how, and the policy.
-_STORE = ("check", "report", "diff", "verify-deploy", "serve")
+_STORE = ("check", "report", "export", "diff", "verify-deploy", "serve")
 _CHECK = ("check",)
 _REPORT = ("report",)
 
 _KEY_LIST = (
     Key("tracking_uri", "text", None, "tracking_uri", "--tracking-uri", _STORE, "tracking_uri"),
-    Key("experiments", "texts", (), "experiment", "--experiment", _BOTH),
-    Key("run_ids", "texts", (), "run_id", "--run-id", _BOTH),
-    Key("models", "texts", (), "model", "--model", _BOTH),
-    Key("filter", "text", None, "filter", "--filter", _BOTH),
-    Key("include_deleted", "bool", False, "include_deleted", "--include-deleted", _BOTH),
-    Key("max_runs", "int", None, "max_runs", "--max-runs", _BOTH),
-    Key("search_page_size", "int", 50_000, "search_page_size", "--search-page-size", _BOTH),
+    Key("experiments", "texts", (), "experiment", "--experiment", _AUDITS),
+    Key("run_ids", "texts", (), "run_id", "--run-id", _AUDITS),
+    Key("models", "texts", (), "model", "--model", _AUDITS),
+    Key("filter", "text", None, "filter", "--filter", _AUDITS),
+    Key("include_deleted", "bool", False, "include_deleted", "--include-deleted", _AUDITS),
+    Key("max_runs", "int", None, "max_runs", "--max-runs", _AUDITS),
+    Key("search_page_size", "int", 50_000, "search_page_size", "--search-page-size", _AUDITS),
     Key("timeout", "int", None, "timeout", "--timeout", _STORE),
     Key(
         "allow_artifact_locations",
@@ -100,7 +101,7 @@ _KEY_LIST = (
     Key("policy", "text", "eu-ai-act-high-risk", "policy", "--policy", _STORE, "policy"),
     Key("fail_on", "choice", "error", "fail_on", "--fail-on", _CHECK),
     Key("min_score", "number", None, "min_score", "--min-score", _CHECK),
-    Key("waivers", "text", None, "waivers", "--waivers", _BOTH, "path"),
+    Key("waivers", "text", None, "waivers", "--waivers", _AUDITS, "path"),
     Key("system_card", "text", None, "system_card", "--system-card", _STORE, "path"),
     Key("format", "choice", "table", "format", "--format", _CHECK),
     Key("output", "text", None, "output", "--output", _CHECK, "path"),

@@ -159,6 +159,9 @@ class RunEvaluator:
     waivers: WaiverSet | None = None
     #: Also return the collected run (its record and metric histories), for reports.
     keep: bool = False
+    #: Called with each record and its result where they are made: an export writes the
+    #: subject's document there (`audit.exports.writer.SubjectWriter`).
+    export: Callable[[Mapping[str, Any], RunResult], None] | None = None
 
     def __call__(self, item: CollectedRun) -> EvaluatedRun:
         record = item.record
@@ -178,6 +181,8 @@ class RunEvaluator:
             unknown=verdict.unknown,
             evidence=pass_evidence(record, self.policy, verdict) if self.keep else None,
         )
+        if self.export is not None:
+            self.export(record, result)
         return EvaluatedRun(result, item if self.keep else None, matches)
 
 

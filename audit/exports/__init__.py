@@ -15,13 +15,14 @@ build the records (`audit.exports.writer`), so that a large audit never holds it
 
 from __future__ import annotations
 
+import functools
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from audit.describe import escape, unescape
-from audit.policy import Policy, Rule
+from audit.policy import Outcome, Policy, Rule
 from audit.result import AuditResult, Finding, RuleOutcome, RunResult
 
 ExportFormat = Literal["cyclonedx", "spdx", "oscal", "model-card"]
@@ -101,6 +102,25 @@ class Subject:
         named = f"{self.run.run_name} " if self.run.run_name else ""
         return f"run {named}({self.run.run_id})"
 
+    def statuses(self, outcomes: list[RuleOutcome] | None = None) -> dict[str, Outcome]:
+        """Each rule's outcome on the subject, by rule id (of `outcomes`, default: all):
+        decided from the run's sets once, not rule by rule."""
+        run = self.run
+        failed, waived = run.failed_rule_ids, run.waived_rule_ids
+        not_applicable, unknown = set(run.not_applicable), set(run.unknown)
+        statuses: dict[str, Outcome] = {}
+        for outcome in self.outcomes() if outcomes is None else outcomes:
+            rule_id = outcome.rule_id
+            if rule_id in not_applicable:
+                statuses[rule_id] = "not_applicable"
+            elif rule_id in unknown:
+                statuses[rule_id] = "unknown"
+            elif rule_id in failed:
+                statuses[rule_id] = "fail"
+            else:
+                statuses[rule_id] = "waived" if rule_id in waived else "pass"
+        return statuses
+
     def outcomes(self) -> list[RuleOutcome]:
         """Every rule asked of the subject, in the policy's order, then the rules only its
         findings name (a schema constraint without annotation, the built-in secrets check)."""
@@ -139,31 +159,49 @@ def evidence_places(record: Mapping[str, Any], rule: Rule) -> tuple[str, ...]:
     """The places in the record (JSON Pointers) where `rule` looks and something is there:
     its locations with each ``*`` expanded over the record. What an export points at as the
     evidence of a rule that passes (cheap: no second validation)."""
-    found: list[str] = []
+    return tuple(evidence_at(record, rule))
+
+
+def evidence_at(record: Mapping[str, Any], rule: Rule) -> dict[str, Any]:
+    """`evidence_places` with what is at each place."""
+    found: dict[str, Any] = {}
     for location in rule.locations:
-        found.extend(_expand(record, location.split("/")[1:], ""))
-    return tuple(dict.fromkeys(found))
+        _expand(record, _parts(location), 0, "", found)
+    return found
 
 
-def _expand(node: Any, parts: list[str], at: str) -> Iterator[str]:
-    if not parts:
-        if node is not None and node != [] and node != {}:
-            yield at or "/"
-        return
-    head, rest = parts[0], parts[1:]
-    if head == "*":
-        if isinstance(node, list):
-            for index, item in enumerate(node):
-                yield from _expand(item, rest, f"{at}/{index}")
-        elif isinstance(node, Mapping):
-            for key, item in node.items():
-                yield from _expand(item, rest, f"{at}/{escape(str(key))}")
-        return
-    key = unescape(head)
-    if isinstance(node, Mapping) and key in node:
-        yield from _expand(node[key], rest, f"{at}/{head}")
-    elif isinstance(node, list) and key.isdigit() and int(key) < len(node):
-        yield from _expand(node[int(key)], rest, f"{at}/{head}")
+@functools.lru_cache(maxsize=1024)
+def _parts(location: str) -> tuple[str, ...]:
+    return tuple(location.split("/")[1:])
+
+
+def _expand(node: Any, parts: tuple[str, ...], depth: int, at: str, found: dict[str, Any]) -> None:
+    # Walks down without recursing but at a ``*``; records are plain dicts and lists, checked
+    # by type before the slower ABCs.
+    for index in range(depth, len(parts)):
+        head = parts[index]
+        if type(node) is dict or (type(node) is not list and isinstance(node, Mapping)):
+            if head == "*":
+                for key, item in node.items():
+                    _expand(item, parts, index + 1, f"{at}/{escape(str(key))}", found)
+                return
+            key = unescape(head) if "~" in head else head
+            if key not in node:
+                return
+            node = node[key]
+        elif type(node) is list or isinstance(node, list):
+            if head == "*":
+                for position, item in enumerate(node):
+                    _expand(item, parts, index + 1, f"{at}/{position}", found)
+                return
+            if not head.isdigit() or int(head) >= len(node):
+                return
+            node = node[int(head)]
+        else:
+            return
+        at = f"{at}/{head}"
+    if node is not None and node != [] and node != {}:
+        found[at or "/"] = node
 
 
 def subjects_of(result: AuditResult, policy: Policy) -> Iterator[Subject]:
