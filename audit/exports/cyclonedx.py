@@ -206,7 +206,12 @@ def _signature_format(spec: Any) -> str | None:
 
 
 def _metric(metric: Mapping[str, Any]) -> dict[str, Any]:
-    entry: dict[str, Any] = {"type": metric["key"], "value": repr(metric["value"])}
+    value = metric["value"]
+    # The record keeps a value JSON cannot hold (NaN, Infinity) as its text.
+    entry: dict[str, Any] = {
+        "type": metric["key"],
+        "value": value if isinstance(value, str) else repr(value),
+    }
     dataset = metric.get("dataset")
     if isinstance(dataset, Mapping):
         entry["slice"] = _dataset_ref(dataset.get("name"), dataset.get("digest"))
