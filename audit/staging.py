@@ -14,6 +14,7 @@ renames may see some files new and others old.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -78,9 +79,15 @@ class Staging:
                 raise OSError(f"{target} is a folder where a file is to be written; move it away")
         set_aside: list[str] = []
         placed: list[str] = []
+        made: list[Path] = []
         try:
             for name in names:
                 target = self.folder / name
+                if not target.parent.is_dir():
+                    # A document in a folder of its own (a model card's NAME/README.md).
+                    missing = _missing_folders(target.parent)
+                    target.parent.mkdir(parents=True)
+                    made.extend(missing)
                 if os.path.lexists(target):
                     previous = self._previous / name
                     previous.parent.mkdir(parents=True, exist_ok=True)
@@ -90,6 +97,9 @@ class Staging:
                 placed.append(name)
         except BaseException as error:
             stuck = self._put_back(placed, set_aside)
+            for folder in reversed(made):
+                with contextlib.suppress(OSError):
+                    folder.rmdir()
             if stuck:
                 # Never delete what could not be put back.
                 self._keep = True
