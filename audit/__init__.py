@@ -6,7 +6,8 @@ The pipeline, each stage importable on its own::
     collect(...)  ->  evidence records  ->  evaluate(records, policy)  ->  AuditResult
 
 `check(...)` runs them all, exactly as the `mlflow-audit check` command does; `report(...)` also
-writes the model documentation, as `mlflow-audit report` does.
+writes the model documentation, as `mlflow-audit report` does; `export(...)` writes CycloneDX,
+SPDX 3, OSCAL or model cards, as `mlflow-audit export` does.
 """
 
 from __future__ import annotations
@@ -26,12 +27,13 @@ __all__ = [
     "check",
     "collect",
     "evaluate",
+    "export",
     "load_policy",
     "report",
 ]
 
 if TYPE_CHECKING:
-    from audit.api import check, collect, report
+    from audit.api import check, collect, export, report
     from audit.errors import AuditError
     from audit.evaluation import evaluate
     from audit.policy import Policy, load_policy
@@ -43,6 +45,7 @@ _LAZY = {
     "check": "audit.api",
     "collect": "audit.api",
     "report": "audit.api",
+    "export": "audit.api",
     "AuditError": "audit.errors",
     "evaluate": "audit.evaluation",
     "Policy": "audit.policy",
