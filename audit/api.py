@@ -387,10 +387,12 @@ def report(
 
 @dataclass(frozen=True)
 class ExportFiles:
-    """What an export wrote: the folder, and the documents in it (POSIX paths relative to it)."""
+    """What an export wrote: the folder, and the files in it (POSIX paths relative to it): the
+    documents, and `result.json` and the envelope when it was signed."""
 
     folder: Path
     documents: tuple[str, ...]
+    signed: bool = False
 
 
 def export(
@@ -415,6 +417,7 @@ def export(
     on_run: Callable[[int], None] | None = None,
     system_card: str | Path | SystemCard | None = None,
     date: str | None = None,
+    sign_with: SigningKey | None = None,
 ) -> tuple[AuditResult, ExportFiles]:
     """Audit the selected runs and export them into the folder `out` in `format`
     (`audit.exports.EXPORT_FORMATS`): a CycloneDX ML-BOM, an SPDX 3 document or a model card
@@ -422,8 +425,10 @@ def export(
 
     `date` (``YYYY-MM-DD`` or an ISO 8601 time; default: now) dates the documents: the same
     MLflow data, policy and date give the same files. Documents of the same names in `out` are
-    replaced; others are left alone. Raises `audit.AuditError` when the audit or the writing
-    cannot be completed; `out` is then left as it was."""
+    replaced; others are left alone. With `sign_with`, the folder also gets the audit's
+    `result.json` and is signed as a report folder is (`audit.intoto.jsonl`, an in-toto
+    statement over every file, which `mlflow-audit verify` checks). Raises `audit.AuditError`
+    when the audit or the writing cannot be completed; `out` is then left as it was."""
 
     from audit.exports import EXPORT_FORMATS, PER_SUBJECT, ExportSettings, subjects_of
     from audit.exports.writer import AUDIT_DOCUMENT, SubjectWriter, renderer, written
@@ -487,13 +492,28 @@ def export(
                 document = renderer(format).render(result, subjects, settings)
                 (staging.files / AUDIT_DOCUMENT[format]).write_bytes(document)
                 result = replace(result, records=None)
+            if sign_with is not None:
+                _sign_export(staging.files, result, sign_with)
             names = written(staging.files)
             staging.publish(names)
     except OSError as error:
         raise AuditError(
             f"cannot write the export into {folder}: {error.strerror or error}"
         ) from None
-    return result, ExportFiles(folder, tuple(names))
+    return result, ExportFiles(folder, tuple(names), signed=sign_with is not None)
+
+
+def _sign_export(folder: Path, result: AuditResult, key: SigningKey) -> None:
+    """The export's folder signed as a report folder is: with the result the predicate
+    summarises, then the envelope over every file."""
+    from audit.formats.json import json_chunks
+    from audit.reportfolder import RESULT_FILE
+    from audit.signing import PdfSignOptions
+    from audit.signing.bundle import sign_in_place
+
+    with (folder / RESULT_FILE).open("w", encoding="utf-8") as handle:
+        handle.writelines(json_chunks(result))
+    sign_in_place(folder, key, PdfSignOptions())
 
 
 # --------------------------------------------------------------------------- comparing

@@ -43,7 +43,8 @@ def test_python_dash_m_audit(sqlite_store: Store) -> None:
     [[], ["check"], ["report"], ["keygen"], ["sign"], ["verify"], ["config"], ["policy"],
      ["policy", "list"], ["policy", "show"], ["policy", "validate"], ["provisions"],
      ["system-card"], ["system-card", "init"], ["system-card", "validate"], ["ledger"],
-     ["ledger", "verify"], ["ledger", "show"], ["diff"], ["verify-deploy"], ["serve"]],
+     ["ledger", "verify"], ["ledger", "show"], ["diff"], ["verify-deploy"], ["serve"],
+     ["export"]],
 )  # fmt: skip
 def test_every_command_has_help_that_fits_a_terminal(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, command: list[str]
@@ -76,8 +77,8 @@ def test_unknown_flag_is_one_line_usage_error() -> None:
     [
         (["chek"], "usage: mlflow-audit [-h]",
          "invalid choice: 'chek' (choose from 'check', 'report', 'keygen', 'sign', 'verify', "
-         "'policy', 'config', 'provisions', 'diff', 'system-card', 'verify-deploy', 'ledger', "
-         "'serve') (did you mean check?)"),
+         "'policy', 'config', 'provisions', 'export', 'diff', 'system-card', 'verify-deploy', "
+         "'ledger', 'serve') (did you mean check?)"),
         (["check", "--experimnt", "x"], "usage: mlflow-audit check [-h]",
          "unrecognized arguments: --experimnt x (did you mean --experiment?)"),
         (["report", "--outt=build"], "usage: mlflow-audit report [-h]",

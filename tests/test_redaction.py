@@ -783,6 +783,23 @@ def test_no_credential_of_issue_17_reaches_any_output(
     assert warned == record["collection"]["redacted"]
 
 
+@pytest.mark.parametrize("fmt", ["cyclonedx", "spdx", "oscal", "model-card"])
+def test_no_credential_of_issue_17_reaches_any_export(
+    cli, issue_17_store: str, tmp_path: Path, fmt: str
+) -> None:
+    """Exports are made from the redacted records: what a report never shows, no export shows
+    either, in its file or in what the command prints."""
+    target = tmp_path / "export"
+    done = cli(
+        "export", "--tracking-uri", issue_17_store, "-f", fmt, "--date", "2026-12-01",
+        "-o", str(target),
+    )  # fmt: skip
+    assert done.code == 0, done.err
+    text = target.read_text(encoding="utf-8")
+    assert "[redacted]" in text  # the places are there, their values are not
+    assert _leaked({fmt: text, "output": done.out + done.err}) == []
+
+
 @pytest.mark.parametrize(
     ("uri", "shown"),
     [

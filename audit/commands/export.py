@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from audit.cliparser import fill
-from audit.commands.options import add_audit_arguments, audit_options, configure
+from audit.commands.options import add_audit_arguments, audit_options, configure, signing_key
 from audit.commands.output import Progress, emit, warn_about_waivers
 from audit.errors import AuditError
 
@@ -18,9 +18,9 @@ FORMATS = ("cyclonedx", "spdx", "oscal", "model-card")
 
 _EPILOG = """\
 formats:
-  cyclonedx   CycloneDX 1.6 ML-BOM (JSON) per run or model version: the model with
-              its model card, datasets with their digests, packages with purls,
-              how it was trained, and the policy's outcomes as declarations.
+  cyclonedx   CycloneDX 1.6 ML-BOM (JSON) per run or model version: the model
+              with its model card, datasets with their digests, packages with
+              purls, how it was trained, the policy's outcomes as declarations.
               Read by Dependency-Track, sbom-tools and other SBOM platforms.
   spdx        SPDX 3.0.1 (JSON-LD) with the AI and Dataset profiles per run or
               model version: AIPackage, DatasetPackages, trainedOn / testedOn.
@@ -39,7 +39,8 @@ output:
   completed, together; an export that fails leaves DIR as it was.
 
 examples:
-  mlflow-audit export --format cyclonedx --model churn-classifier@champion -o bom.cdx.json
+  mlflow-audit export -f cyclonedx --model churn-classifier@champion \\
+      -o bom.cdx.json
   mlflow-audit export --format spdx -e churn-model -o exports/
   mlflow-audit export --format oscal -o assessment-results.json
   mlflow-audit export --format model-card --model churn-classifier/3 \\
@@ -71,7 +72,12 @@ def add_parser(commands: Any) -> None:
     add_audit_arguments(parser, fail_on_default="never")
     output = parser.add_argument_group("output")
     output.add_argument(
-        "-f", "--format", choices=FORMATS, required=True, help="the format to export (below)"
+        "-f",
+        "--format",
+        choices=FORMATS,
+        required=True,
+        metavar="FORMAT",
+        help="cyclonedx, spdx, oscal or model-card (below)",
     )
     output.add_argument(
         "-o",
@@ -79,6 +85,26 @@ def add_parser(commands: Any) -> None:
         metavar="FILE|DIR/",
         help="write to FILE (one document), or one document per subject into DIR/ (an "
         "existing folder or a path ending in /); default: stdout (one document)",
+    )
+    signing = parser.add_argument_group(
+        "signing",
+        fill(
+            "With -o DIR/ only: the folder also gets the audit's result.json and an in-toto "
+            "envelope over every file (audit.intoto.jsonl), as a signed report folder has; "
+            "'mlflow-audit verify DIR --cert PEM' checks it offline."
+        ),
+    )
+    signing.add_argument("--sign", dest="sign_key", metavar="KEY", help="PKCS#12 file or PEM key")
+    signing.add_argument(
+        "--signer-cert",
+        metavar="PEM",
+        help="with a PEM private key: its certificate, then the chain up to the CA",
+    )
+    signing.add_argument(
+        "--passphrase-env",
+        metavar="VAR",
+        help="read the key's passphrase from environment variable VAR (default: ask on the "
+        "terminal); never give a passphrase on the command line",
     )
     output.add_argument(
         "--date",
@@ -101,6 +127,17 @@ def run(args: argparse.Namespace) -> int:
             raise AuditError(f"cannot write {target}: its folder does not exist")
     elif into_folder and Path(target).exists() and not Path(target).is_dir():
         raise AuditError(f"--output {target}: exists and is not a folder")
+    key = None
+    if args.sign_key:
+        if not into_folder:
+            raise AuditError("--sign signs an export folder: give -o DIR/ as well")
+        # Opened before the audit: a wrong passphrase must not cost a long one.
+        key = signing_key(
+            Path(args.sign_key),
+            Path(args.signer_cert) if args.signer_cert else None,
+            args.passphrase_env,
+            pdf=False,
+        )
     progress = Progress(sys.stderr)
     options = audit_options(args)
     if into_folder:
@@ -111,14 +148,22 @@ def run(args: argparse.Namespace) -> int:
             **options,
             date=args.date,
             on_run=progress.update,
+            sign_with=key,
         )
         progress.done()
         warn_about_waivers(result)
+        documents = len(files.documents) - (2 if files.signed else 0)
         print(
-            f"Exported {len(files.documents)} {args.format} document"
-            f"{'s' if len(files.documents) != 1 else ''} into {files.folder}",
+            f"Exported {documents} {args.format} document{'s' if documents != 1 else ''} "
+            f"into {files.folder}",
             file=sys.stderr,
         )
+        if files.signed:
+            print(
+                f"  signed: {files.folder / 'audit.intoto.jsonl'} (with result.json); check "
+                f"it with: mlflow-audit verify {files.folder} --cert CERT.pem",
+                file=sys.stderr,
+            )
         return result.exit_code
     with tempfile.TemporaryDirectory(prefix="mlflow-audit-export-") as scratch:
         result, files = export(
