@@ -2,7 +2,8 @@
 #   make demo   set up .venv, build a demo MLflow store in build/demo, audit it, write its
 #               runs' documentation to build/demo/reports, sign it with a throwaway key and
 #               verify it, document the champion model version (Annex IV) with a system card,
-#               and compare it with version 1
+#               compare it with version 1, and export its CycloneDX ML-BOM and the audit as
+#               OSCAL assessment results
 #   make test   set up .venv, run ruff, mypy and the test suite
 PYTHON ?= python3
 VENV := .venv
@@ -62,10 +63,17 @@ demo: $(VENV)/.installed
 	@cd $(DEMO_DIR) && ../../$(BIN)/mlflow-audit diff churn-classifier/1 churn-classifier@champion; status=$$?; \
 	if [ $$status -eq 1 ]; then echo "(exit 1: the two versions differ)"; else exit $$status; fi
 	@echo
+	@echo "$$ cd $(DEMO_DIR) && mkdir -p exports && mlflow-audit export -f cyclonedx --model churn-classifier@champion --system-card ../../samples/system-card.yaml -o exports/churn-classifier-v3.cdx.json"
+	@cd $(DEMO_DIR) && mkdir -p exports && ../../$(BIN)/mlflow-audit export -f cyclonedx --model churn-classifier@champion --system-card ../../samples/system-card.yaml -o exports/churn-classifier-v3.cdx.json
+	@echo "$$ cd $(DEMO_DIR) && mlflow-audit export -f oscal -o exports/assessment-results.json"
+	@cd $(DEMO_DIR) && ../../$(BIN)/mlflow-audit export -f oscal -o exports/assessment-results.json
+	@echo
 	@echo "Open $(DEMO_DIR)/model-docs/churn-classifier-v3.pdf: the champion's technical documentation"
 	@echo "in Annex IV order. $(DEMO_DIR)/reports/summary.html shows every run's evidence."
 	@echo "A reviewer with only a folder and the certificate verifies it offline with:"
 	@echo "  $(BIN)/mlflow-audit verify $(DEMO_DIR)/model-docs --cert $(DEMO_DIR)/keys/signer.pem"
+	@echo "$(DEMO_DIR)/exports holds the champion's CycloneDX ML-BOM and the audit as OSCAL"
+	@echo "assessment results, for SBOM and GRC tools."
 
 lint: $(VENV)/.installed
 	$(BIN)/ruff check .
