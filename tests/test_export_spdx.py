@@ -257,8 +257,8 @@ def test_the_same_facts_give_the_same_bytes_and_a_date_changes_only_the_date(
         assert spdx.render(export.subject, settings_for(export.case.store)) == export.data
         later = spdx.render(export.subject, settings_for(export.case.store, "2027-01-02T03:04:05Z"))
         assert later != export.data
-        assert later.replace(b'"created": "2027-01-02T03:04:05Z"', b"") == export.data.replace(
-            b'"created": "2026-12-01T00:00:00Z"', b""
+        assert later.replace(b'"created":"2027-01-02T03:04:05Z"', b"") == export.data.replace(
+            b'"created":"2026-12-01T00:00:00Z"', b""
         ), export.case.id
 
 

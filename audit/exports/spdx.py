@@ -66,7 +66,8 @@ _PINNED = re.compile(r"===?\s*([^\s,;*]+)")
 
 
 def render(subject: Subject, settings: ExportSettings) -> bytes:
-    return orjson.dumps(_Document(subject, settings).build(), option=orjson.OPT_INDENT_2) + b"\n"
+    # Compact, as the CycloneDX export: an export of 100,000 runs writes 100,000 documents.
+    return orjson.dumps(_Document(subject, settings).build()) + b"\n"
 
 
 class _Document:
