@@ -16,10 +16,12 @@ build the records (`audit.exports.writer`), so that a large audit never holds it
 from __future__ import annotations
 
 import functools
+import re
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
+from urllib.parse import quote
 
 from audit.describe import escape, unescape
 from audit.policy import Outcome, Policy, Rule
@@ -202,6 +204,27 @@ def _expand(node: Any, parts: tuple[str, ...], depth: int, at: str, found: dict[
         at = f"{at}/{head}"
     if node is not None and node != [] and node != {}:
         found[at or "/"] = node
+
+
+#: An exact pin: ``==1.2.3`` or ``===1.2.3`` (no wildcard, no second clause).
+_PINNED = re.compile(r"===?\s*([^\s,;*]+)")
+_DISTRIBUTION_NAME = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?")
+
+
+def pinned_version(requirement: Mapping[str, Any]) -> str | None:
+    """The version a requirement of the record pins exactly, else None."""
+    pinned = _PINNED.fullmatch(str(requirement.get("specifier") or "").strip())
+    return pinned.group(1) if pinned and requirement.get("pinned") else None
+
+
+def pypi_purl(name: str, version: str | None) -> str | None:
+    """The package URL of a PyPI distribution (the purl spec's pypi type: the name in lower
+    case with ``_`` as ``-``; the version when pinned), or None for a name that is not a
+    distribution name."""
+    if not _DISTRIBUTION_NAME.fullmatch(name):
+        return None
+    purl = "pkg:pypi/" + name.lower().replace("_", "-")
+    return f"{purl}@{quote(version, safe='')}" if version else purl
 
 
 def subjects_of(result: AuditResult, policy: Policy) -> Iterator[Subject]:

@@ -32,7 +32,7 @@ from urllib.parse import quote
 
 import orjson
 
-from audit.exports import ExportSettings, Subject, evidence_at
+from audit.exports import ExportSettings, Subject, evidence_at, pinned_version, pypi_purl
 from audit.policy import Outcome, Rule
 from audit.provisions import load_catalog
 from audit.result import SCOPE_NOTE, RuleOutcome
@@ -293,8 +293,8 @@ def _libraries(record: Mapping[str, Any]) -> list[dict[str, Any]]:
         name = str(requirement.get("name") or "")
         if not name:
             continue
-        version = _pinned_version(requirement)
-        purl = _pypi_purl(name, version)
+        version = pinned_version(requirement)
+        purl = pypi_purl(name, version)
         ref = purl or f"requirement:{name}"
         if ref in seen:
             continue
@@ -310,24 +310,6 @@ def _libraries(record: Mapping[str, Any]) -> list[dict[str, Any]]:
             )
         components.append(library)
     return components
-
-
-def _pinned_version(requirement: Mapping[str, Any]) -> str | None:
-    specifier = str(requirement.get("specifier") or "")
-    if requirement.get("pinned") and specifier.startswith("==") and "*" not in specifier:
-        return specifier[2:].strip() or None
-    return None
-
-
-def _pypi_purl(name: str, version: str | None) -> str | None:
-    """The package URL of a PyPI package (the purl spec's pypi type: lower case, ``_`` as
-    ``-``), or None for a name that is not a distribution name."""
-    if not name.replace("-", "").replace("_", "").replace(".", "").isalnum() or not name.isascii():
-        return None
-    normalised = name.lower().replace("_", "-")
-    return (
-        f"pkg:pypi/{normalised}@{quote(version, safe='')}" if version else f"pkg:pypi/{normalised}"
-    )
 
 
 # --------------------------------------------------------------------------- formulation

@@ -35,11 +35,10 @@ from collections import Counter
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any, TypeGuard
-from urllib.parse import quote
 
 import orjson
 
-from audit.exports import ExportSettings, Subject, evidence_places
+from audit.exports import ExportSettings, Subject, evidence_places, pinned_version, pypi_purl
 
 SUFFIX = ".spdx3.json"
 CONTEXT = "https://spdx.org/rdf/3.0.1/spdx-context.jsonld"
@@ -62,7 +61,6 @@ AI_PROFILE_REQUIRED = (
 #: A URI with a scheme (RFC 3986), without what xsd:anyURI or a reader would trip over.
 _URI = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*:[^\s<>\"{}|\\^`]+")
 #: A requirement pinned to one version: ``==1.9.1`` or ``===1.9.1``.
-_PINNED = re.compile(r"===?\s*([^\s,;*]+)")
 
 
 def render(subject: Subject, settings: ExportSettings) -> bytes:
@@ -358,13 +356,11 @@ class _Document:
             name = requirement.get("name")
             if not name:
                 continue  # not a requirement (an option line, or unparsable)
-            pinned = _PINNED.fullmatch(requirement.get("specifier") or "")
-            version = pinned.group(1) if pinned and requirement.get("pinned") else None
-            purl = f"pkg:pypi/{quote(name, safe='')}"
+            version = pinned_version(requirement)
             properties = {
                 "name": name,
                 "software_packageVersion": version,
-                "software_packageUrl": f"{purl}@{quote(version, safe='')}" if version else purl,
+                "software_packageUrl": pypi_purl(name, version),
                 "comment": f"requirement: {requirement['line']}",
             }
             targets.append(self.add("software_Package", self.id("package", name), properties))
