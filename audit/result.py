@@ -78,6 +78,19 @@ class Finding:
     def waived(self) -> bool:
         return self.waiver is not None
 
+    def as_rule(self) -> Rule:
+        """The rule of a finding whose rule the policy does not declare (an unannotated
+        schema constraint, the built-in secrets.logged), as the finding describes it."""
+        return Rule(
+            id=self.rule_id,
+            category=self.category,
+            severity=self.severity,
+            provisions=self.provisions,
+            title=self.title,
+            remediation=self.remediation,
+            annotated=False,
+        )
+
     def fails_gate(self, fail_on: FailOn) -> bool:
         """Whether this finding fails the gate at `fail_on`: open, and severe enough."""
         if self.waiver is not None or fail_on == "never":
@@ -361,17 +374,7 @@ class AuditResult:
             for finding in run.findings:
                 if finding.rule_id not in known:
                     known.add(finding.rule_id)
-                    rules.append(
-                        Rule(
-                            id=finding.rule_id,
-                            category=finding.category,
-                            severity=finding.severity,
-                            provisions=finding.provisions,
-                            title=finding.title,
-                            remediation=finding.remediation,
-                            annotated=False,
-                        )
-                    )
+                    rules.append(finding.as_rule())
         return tuple(rules)
 
     def outcomes(self, run: RunResult) -> list[RuleOutcome]:

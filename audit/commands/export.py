@@ -6,12 +6,15 @@ import argparse
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from audit.cliparser import fill
 from audit.commands.options import add_audit_arguments, audit_options, configure, signing_key
 from audit.commands.output import Progress, emit, warn_about_waivers
 from audit.errors import AuditError
+
+if TYPE_CHECKING:
+    from audit.api import ExportFiles
 
 #: The choices of --format (as `audit.exports.EXPORT_FORMATS`, without importing it at start).
 FORMATS = ("cyclonedx", "spdx", "oscal", "model-card")
@@ -139,43 +142,21 @@ def run(args: argparse.Namespace) -> int:
             pdf=False,
         )
     progress = Progress(sys.stderr)
-    options = audit_options(args)
-    if into_folder:
+    with tempfile.TemporaryDirectory(prefix="mlflow-audit-export-") as scratch:
         result, files = export(
             args.format,
-            target,
+            target if into_folder else scratch,
             args.tracking_uri,
-            **options,
+            **audit_options(args),
             date=args.date,
             on_run=progress.update,
             sign_with=key,
         )
         progress.done()
         warn_about_waivers(result)
-        documents = len(files.documents) - (2 if files.signed else 0)
-        print(
-            f"Exported {documents} {args.format} document{'s' if documents != 1 else ''} "
-            f"into {files.folder}",
-            file=sys.stderr,
-        )
-        if files.signed:
-            print(
-                f"  signed: {files.folder / 'audit.intoto.jsonl'} (with result.json); check "
-                f"it with: mlflow-audit verify {files.folder} --cert CERT.pem",
-                file=sys.stderr,
-            )
-        return result.exit_code
-    with tempfile.TemporaryDirectory(prefix="mlflow-audit-export-") as scratch:
-        result, files = export(
-            args.format,
-            scratch,
-            args.tracking_uri,
-            **options,
-            date=args.date,
-            on_run=progress.update,
-        )
-        progress.done()
-        warn_about_waivers(result)
+        if into_folder:
+            _tell_exported(args.format, files)
+            return result.exit_code
         if len(files.documents) != 1:
             raise AuditError(
                 f"{len(result.runs)} subjects were selected and --format {args.format} writes "
@@ -185,3 +166,18 @@ def run(args: argparse.Namespace) -> int:
         document = (Path(scratch) / files.documents[0]).read_text(encoding="utf-8")
         emit([document], target)
     return result.exit_code
+
+
+def _tell_exported(format_name: str, files: ExportFiles) -> None:
+    documents = len(files.documents) - (2 if files.signed else 0)  # result.json, the envelope
+    print(
+        f"Exported {documents} {format_name} document{'s' if documents != 1 else ''} "
+        f"into {files.folder}",
+        file=sys.stderr,
+    )
+    if files.signed:
+        print(
+            f"  signed: {files.folder / 'audit.intoto.jsonl'} (with result.json); check it "
+            f"with: mlflow-audit verify {files.folder} --cert CERT.pem",
+            file=sys.stderr,
+        )

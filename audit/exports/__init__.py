@@ -132,18 +132,8 @@ class Subject:
         outcomes = [
             RuleOutcome(self.run, rule, tuple(by_rule.pop(rule.id, ()))) for rule in self.rules
         ]
-        for rule_id, findings in by_rule.items():
-            first = findings[0]
-            rule = Rule(
-                id=rule_id,
-                category=first.category,
-                severity=first.severity,
-                provisions=first.provisions,
-                title=first.title,
-                remediation=first.remediation,
-                annotated=False,
-            )
-            outcomes.append(RuleOutcome(self.run, rule, tuple(findings)))
+        for findings in by_rule.values():
+            outcomes.append(RuleOutcome(self.run, findings[0].as_rule(), tuple(findings)))
         return outcomes
 
 

@@ -90,19 +90,16 @@ def bom(subject: Subject, settings: ExportSettings) -> dict[str, Any]:
             ),
         },
         "components": components,
-        "dependencies": [
+    }
+    if libraries:
+        document["dependencies"] = [
             {"ref": MODEL_REF, "dependsOn": [library["bom-ref"] for library in libraries]}
         ]
-        if libraries
-        else [],
-        "formulation": [_formula(subject, datasets)],
-    }
+    document["formulation"] = [_formula(subject, datasets)]
     standards = _standards(subject.rules)
     if standards.requirements:
         document["definitions"] = {"standards": standards.fragment}
         document["declarations"] = _declarations(subject, settings, standards)
-    if not document["dependencies"]:
-        del document["dependencies"]
     return document
 
 
