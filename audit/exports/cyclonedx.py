@@ -35,7 +35,7 @@ import orjson
 from audit.exports import ExportSettings, Subject, evidence_at, pinned_version, pypi_purl
 from audit.policy import Outcome, Rule
 from audit.provisions import load_catalog
-from audit.result import SCOPE_NOTE, RuleOutcome
+from audit.result import SCOPE_NOTE, Finding
 
 SUFFIX = ".cdx.json"
 SPEC_VERSION = "1.6"
@@ -461,7 +461,6 @@ class _Standards:
                     "bom-ref": self.requirements[provision.id],
                     "identifier": provision.citation,
                     "title": provision.title,
-                    "externalReferences": [{"type": "documentation", "url": provision.link}],
                 }
             )
         self.fragment = orjson.Fragment(orjson.dumps(list(standards.values())))
@@ -488,10 +487,10 @@ def _declarations(
     record = subject.record
     claims = []
     evidence = []
-    outcomes = subject.outcomes()
-    statuses = subject.statuses(outcomes)
-    for outcome in outcomes:
-        claim, proof = _claim(outcome, statuses[outcome.rule_id], record)
+    statuses: dict[str, Outcome] = {}
+    for rule, status, findings in subject.decided():
+        statuses[rule.id] = status
+        claim, proof = _claim(rule, status, findings, record)
         claims.append(claim)
         evidence.append(proof)
     policy = settings.policy
@@ -528,12 +527,11 @@ _OUTCOME_WORDS: dict[Outcome, str] = {
 
 
 def _claim(
-    outcome: RuleOutcome, status: Outcome, record: Mapping[str, Any]
+    rule: Rule, status: Outcome, findings: tuple[Finding, ...], record: Mapping[str, Any]
 ) -> tuple[orjson.Fragment, orjson.Fragment]:
     """The rule's claim about the model and the evidence for or against it. Encoded here: a
     claim that passes, or is not decided, reads the same on every subject (encoded once), and
     only the evidence's contents differ from one subject to the next."""
-    rule = outcome.rule
     shared = _shared_parts(rule, status)
     if status == "pass":
         contents = "\n".join(
@@ -541,11 +539,10 @@ def _claim(
         )
         claim = shared.claim
     elif status in ("fail", "waived"):
-        findings = outcome.findings
         reasoning = (
             "Not met: "
             + "; ".join(f"{finding.pointer}: {finding.message}" for finding in findings)
-            + f". Fix: {outcome.remediation}"
+            + f". Fix: {findings[0].remediation}"
         )
         waiver = findings[0].waiver if status == "waived" else None
         if waiver is not None:
@@ -579,7 +576,6 @@ class _SharedParts:
         self.claim_tail = b"," + orjson.dumps(refs)[1:]
         proof = {
             "bom-ref": evidence_ref,
-            "propertyName": f"{_AUDIT}rule:{rule.id}",
             "description": f"{_OUTCOME_WORDS[status]} ({rule.severity}, {rule.category})",
         }
         self.proof = orjson.Fragment(orjson.dumps(proof))

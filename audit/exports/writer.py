@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 import importlib
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -74,11 +74,19 @@ class SubjectWriter:
         # tuple's identity.
         return subject_rules(self.rules, self.version_rule_ids, {})
 
+    @functools.cached_property
+    def render(self) -> Callable[[Subject, ExportSettings], bytes]:
+        render: Callable[[Subject, ExportSettings], bytes] = renderer(self.format_name).render
+        return render
+
     def __call__(self, record: Mapping[str, Any], run: RunResult) -> None:
         rules = self.rules if "lineage" in record else self.run_rules
         subject = Subject(record, run, rules)
-        data: bytes = renderer(self.format_name).render(subject, self.settings)
-        name = document_name(self.format_name, subject)
+        data = self.render(subject, self.settings)
+        if self.format_name != "model-card" and not subject.is_version:
+            name = run.run_id + renderer(self.format_name).SUFFIX
+        else:
+            name = document_name(self.format_name, subject)
         try:
             _write_new(self.folder, name, data, fallback=f"{run.run_id}-{name.replace('/', '-')}")
         except OSError as error:
@@ -99,8 +107,12 @@ def _write_new(folder: Path, name: str, data: bytes, *, fallback: str) -> str:
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
             continue
-        with os.fdopen(descriptor, "wb") as handle:
-            handle.write(data)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(descriptor, view) :]
+        finally:
+            os.close(descriptor)
         return candidate
     raise FileExistsError(f"two subjects would both be written as {folder / fallback}")
 
