@@ -159,23 +159,27 @@ def evidence_places(record: Mapping[str, Any], rule: Rule) -> tuple[str, ...]:
     return tuple(evidence_at(record, rule))
 
 
-def evidence_at(record: Mapping[str, Any], rule: Rule) -> dict[str, Any]:
-    """`evidence_places` with what is at each place."""
-    found: dict[str, Any] = {}
-    for location in rule.locations:
-        parts = _parts(location)
-        if "*" in location or "~" in location:
-            _expand(record, parts, 0, "", found)
-            continue
-        node: Any = record
-        for part in parts:  # most locations name one place: a plain walk down dicts
-            node = node.get(part) if type(node) is dict else _child(node, part)
-            if node is None:
-                break
-        else:
-            if node != [] and node != {}:
-                found[location] = node
-    return found
+def evidence_at(record: Mapping[str, Any], rule: Rule, limit: int | None = None) -> dict[str, Any]:
+    """`evidence_places` with what is at each place; with `limit`, the first places only, and
+    one more when there are more (a rule over every requirement of a run finds hundreds)."""
+    found: dict[str, Any] = {} if limit is None else _Bounded(limit + 1)
+    try:
+        for location in rule.locations:
+            parts = _parts(location)
+            if "*" in location or "~" in location:
+                _expand(record, parts, 0, "", found)
+                continue
+            node: Any = record
+            for part in parts:  # most locations name one place: a plain walk down dicts
+                node = node.get(part) if type(node) is dict else _child(node, part)
+                if node is None:
+                    break
+            else:
+                if node != [] and node != {}:
+                    found[location] = node
+    except _Enough:
+        pass
+    return found if limit is None else dict(found)
 
 
 def _child(node: Any, part: str) -> Any:
@@ -184,6 +188,23 @@ def _child(node: Any, part: str) -> Any:
     if isinstance(node, list) and part.isdigit() and int(part) < len(node):
         return node[int(part)]
     return None
+
+
+class _Enough(Exception):
+    """Raised by a `_Bounded` that holds what it was asked to: the walk stops there."""
+
+
+class _Bounded(dict[str, Any]):
+    """A dict that stops a walk (`_Enough`) once it holds `size` places."""
+
+    def __init__(self, size: int) -> None:
+        super().__init__()
+        self.size = size
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        super().__setitem__(key, value)
+        if len(self) >= self.size:
+            raise _Enough
 
 
 @functools.lru_cache(maxsize=1024)

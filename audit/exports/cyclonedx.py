@@ -517,6 +517,11 @@ def _declarations(
     }
 
 
+#: Places shown as a passing rule's evidence: a rule over every metric or requirement of a run
+#: would list hundreds; the evidence record (its digest is the model's evidence reference)
+#: holds them all.
+_PLACES_SHOWN = 5
+
 _OUTCOME_WORDS: dict[Outcome, str] = {
     "pass": "met",
     "fail": "not met",
@@ -534,9 +539,11 @@ def _claim(
     only the evidence's contents differ from one subject to the next."""
     shared = _shared_parts(rule, status)
     if status == "pass":
-        contents = "\n".join(
-            f"{place}: {_shown(value)}" for place, value in evidence_at(record, rule).items()
-        )
+        places = evidence_at(record, rule, limit=_PLACES_SHOWN)
+        shown = [f"{place}: {_shown(value)}" for place, value in places.items()]
+        if len(shown) > _PLACES_SHOWN:
+            shown[_PLACES_SHOWN:] = ["and more places of the same kind"]
+        contents = "\n".join(shown)
         claim = shared.claim
     elif status in ("fail", "waived"):
         reasoning = (
