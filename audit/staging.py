@@ -73,15 +73,25 @@ class Staging:
         """Move each of `names` (POSIX paths relative to `files`) to the same path in `folder`,
         replacing what is there. Either every one is moved, or the folder is put back as it was
         and the error raised."""
-        for name in names:
+        # What the folder holds, read once: a name whose first part is not there replaces
+        # nothing and needs no look (an export publishes 100,000 new files).
+        present = {entry.name for entry in os.scandir(self.folder)}
+        taken = [name for name in names if name.split("/", 1)[0] in present]
+        for name in taken:
             target = self.folder / name
             if target.is_dir() and not target.is_symlink():
                 raise OSError(f"{target} is a folder where a file is to be written; move it away")
+        taken_names = set(taken)
+        folder, files = os.fspath(self.folder), os.fspath(self.files)
         set_aside: list[str] = []
         placed: list[str] = []
         made: list[Path] = []
         try:
             for name in names:
+                if name not in taken_names and "/" not in name:
+                    os.replace(f"{files}/{name}", f"{folder}/{name}")  # noqa: PTH105 (100,000 Paths cost seconds)
+                    placed.append(name)
+                    continue
                 target = self.folder / name
                 if not target.parent.is_dir():
                     # A document in a folder of its own (a model card's NAME/README.md).
@@ -97,9 +107,9 @@ class Staging:
                 placed.append(name)
         except BaseException as error:
             stuck = self._put_back(placed, set_aside)
-            for folder in reversed(made):
+            for made_folder in reversed(made):
                 with contextlib.suppress(OSError):
-                    folder.rmdir()
+                    made_folder.rmdir()
             if stuck:
                 # Never delete what could not be put back.
                 self._keep = True

@@ -100,9 +100,9 @@ def _write_new(folder: Path, name: str, data: bytes, *, fallback: str) -> str:
     """Write `data` as `name` in `folder`, never over another subject's document: two model
     names that differ only in characters a file name cannot hold take the fallback name."""
     for candidate in (name, fallback):
-        path = folder / candidate
+        path = f"{folder}/{candidate}"  # a string: a Path costs more than the write
         if "/" in candidate:
-            path.parent.mkdir(parents=True, exist_ok=True)
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
         try:
             descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
         except FileExistsError:
@@ -121,6 +121,6 @@ def written(folder: Path) -> list[str]:
     """The documents written into `folder` (POSIX paths relative to it), sorted."""
     names: list[str] = []
     for parent, _, files in os.walk(folder):
-        base = Path(parent).relative_to(folder)
-        names.extend((base / name).as_posix() for name in files)
+        base = Path(parent).relative_to(folder).as_posix()
+        names.extend(files if base == "." else (f"{base}/{name}" for name in files))
     return sorted(names)
