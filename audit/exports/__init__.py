@@ -162,54 +162,66 @@ def evidence_places(record: Mapping[str, Any], rule: Rule) -> tuple[str, ...]:
 def evidence_at(record: Mapping[str, Any], rule: Rule, limit: int | None = None) -> dict[str, Any]:
     """`evidence_places` with what is at each place; with `limit`, the first places only, and
     one more when there are more (a rule over every requirement of a run finds hundreds)."""
-    found: dict[str, Any] = {} if limit is None else _Bounded(limit + 1)
-    try:
-        for location in rule.locations:
-            parts = _parts(location)
-            if "*" in location or "~" in location:
-                _expand(record, parts, 0, "", found)
-                continue
-            node: Any = record
-            for part in parts:  # most locations name one place: a plain walk down dicts
-                node = node.get(part) if type(node) is dict else _child(node, part)
-                if node is None:
-                    break
-            else:
-                if node != [] and node != {}:
-                    found[location] = node
-    except _Enough:
-        pass
-    return found if limit is None else dict(found)
-
-
-def _child(node: Any, part: str) -> Any:
-    if isinstance(node, Mapping):
-        return node.get(part)
-    if isinstance(node, list) and part.isdigit() and int(part) < len(node):
-        return node[int(part)]
-    return None
-
-
-class _Enough(Exception):
-    """Raised by a `_Bounded` that holds what it was asked to: the walk stops there."""
-
-
-class _Bounded(dict[str, Any]):
-    """A dict that stops a walk (`_Enough`) once it holds `size` places."""
-
-    def __init__(self, size: int) -> None:
-        super().__init__()
-        self.size = size
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        super().__setitem__(key, value)
-        if len(self) >= self.size:
-            raise _Enough
+    found: dict[str, Any] = {}
+    most = limit + 1 if limit is not None else None
+    for location in rule.locations:
+        prefix, star, suffix = _compiled(location)
+        if star is None:  # one place: a plain walk
+            node = _walk(record, prefix)
+            if node is not None and node != [] and node != {}:
+                found[location] = node
+        elif star:  # one ``*``: every entry of one list or mapping
+            _each(_walk(record, prefix), star, suffix, found, most)
+        else:
+            _expand(record, prefix, 0, "", found)
+        if most is not None and len(found) >= most:
+            return dict(list(found.items())[:most])
+    return found
 
 
 @functools.lru_cache(maxsize=1024)
-def _parts(location: str) -> tuple[str, ...]:
-    return tuple(location.split("/")[1:])
+def _compiled(location: str) -> tuple[tuple[str, ...], str | None, tuple[str, ...]]:
+    """A location as (the parts before its ``*``, the pointer to them, the parts after): no
+    ``*`` gives (parts, None, ()); anything else than one ``*`` and plain keys, (parts, "",
+    ()), for `_expand`."""
+    parts = tuple(location.split("/")[1:])
+    if "~" in location or parts.count("*") > 1:
+        return parts, "", ()
+    if "*" not in parts:
+        return parts, None, ()
+    at = parts.index("*")
+    return parts[:at], "/" + "/".join(parts[:at]), parts[at + 1 :]
+
+
+def _walk(node: Any, parts: tuple[str, ...]) -> Any:
+    for part in parts:  # records are plain dicts: checked first, the ABCs only for the rest
+        if type(node) is dict or isinstance(node, Mapping):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+        if node is None:
+            return None
+    return node
+
+
+def _each(
+    node: Any, at: str, suffix: tuple[str, ...], found: dict[str, Any], most: int | None
+) -> None:
+    tail = "".join(f"/{part}" for part in suffix)
+    if isinstance(node, list):
+        entries: Any = enumerate(node)
+    elif isinstance(node, Mapping):
+        entries = ((escape(str(key)), item) for key, item in node.items())
+    else:
+        return
+    for key, item in entries:
+        value = _walk(item, suffix) if suffix else item
+        if value is not None and value != [] and value != {}:
+            found[f"{at}/{key}{tail}"] = value
+            if most is not None and len(found) >= most:
+                return
 
 
 def _expand(node: Any, parts: tuple[str, ...], depth: int, at: str, found: dict[str, Any]) -> None:

@@ -26,8 +26,8 @@ their requirements) are encoded once per policy.
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 from urllib.parse import quote
 
 import orjson
@@ -534,35 +534,76 @@ _OUTCOME_WORDS: dict[Outcome, str] = {
 def _claim(
     rule: Rule, status: Outcome, findings: tuple[Finding, ...], record: Mapping[str, Any]
 ) -> tuple[orjson.Fragment, orjson.Fragment]:
-    """The rule's claim about the model and the evidence for or against it. Encoded here: a
-    claim that passes, or is not decided, reads the same on every subject (encoded once), and
-    only the evidence's contents differ from one subject to the next."""
+    """The rule's claim about the model and the evidence for or against it: for a pass, the
+    places in the evidence record it rests on (the first few; the record, named by its digest,
+    holds their values); for a gap, the findings' places and messages and the fix. Encoded once
+    for every subject they read the same on: a claim that passes or is not decided always; its
+    evidence when the places are the same; a gap when the findings are (runs share them)."""
     shared = _shared_parts(rule, status)
     if status == "pass":
-        places = evidence_at(record, rule, limit=_PLACES_SHOWN)
-        shown = [f"{place}: {_shown(value)}" for place, value in places.items()]
-        if len(shown) > _PLACES_SHOWN:
-            shown[_PLACES_SHOWN:] = ["and more places of the same kind"]
-        contents = "\n".join(shown)
-        claim = shared.claim
-    elif status in ("fail", "waived"):
-        reasoning = (
-            "Not met: "
-            + "; ".join(f"{finding.pointer}: {finding.message}" for finding in findings)
-            + f". Fix: {findings[0].remediation}"
+        places = tuple(evidence_at(record, rule, limit=_PLACES_SHOWN))
+        return shared.claim, _cached(
+            _PASS_EVIDENCE, (id(rule), places), rule, lambda: _evidence(shared, places)
         )
-        waiver = findings[0].waiver if status == "waived" else None
-        if waiver is not None:
-            reasoning += f" Waived: {waiver.reason}"
-        contents = "\n".join(finding.pointer for finding in findings)
-        claim = orjson.Fragment(shared.claim_head + orjson.dumps(reasoning) + shared.claim_tail)
-    else:
-        contents = ""
-        claim = shared.claim
-    if not contents:
-        return claim, shared.proof
-    # The places in the evidence record (JSON Pointers) and what they hold.
-    return claim, orjson.Fragment(shared.proof_head + orjson.dumps(contents) + b"}}}]}")
+    if status in ("fail", "waived"):
+        key = (id(rule), status, *map(id, findings))
+        return _cached(_GAPS, key, findings, lambda: _gap(shared, status, findings))
+    return shared.claim, shared.proof
+
+
+def _evidence(shared: _SharedParts, places: tuple[str, ...]) -> orjson.Fragment:
+    shown = list(places[:_PLACES_SHOWN])
+    if len(places) > _PLACES_SHOWN:
+        shown.append("and more places of the same kind")
+    if not shown:
+        return shared.proof
+    return orjson.Fragment(shared.proof_head + orjson.dumps("\n".join(shown)) + b"}}}]}")
+
+
+def _gap(
+    shared: _SharedParts, status: Outcome, findings: tuple[Finding, ...]
+) -> tuple[orjson.Fragment, orjson.Fragment]:
+    reasoning = (
+        "Not met: "
+        + "; ".join(f"{finding.pointer}: {finding.message}" for finding in findings)
+        + f". Fix: {findings[0].remediation}"
+    )
+    waiver = findings[0].waiver if status == "waived" else None
+    if waiver is not None:
+        reasoning += f" Waived: {waiver.reason}"
+    contents = "\n".join(finding.pointer for finding in findings)
+    claim = orjson.Fragment(shared.claim_head + orjson.dumps(reasoning) + shared.claim_tail)
+    proof = orjson.Fragment(shared.proof_head + orjson.dumps(contents) + b"}}}]}")
+    return claim, proof
+
+
+_T = TypeVar("_T")
+#: Encoded evidence of passes, by rule and places; encoded gaps, by rule, outcome and findings.
+#: Each entry holds what its key names by identity, so that the key stays that object's.
+_PASS_EVIDENCE: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+_GAPS: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+_CACHED_AT_MOST = 20_000
+
+
+def _cached(
+    cache: dict[tuple[Any, ...], tuple[Any, Any]],
+    key: tuple[Any, ...],
+    holds: Any,
+    make: Callable[[], _T],
+) -> _T:
+    held = cache.get(key)
+    if held is None or not _same(held[0], holds):
+        if len(cache) >= _CACHED_AT_MOST:
+            cache.clear()
+        held = cache[key] = (holds, make())
+    value: _T = held[1]
+    return value
+
+
+def _same(held: Any, holds: Any) -> bool:
+    if isinstance(holds, tuple):
+        return len(held) == len(holds) and all(a is b for a, b in zip(held, holds, strict=True))
+    return held is holds
 
 
 class _SharedParts:
@@ -641,19 +682,6 @@ def _attestation_map(
 
 def _properties(*pairs: tuple[str, Any]) -> list[dict[str, str]]:
     return [{"name": name, "value": str(value)} for name, value in pairs if value not in (None, "")]
-
-
-def _shown(value: Any) -> str:
-    """A value found as evidence, in a few words: a scalar as it is, a list or a mapping
-    counted (the BOM lists the datasets, packages and parameters themselves)."""
-    if isinstance(value, list):
-        return f"{len(value)} entr{'ies' if len(value) != 1 else 'y'}"
-    if isinstance(value, Mapping):
-        return f"{len(value)} field{'s' if len(value) != 1 else ''}"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    text = str(value)
-    return text if len(text) <= 200 else text[:199] + "…"
 
 
 def _text(value: Any) -> str | None:
