@@ -92,6 +92,7 @@ def test_the_selection_comes_from_the_configuration_as_for_check(
         f'tracking_uri = "{lineage_store.uri}"\nmodels = ["{lineage_store.model}/3"]\n'
     )
     monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the environment beats the file
     done = cli("export", "-f", "cyclonedx")
     assert done.code == 0, done.err
     assert json.loads(done.out)["metadata"]["component"]["version"] == "3"
