@@ -4,6 +4,7 @@ JSON validator (the CycloneDX schemas it ships), for every run and version of th
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -267,6 +268,10 @@ def test_export_of_one_version_goes_to_stdout_or_a_file(
         "-o", str(target),
     )  # fmt: skip
     assert written.code == 0 and json.loads(target.read_text())["bomFormat"] == "CycloneDX"
+    assert f"to {target}" in written.err
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask  # as any new file, not private
 
 
 def test_several_subjects_without_a_folder_fail_and_write_nothing(

@@ -165,6 +165,13 @@ def run(args: argparse.Namespace) -> int:
             )
         document = (Path(scratch) / files.documents[0]).read_text(encoding="utf-8")
         emit([document], target)
+        if target is not None:
+            subjects = len(result.runs)
+            print(
+                f"Exported {args.format} ({subjects} subject{'s' if subjects != 1 else ''}) "
+                f"to {target}",
+                file=sys.stderr,
+            )
     return result.exit_code
 
 

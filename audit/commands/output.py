@@ -28,6 +28,12 @@ def terminal_width() -> int:
     return shutil.get_terminal_size((80, 24)).columns
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 def emit(chunks: Iterable[str], output: str | None) -> None:
     """Write the pieces of one output to stdout, or to the file `output`: atomically (a reader
     never sees half of it), except to devices and FIFOs, which are written as they are."""
@@ -54,6 +60,8 @@ def emit(chunks: Iterable[str], output: str | None) -> None:
         ) as handle:
             partial = Path(handle.name)
             handle.writelines(chunks)
+        # A temporary file is private (0600); the output gets the mode any new file would.
+        partial.chmod(0o666 & ~_umask())
         partial.replace(target)
     except OSError as error:
         if partial is not None:
