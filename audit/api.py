@@ -418,6 +418,7 @@ def export(
     system_card: str | Path | SystemCard | None = None,
     date: str | None = None,
     sign_with: SigningKey | None = None,
+    cyclonedx_version: str = "1.6",
 ) -> tuple[AuditResult, ExportFiles]:
     """Audit the selected runs and export them into the folder `out` in `format`
     (`audit.exports.EXPORT_FORMATS`): a CycloneDX ML-BOM, an SPDX 3 document or a model card
@@ -431,10 +432,15 @@ def export(
     when the audit or the writing cannot be completed; `out` is then left as it was."""
 
     from audit.exports import EXPORT_FORMATS, PER_SUBJECT, ExportSettings, subjects_of
+    from audit.exports.cyclonedx import SPEC_VERSIONS
     from audit.exports.writer import AUDIT_DOCUMENT, SubjectWriter, renderer, written
     from audit.report.document import parse_date
     from audit.staging import Staging
 
+    if cyclonedx_version not in SPEC_VERSIONS:
+        raise SelectionError(
+            f"CycloneDX {cyclonedx_version!r}: choose from {', '.join(SPEC_VERSIONS)}"
+        )
     if format not in EXPORT_FORMATS:
         raise SelectionError(
             f"unknown export format {format!r}; choose from {', '.join(EXPORT_FORMATS)}"
@@ -457,6 +463,7 @@ def export(
         tool_version=__version__,
         policy=loaded.to_dict(),
         store=_store(tracking_uri, allow_artifact_locations).display,
+        cyclonedx_version=cyclonedx_version,
     )
     folder = Path(out)
     options: dict[str, Any] = {

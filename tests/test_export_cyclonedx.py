@@ -51,13 +51,14 @@ def test_every_run_and_version_of_the_test_stores_is_a_valid_cyclonedx_16_bom(
     assert sum(case.subject.is_version for case in export_cases) == 6
 
 
-def test_the_boms_also_validate_against_cyclonedx_17(export_cases: list[ExportCase]) -> None:
-    """The 1.6 document uses nothing 1.7 changed: declared as 1.7, it is valid 1.7 as well."""
+def test_the_boms_declared_17_validate_against_cyclonedx_17(export_cases: list[ExportCase]) -> None:
+    """--cyclonedx-version 1.7: the same document, declared 1.7, is valid CycloneDX 1.7."""
+    settings = ExportSettings(**{**SETTINGS.__dict__, "cyclonedx_version": "1.7"})
     invalid = {}
     for case in export_cases:
-        document = _bom(case.subject)
-        document["specVersion"] = "1.7"
-        error = _validation_errors(json.dumps(document).encode(), SchemaVersion.V1_7)
+        document = render(case.subject, settings)
+        assert json.loads(document)["specVersion"] == "1.7"
+        error = _validation_errors(document, SchemaVersion.V1_7)
         if error:
             invalid[case.id] = error
     assert not invalid, invalid

@@ -21,9 +21,10 @@ FORMATS = ("cyclonedx", "spdx", "oscal", "model-card")
 
 _EPILOG = """\
 formats:
-  cyclonedx   CycloneDX 1.6 ML-BOM (JSON) per run or model version: the model
-              with its model card, datasets with their digests, packages with
-              purls, how it was trained, the policy's outcomes as declarations.
+  cyclonedx   CycloneDX 1.6 ML-BOM (JSON; 1.7 with --cyclonedx-version 1.7) per
+              run or model version: the model with its model card, datasets with
+              their digests, packages with purls, how it was trained, the
+              policy's outcomes as declarations.
               Read by Dependency-Track, sbom-tools and other SBOM platforms.
   spdx        SPDX 3.0.1 (JSON-LD) with the AI and Dataset profiles per run or
               model version: AIPackage, DatasetPackages, trainedOn / testedOn.
@@ -110,6 +111,13 @@ def add_parser(commands: Any) -> None:
         "terminal); never give a passphrase on the command line",
     )
     output.add_argument(
+        "--cyclonedx-version",
+        choices=("1.6", "1.7"),
+        default="1.6",
+        help="the CycloneDX version a BOM declares (default: 1.6; the document is valid 1.7 "
+        "as well)",
+    )
+    output.add_argument(
         "--date",
         metavar="DATE",
         help="the date the documents carry (YYYY-MM-DD or an ISO 8601 time; default: now): "
@@ -151,6 +159,7 @@ def run(args: argparse.Namespace) -> int:
             date=args.date,
             on_run=progress.update,
             sign_with=key,
+            cyclonedx_version=args.cyclonedx_version,
         )
         progress.done()
         warn_about_waivers(result)

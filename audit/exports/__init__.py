@@ -40,13 +40,16 @@ UUID_NAMESPACE = uuid.UUID("6f1c2a8e-3b7d-5e4f-9a10-2c3d4e5f6a7b")
 @dataclass(frozen=True)
 class ExportSettings:
     """What an export says besides its subjects: when (``--date``, else the audit's time), by
-    which tool, under which policy (`Policy.to_dict`), and from which store (credentials
-    already redacted)."""
+    which tool, under which policy (`Policy.to_dict`), from which store (credentials already
+    redacted), and in which version of a format that has several."""
 
     generated_at: str
     tool_version: str
     policy: Mapping[str, Any]
     store: str
+    #: The CycloneDX specification a BOM declares: "1.6", or "1.7" (the same document is valid
+    #: under both).
+    cyclonedx_version: str = "1.6"
 
     def uuid(self, *parts: str) -> str:
         """A UUID determined by `parts` and the policy: stable across exports of the same

@@ -38,7 +38,8 @@ from audit.provisions import load_catalog
 from audit.result import SCOPE_NOTE, Finding
 
 SUFFIX = ".cdx.json"
-SPEC_VERSION = "1.6"
+#: The CycloneDX versions a BOM can declare: it uses nothing 1.7 changed (tested valid under both).
+SPEC_VERSIONS = ("1.6", "1.7")
 
 MODEL_REF = "model"
 _SOURCE_REF = "source-code"
@@ -61,7 +62,7 @@ def bom(subject: Subject, settings: ExportSettings) -> dict[str, Any]:
     components = [*(component for _, component in datasets.values()), *libraries]
     document: dict[str, Any] = {
         "bomFormat": "CycloneDX",
-        "specVersion": SPEC_VERSION,
+        "specVersion": settings.cyclonedx_version,
         "serialNumber": "urn:uuid:"
         + settings.uuid(
             "cyclonedx", subject.key, subject.run.evidence_sha256, settings.generated_at
