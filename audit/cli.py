@@ -19,6 +19,7 @@ from audit.commands import serve as commands_serve
 from audit.commands.options import (
     add_audit_arguments,
     add_config_arguments,
+    add_key_arguments,
     audit_options,
     configure,
     load_config,
@@ -441,17 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_signing_arguments(group: argparse._ActionsContainer) -> None:
     """How to sign: the same for `report --sign` and `sign`."""
-    group.add_argument(
-        "--signer-cert",
-        metavar="PEM",
-        help="with a PEM private key: its certificate, then the chain up to the CA",
-    )
-    group.add_argument(
-        "--passphrase-env",
-        metavar="VAR",
-        help="read the key's passphrase from environment variable VAR (default: ask on the "
-        "terminal); never give a passphrase on the command line",
-    )
+    add_key_arguments(group)
     group.add_argument(
         "--reason",
         metavar="TEXT",

@@ -8,7 +8,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from audit.cliparser import fill
-from audit.commands.options import add_audit_arguments, audit_options, configure, signing_key
+from audit.commands.options import (
+    add_audit_arguments,
+    add_key_arguments,
+    audit_options,
+    configure,
+    signing_key,
+)
 from audit.commands.output import Progress, emit, warn_about_waivers
 from audit.errors import AuditError
 
@@ -98,17 +104,7 @@ def add_parser(commands: Any) -> None:
         ),
     )
     signing.add_argument("--sign", dest="sign_key", metavar="KEY", help="PKCS#12 file or PEM key")
-    signing.add_argument(
-        "--signer-cert",
-        metavar="PEM",
-        help="with a PEM private key: its certificate, then the chain up to the CA",
-    )
-    signing.add_argument(
-        "--passphrase-env",
-        metavar="VAR",
-        help="read the key's passphrase from environment variable VAR (default: ask on the "
-        "terminal); never give a passphrase on the command line",
-    )
+    add_key_arguments(signing)
     output.add_argument(
         "--cyclonedx-version",
         choices=("1.6", "1.7"),

@@ -109,6 +109,21 @@ def load_config(args: argparse.Namespace) -> Any:
     return read(find_config(Path.cwd(), os.environ, explicit=args.config, disabled=args.no_config))
 
 
+def add_key_arguments(group: argparse._ActionsContainer) -> None:
+    """How the signing key is opened: the same for every command that signs."""
+    group.add_argument(
+        "--signer-cert",
+        metavar="PEM",
+        help="with a PEM private key: its certificate, then the chain up to the CA",
+    )
+    group.add_argument(
+        "--passphrase-env",
+        metavar="VAR",
+        help="read the key's passphrase from environment variable VAR (default: ask on the "
+        "terminal); never give a passphrase on the command line",
+    )
+
+
 def signing_key(
     path: Path, certificate: Path | None, passphrase_env: str | None, *, pdf: bool
 ) -> SigningKey:

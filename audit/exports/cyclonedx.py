@@ -467,19 +467,11 @@ class _Standards:
         self.fragment = orjson.Fragment(orjson.dumps(list(standards.values())))
 
 
-_STANDARDS: dict[int, tuple[tuple[Rule, ...], _Standards]] = {}
-
-
 def _standards(rules: tuple[Rule, ...]) -> _Standards:
     """The standards of a set of rules, looked up by the tuple's identity (every subject of
     an export shares one or two tuples; hashing 24 rules per subject costs more than the
     lookup saves)."""
-    held = _STANDARDS.get(id(rules))
-    if held is None or held[0] is not rules:
-        if len(_STANDARDS) > 16:
-            _STANDARDS.clear()
-        held = _STANDARDS[id(rules)] = (rules, _Standards(rules))
-    return held[1]
+    return _cached(_STANDARDS, (id(rules),), rules, lambda: _Standards(rules))
 
 
 def _declarations(
@@ -579,8 +571,12 @@ def _gap(
 
 
 _T = TypeVar("_T")
-#: Encoded evidence of passes, by rule and places; encoded gaps, by rule, outcome and findings.
-#: Each entry holds what its key names by identity, so that the key stays that object's.
+#: What is encoded once and shared, each keyed by the identity of what it is made from: the
+#: standards of a set of rules, a rule's parts for an outcome, the evidence of passes by rule
+#: and places, gaps by rule, outcome and findings. Each entry holds the objects its key names,
+#: so that the key stays theirs.
+_STANDARDS: dict[tuple[Any, ...], tuple[Any, Any]] = {}
+_SHARED: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 _PASS_EVIDENCE: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 _GAPS: dict[tuple[Any, ...], tuple[Any, Any]] = {}
 _CACHED_AT_MOST = 20_000
@@ -602,6 +598,8 @@ def _cached(
 
 
 def _same(held: Any, holds: Any) -> bool:
+    if held is holds:
+        return True
     if isinstance(holds, tuple):
         return len(held) == len(holds) and all(a is b for a, b in zip(held, holds, strict=True))
     return held is holds
@@ -634,16 +632,8 @@ class _SharedParts:
         )
 
 
-_SHARED: dict[tuple[int, str], tuple[Rule, _SharedParts]] = {}
-
-
 def _shared_parts(rule: Rule, status: Outcome) -> _SharedParts:
-    held = _SHARED.get((id(rule), status))
-    if held is None or held[0] is not rule:
-        if len(_SHARED) > 4096:
-            _SHARED.clear()
-        held = _SHARED[(id(rule), status)] = (rule, _SharedParts(rule, status))
-    return held[1]
+    return _cached(_SHARED, (id(rule), status), rule, lambda: _SharedParts(rule, status))
 
 
 @functools.lru_cache(maxsize=256)

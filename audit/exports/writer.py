@@ -42,13 +42,12 @@ def document_name(format_name: str, subject: Subject) -> str:
     """Where a subject's document goes in an export folder: named after the model version
     (``churn-classifier-v3``) or the run id (unique, unlike run names); a model card as the
     ``README.md`` of a folder of its own, as a model repository on the Hugging Face Hub has it."""
-    from audit.report.document import slug
+    if subject.is_version:
+        from audit.report.document import slug
 
-    stem = (
-        f"{slug(subject.name) or 'model'}-v{subject.version}"
-        if subject.is_version
-        else subject.run.run_id
-    )
+        stem = f"{slug(subject.name) or 'model'}-v{subject.version}"
+    else:
+        stem = subject.run.run_id
     if format_name == "model-card":
         return f"{stem}/README.md"
     suffix: str = renderer(format_name).SUFFIX
@@ -83,10 +82,7 @@ class SubjectWriter:
         rules = self.rules if "lineage" in record else self.run_rules
         subject = Subject(record, run, rules)
         data = self.render(subject, self.settings)
-        if self.format_name != "model-card" and not subject.is_version:
-            name = run.run_id + renderer(self.format_name).SUFFIX
-        else:
-            name = document_name(self.format_name, subject)
+        name = document_name(self.format_name, subject)
         try:
             _write_new(self.folder, name, data, fallback=f"{run.run_id}-{name.replace('/', '-')}")
         except OSError as error:
